@@ -1,0 +1,181 @@
+"""The local backend: an Optuna multi-objective study in SQLite, driven by ask/tell so a
+failing candidate is recorded with its reason and the search goes on.
+
+Objectives: maximize val accuracy, minimize latency ratio to the teacher, minimize size.
+--max-acc-drop becomes an Optuna constraint (TPE and NSGA-II use it); nothing is discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Optional
+
+import optuna
+
+from autocompress.backends import SAMPLERS, Outcome
+from autocompress.config import CandidateConfig
+from autocompress.errors import CandidateError, ConfigError
+from autocompress.space import SearchSpace
+
+STUDY_NAME = "autocompress"
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+_CONSTRAINT = "constraint"
+
+# The classic recipes a user would try by hand; enqueued first so the front is never worse.
+RECIPES: dict[str, dict[str, Any]] = {
+    "int8 teacher": {"prune.ratio": 0.0, "finetune.steps": 0, "quantize.mode": "int8",
+                     "quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"]},
+    "prune 50% + KD": {"prune.ratio": 0.5, "finetune.steps": "max", "quantize.mode": "fp32",
+                       "distill.alpha": 0.5, "distill.temperature": 4.0},
+    "prune 50% + KD + int8": {"prune.ratio": 0.5, "finetune.steps": "max", "quantize.mode": "int8",
+                              "distill.alpha": 0.5, "distill.temperature": 4.0,
+                              "quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"]},
+}
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return trial.user_attrs.get(_CONSTRAINT, [0.0])
+
+
+def make_sampler(name: str, *, seed: int, constrained: bool) -> optuna.samplers.BaseSampler:
+    cf = _constraints if constrained else None
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, n_startup_trials=10, multivariate=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf, population_size=20)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
+
+
+def _resolve_recipe(space: SearchSpace, recipe: dict[str, Any]) -> Optional[dict[str, Any]]:
+    wanted = dict(recipe)
+    if wanted.get("finetune.steps") == "max":
+        p = space.params["finetune.steps"]
+        wanted["finetune.steps"] = max(getattr(p, "values", None) or [getattr(p, "high", getattr(p, "value", 0))])
+    return space.recipe(wanted)
+
+
+class OptunaBackend:
+    """Drives one study in `storage_url`. Trials that were RUNNING when a previous driver
+    died are marked FAIL ('interrupted') and their params enqueued again on resume."""
+
+    def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self.max_acc_drop = max_acc_drop
+        self._storage_url = storage_url
+        self._sampler_name = sampler
+        self._seed = seed
+        self.study: Optional[optuna.Study] = None
+
+    # ---- setup
+    def open(self, *, new: bool) -> None:
+        storage = optuna.storages.RDBStorage(self._storage_url)
+        existing = None if new else optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        n_done = len(existing.trials) if existing is not None else 0
+        sampler = make_sampler(self._sampler_name, seed=self._seed + n_done, constrained=self.max_acc_drop is not None)
+        self.study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=DIRECTIONS, sampler=sampler, load_if_exists=not new)
+        if new:
+            for name, recipe in RECIPES.items():
+                params = _resolve_recipe(self.space, recipe)
+                if params is not None:
+                    self.study.enqueue_trial(params, user_attrs={"recipe": name}, skip_if_exists=True)
+        else:
+            self._recover_interrupted()
+
+    def _recover_interrupted(self) -> None:
+        assert self.study is not None
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            self.study._storage.set_trial_user_attr(t._trial_id, "failure_reason", "interrupted (driver stopped); re-enqueued")
+            self.study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            self.study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            if t.params:
+                self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+    def finished_count(self) -> int:
+        """Trials that count against the budget: complete or failed, not interrupted."""
+        assert self.study is not None
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("interrupted"))
+
+    # ---- the loop
+    def optimize(
+        self,
+        evaluate: Callable[[CandidateConfig, int], Outcome],
+        *,
+        budget: int,
+        time_budget: Optional[float] = None,
+        on_trial: Callable[[dict[str, Any]], None] = lambda record: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Ask/tell until `budget` trials are finished or `time_budget` seconds have passed
+        (checked between trials: the trial in flight always finishes)."""
+        assert self.study is not None
+        start = clock()
+        built: dict[str, int] = {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
+        while self.finished_count() < budget:
+            if time_budget is not None and clock() - start >= time_budget:
+                logging.getLogger(__name__).info("time budget reached")
+                break
+            trial = self.study.ask()
+            try:
+                cfg = self.space.suggest(trial)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(trial, f"suggest: {type(exc).__name__}: {exc}")
+                on_trial(self._record(self.study._storage.get_trial(trial._trial_id)))
+                continue
+            trial.set_user_attr("candidate_id", cfg.id)
+            trial.set_user_attr("description", cfg.describe())
+            if cfg.id in built:
+                self._tell_duplicate(trial, built[cfg.id])
+            else:
+                t0 = time.perf_counter()
+                try:
+                    outcome = evaluate(cfg, trial.number)
+                except CandidateError as exc:
+                    trial.set_user_attr("t_total", time.perf_counter() - t0)
+                    self._fail(trial, str(exc))
+                except KeyboardInterrupt:
+                    self._fail(trial, "interrupted (Ctrl-C)", interrupted=True)
+                    raise
+                else:
+                    for k, v in outcome.attrs.items():
+                        trial.set_user_attr(k, v)
+                    trial.set_user_attr("t_total", time.perf_counter() - t0)
+                    if self.max_acc_drop is not None:
+                        trial.set_user_attr(_CONSTRAINT, [outcome.attrs["acc_drop_pts"] - self.max_acc_drop])
+                    self.study.tell(trial, list(outcome.values))
+                    built[cfg.id] = trial.number
+            on_trial(self._record(self.study._storage.get_trial(trial._trial_id)))
+
+    def _fail(self, trial: optuna.Trial, reason: str, *, interrupted: bool = False) -> None:
+        trial.set_user_attr("failure_reason", reason)
+        if interrupted:
+            trial.set_user_attr("interrupted", True)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # type: ignore[union-attr]
+
+    def _tell_duplicate(self, trial: optuna.Trial, original: int) -> None:
+        """The same candidate was already built and measured: reuse its result."""
+        assert self.study is not None
+        src = self.study.trials[original]
+        for k, v in src.user_attrs.items():
+            if k not in ("recipe", "retry_of", "t_total"):
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("duplicate_of", original)
+        trial.set_user_attr("t_total", 0.0)
+        self.study.tell(trial, list(src.values))
+
+    # ---- results
+    def records(self) -> list[dict[str, Any]]:
+        assert self.study is not None
+        return [self._record(t) for t in self.study.get_trials(deepcopy=False)]
+
+    @staticmethod
+    def _record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        rec: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        rec.update({f"param.{k}": v for k, v in t.params.items()})
+        rec.update({k: v for k, v in t.user_attrs.items() if k not in ("stage_seconds", _CONSTRAINT, "config")})
+        rec.update({f"t_{k}": v for k, v in t.user_attrs.get("stage_seconds", {}).items()})
+        return rec

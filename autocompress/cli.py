@@ -1,0 +1,68 @@
+"""Command line: `autocompress search ...`. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Optional, Sequence
+
+from autocompress import __version__
+from autocompress.errors import AutocompressError, ConfigError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse_duration(text: str) -> float:
+    """'900', '900s', '15m', '1h', '1h30m' -> seconds."""
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or m is None or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration like 900, 900s, 15m or 1h30m, got {text!r}")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autocompress", description="Measured, joint compression search for PyTorch models.")
+    p.add_argument("--version", action="version", version=f"autocompress {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search", help="search for compressed models; writes a run directory with the Pareto front",
+                       description="Without --model/--data, runs on the built-in digits demo.")
+    s.add_argument("--model", metavar="FILE.py:FN", help="function returning your trained nn.Module")
+    s.add_argument("--data", metavar="FILE.py:FN", help="function returning (train, val[, test]) Datasets of (x, y)")
+    s.add_argument("--checkpoint", metavar="FILE", help="state_dict to load into the model (weights_only)")
+    s.add_argument("--space", metavar="NAME|FILE", help="search space: built-in name or YAML file (default: default)")
+    s.add_argument("--profile", metavar="NAME|FILE", help="hardware profile: built-in name or YAML file (default: cpu-1thread)")
+    s.add_argument("--budget", type=int, metavar="N", help="total trials of the study (default 100; on --resume may be raised)")
+    s.add_argument("--time-budget", type=parse_duration, metavar="DURATION", help="wall-clock limit, e.g. 15m; the trial in flight finishes")
+    s.add_argument("--seed", type=int, help="seed of the sampler and fine-tuning (default 0)")
+    s.add_argument("--sampler", choices=["tpe", "nsga2", "random"], help="Optuna sampler (default tpe)")
+    s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
+    s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the study in RUN_DIR up to its (or a raised) budget")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "search":
+            from autocompress.search import SearchOptions, search
+
+            search(SearchOptions(
+                model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,
+                budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
+                out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop,
+            ))
+    except AutocompressError as exc:
+        print(f"autocompress: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("autocompress: interrupted; finished trials are saved (resume with --resume RUN_DIR)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Accuracy measured on the ONNX file itself: what is deployed is what is measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def onnx_predict(path: str | Path, x: np.ndarray, *, batch: int = 256, threads: int = 0) -> np.ndarray:
+    """Predicted class per row of `x`, by ONNX Runtime on the CPU (threads 0 = ORT default)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    preds = [sess.run(None, {name: x[i : i + batch]})[0].argmax(axis=1) for i in range(0, len(x), batch)]
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def onnx_accuracy(path: str | Path, x: np.ndarray, y: np.ndarray, **kw) -> float:
+    """Top-1 accuracy (fraction) of the ONNX model at `path` on (x, y)."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise ValueError("cannot measure accuracy on an empty split")
+    return float((onnx_predict(path, x, **kw) == y).mean())

@@ -1,0 +1,142 @@
+"""Hardware profiles: how a candidate is timed (execution providers, threads, batch,
+warmup, repeats, passes). YAML in, validated on load; built-ins live in
+autocompress/profiles/. onnxruntime is imported only when a session is made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from autocompress.errors import ConfigError
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Where and how latency is measured. Candidate and teacher are timed in alternating
+    blocks of `repeats` runs, `passes` times (see evaluation.latency)."""
+
+    name: str
+    description: str = ""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    batch_size: int = 1
+    warmup: int = 20
+    repeats: int = 40
+    passes: int = 7
+    graph_optimization: str = "all"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["providers"] = list(self.providers)
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def session_options(self):
+        """onnxruntime.SessionOptions for this profile."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.intra_op_threads
+        so.inter_op_num_threads = self.inter_op_threads
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.graph_optimization]
+        so.log_severity_level = 3
+        return so
+
+    def session(self, path: str | Path):
+        import onnxruntime as ort
+
+        return ort.InferenceSession(str(path), sess_options=self.session_options(), providers=list(self.providers))
+
+
+_INT_FIELDS = {
+    "intra_op_threads": (0, 1024),
+    "inter_op_threads": (0, 1024),
+    "batch_size": (1, 65536),
+    "warmup": (0, 100_000),
+    "repeats": (1, 100_000),
+    "passes": (1, 1000),
+}
+
+
+def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"hardware profile must be a mapping, got {type(data).__name__} ({source})")
+    known = set(HardwareProfile.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown hardware-profile key {sorted(unknown)[0]!r}; allowed: {sorted(known)} ({source})")
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise ConfigError(f"profile name must be a non-empty string, got {data.get('name')!r} ({source})")
+    kw: dict[str, Any] = {"name": data["name"]}
+    if "description" in data:
+        if not isinstance(data["description"], str):
+            raise ConfigError(f"description must be a string, got {data['description']!r} ({source})")
+        kw["description"] = data["description"]
+    for key, (lo, hi) in _INT_FIELDS.items():
+        if key in data:
+            v = data[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"{key} must be an integer in [{lo}, {hi}], got {v!r} ({source})")
+            kw[key] = v
+    if "graph_optimization" in data:
+        v = data["graph_optimization"]
+        if v not in _OPT_LEVELS:
+            raise ConfigError(f"graph_optimization must be one of {list(_OPT_LEVELS)}, got {v!r} ({source})")
+        kw["graph_optimization"] = v
+    if "providers" in data:
+        v = data["providers"]
+        if not isinstance(v, list) or not v or not all(isinstance(p, str) for p in v):
+            raise ConfigError(f"providers must be a non-empty list of names, got {v!r} ({source})")
+        kw["providers"] = tuple(v)
+    return HardwareProfile(**kw)
+
+
+def check_available(profile: HardwareProfile) -> None:
+    """Refuse a profile whose execution providers this onnxruntime cannot run."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in profile.providers if p not in available]
+    if missing:
+        raise ConfigError(
+            f"profile {profile.name!r}: execution provider {missing[0]!r} is not available here; available: {available}"
+        )
+
+
+def builtin_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str = "cpu-1thread") -> HardwareProfile:
+    import yaml
+
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"--profile: unknown profile {name_or_path!r}; built-in: {builtin_profiles()}, or give a .yaml path")
+    elif not path.is_file():
+        raise ConfigError(f"--profile: no such file {name_or_path!r}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    profile = profile_from_dict(data, source=str(path))
+    check_available(profile)
+    return profile

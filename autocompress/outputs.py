@@ -1,0 +1,58 @@
+"""Writing a run's results: trials.csv after every trial; at the end the front's test
+accuracy, pareto.csv, pareto.png, summary.txt, and removal of non-front artifacts."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import pandas as pd
+
+from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
+from autocompress.run import RunDir, write_text_atomic
+
+_FIRST = ["number", "state", "description", "val_accuracy", "speedup", "latency_ratio", "latency_ms", "size_bytes",
+          "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "failure_reason"]
+
+
+def teacher_row(teacher) -> TeacherRow:
+    return TeacherRow(teacher.val_accuracy, teacher.test_accuracy, teacher.latency_ms, teacher.size_bytes)
+
+
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    first = [c for c in _FIRST if c in df]
+    params = sorted(c for c in df if c.startswith("param."))
+    times = sorted(c for c in df if c.startswith("t_"))
+    rest = [c for c in df if c not in first and c not in params and c not in times]
+    return df[first + params + rest + times]
+
+
+def write_trials_csv(run: RunDir, records: Sequence[dict[str, Any]], teacher, *, max_acc_drop: Optional[float]) -> pd.DataFrame:
+    df = _ordered(trials_frame(records, teacher_row(teacher), max_acc_drop=max_acc_drop))
+    write_text_atomic(run.path / "trials.csv", df.to_csv(index=False))
+    return df
+
+
+def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_drop: Optional[float], progress: Callable[[str], None] = print) -> pd.DataFrame:
+    from autocompress.evaluation import onnx_accuracy
+
+    teacher = teacher_row(ctx.teacher)
+    df = write_trials_csv(run, records, ctx.teacher, max_acc_drop=max_acc_drop)
+    front = df[df["pareto"]].copy()
+    test = ctx.task.test
+    front["test_accuracy"] = [
+        onnx_accuracy(run.path / p, test.x.numpy(), test.y.numpy()) if test is not None else float("nan") for p in front["onnx"]
+    ] if len(front) else []
+    front = front.sort_values("latency_ratio")
+    cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "latency_ratio", "latency_ms",
+            "size_bytes", "size_reduction", "acc_drop_pts", "onnx", "state_dict"]
+    cols += sorted(c for c in front if c.startswith("param."))
+    write_text_atomic(run.path / "pareto.csv", front[[c for c in cols if c in front]].to_csv(index=False))
+    render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png", title=f"{run.path.name}: {int(df['state'].eq('COMPLETE').sum())} trials")
+    run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
+    n_failed = int(df["state"].eq("FAIL").sum())
+    note = f"{len(df)} trials, {n_failed} failed" + (f", front limited to <= {max_acc_drop} pt accuracy drop" if max_acc_drop is not None else "")
+    summary = format_summary(front, teacher, title=f"Pareto front ({note})")
+    write_text_atomic(run.path / "summary.txt", summary + "\n")
+    progress("\n" + summary)
+    progress(f"\nResults in {run.path}: pareto.csv, pareto.png, trials.csv; ONNX + state_dict per front point under trials/")
+    return df

@@ -1,0 +1,134 @@
+"""One candidate config -> measured metrics, on the artifact a user would deploy:
+
+copy teacher -> prune (Torch-Pruning) -> distillation fine-tune -> export ONNX
+-> [int8 static quantization] -> accuracy with ORT on val -> latency with ORT, timed
+interleaved with the teacher -> size (all bytes of the ONNX model).
+
+Any exception inside becomes a CandidateError naming the stage; the search records it
+on the trial and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from autocompress.config import CandidateConfig, DistillConfig
+from autocompress.errors import CandidateError
+from autocompress.evaluation import LatencyResult, measure_interleaved, onnx_accuracy
+from autocompress.export import export_onnx, model_size_bytes, quantize_int8
+from autocompress.hardware import HardwareProfile
+from autocompress.tasks import Task
+from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logits
+from autocompress.transforms import TransformContext, apply_transform
+
+CALIBRATION_SAMPLES = 128
+STAGES = ("prune", "finetune", "export", "quantize", "accuracy", "latency")
+
+
+@dataclass
+class TeacherBaseline:
+    onnx_path: Path
+    val_accuracy: float
+    test_accuracy: Optional[float]
+    size_bytes: int
+    latency_ms: float  # the teacher's median under the profile, measured at the start
+
+
+@dataclass
+class PipelineContext:
+    """Everything a candidate build needs that does not change between candidates."""
+
+    task: Task
+    profile: HardwareProfile
+    teacher: TeacherBaseline
+    soft_targets: torch.Tensor
+    calibration: np.ndarray
+    _reference_session: Any = None
+
+    @property
+    def reference_session(self):
+        if self._reference_session is None:
+            self._reference_session = self.profile.session(self.teacher.onnx_path)
+        return self._reference_session
+
+
+@dataclass
+class CandidateResult:
+    config: CandidateConfig
+    val_accuracy: float
+    latency: LatencyResult
+    size_bytes: int
+    onnx_path: Path
+    state_dict_path: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(task: Task, profile: HardwareProfile, workdir: Path) -> PipelineContext:
+    """Export and measure the teacher once; precompute teacher logits and calibration data."""
+    path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
+    val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
+    test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
+    self_timing = measure_interleaved(path, path, profile, task.input_shape)
+    baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), self_timing.reference_median_ms)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(task.train), generator=gen)[:CALIBRATION_SAMPLES]
+    return PipelineContext(
+        task=task,
+        profile=profile,
+        teacher=baseline,
+        soft_targets=teacher_logits(task.teacher, task.train.x),
+        calibration=task.train.x[idx].numpy(),
+    )
+
+
+@contextmanager
+def _stage(name: str, seconds: dict[str, float]):
+    t0 = time.perf_counter()
+    try:
+        yield
+    except CandidateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a candidate is recorded, not fatal
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CandidateError(f"{name}: {type(exc).__name__}: {msg}"[:500]) from exc
+    finally:
+        seconds[name] = time.perf_counter() - t0
+
+
+def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int = 0) -> CandidateResult:
+    """Build, export and measure one candidate; artifacts go to `out_dir`."""
+    task, out_dir = ctx.task, Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    torch.manual_seed(seed)
+    example = task.train.x[:2]
+    with _stage("prune", seconds):
+        student = apply_transform(task.teacher, cfg.prune, TransformContext(example_input=example))
+        if cfg.prune.ratio > 0:
+            recalibrate_batchnorm_(student, task.train.x)
+    with _stage("finetune", seconds):
+        distill_(student, task.train.x, task.train.y, ctx.soft_targets, cfg.finetune, cfg.distill or DistillConfig(), seed=seed)
+        state_path = out_dir / "model.pt"
+        torch.save(student.state_dict(), state_path)
+    final = out_dir / "model.onnx"
+    with _stage("export", seconds):
+        fp32 = export_onnx(student, task.input_shape, out_dir / ("model.fp32.onnx" if cfg.quantize.mode == "int8" else "model.onnx"))
+    if cfg.quantize.mode == "int8":
+        with _stage("quantize", seconds):
+            quantize_int8(fp32, final, ctx.calibration, activations=cfg.quantize.activations or "uint8", fmt=cfg.quantize.format or "qoperator")
+            os.remove(fp32)
+    with _stage("accuracy", seconds):
+        val_acc = onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
+    with _stage("latency", seconds):
+        latency = measure_interleaved(
+            ctx.teacher.onnx_path, final, ctx.profile, task.input_shape, reference_session=ctx.reference_session
+        )
+    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds)

@@ -1,0 +1,56 @@
+"""pareto.png: accuracy vs latency and accuracy vs size, front highlighted, teacher marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autocompress.report.tables import TeacherRow
+
+
+def pareto_plot_info(df: pd.DataFrame, teacher: TeacherRow) -> dict[str, Any]:
+    """Plain data for the plot (tested without rendering)."""
+    done = df[df["state"].eq("COMPLETE")] if len(df) else df
+    front = done[done["pareto"]].sort_values("latency_ms") if len(done) else done
+    other = done[~done["pareto"]] if len(done) else done
+    return {
+        "others": {"latency_ms": other["latency_ms"].tolist(), "size_kb": (other["size_bytes"] / 1024).tolist(), "acc": (100 * other["val_accuracy"]).tolist()},
+        "front": {
+            "latency_ms": front["latency_ms"].tolist(),
+            "size_kb": (front["size_bytes"] / 1024).tolist(),
+            "acc": (100 * front["val_accuracy"]).tolist(),
+            "labels": [str(int(n)) for n in front["number"]],
+        },
+        "teacher": {"latency_ms": teacher.latency_ms, "size_kb": teacher.size_bytes / 1024, "acc": 100 * teacher.val_accuracy},
+    }
+
+
+def render_pareto_png(info: dict[str, Any], path: str | Path, *, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, key, xlabel in ((axes[0], "latency_ms", "latency (ms, measured)"), (axes[1], "size_kb", "size (KB)")):
+        ax.scatter(info["others"][key], info["others"]["acc"], s=14, c="0.7", label="other trials")
+        fx, fy = np.asarray(info["front"][key]), np.asarray(info["front"]["acc"])
+        ax.scatter(fx, fy, s=36, c="tab:red", label="Pareto front", zorder=3)
+        for x, y, lab in zip(fx, fy, info["front"]["labels"]):
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        t = info["teacher"]
+        ax.scatter([t[key]], [t["acc"]], marker="*", s=180, c="tab:blue", label="teacher", zorder=4)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("val accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Trial records to tables: derived columns, the Pareto flag, and the terminal summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autocompress.pareto import normalized_objectives, pareto_mask
+
+
+@dataclass(frozen=True)
+class TeacherRow:
+    val_accuracy: float
+    test_accuracy: Optional[float]
+    latency_ms: float
+    size_bytes: int
+
+
+def trials_frame(records: Sequence[dict[str, Any]], teacher: TeacherRow, *, max_acc_drop: Optional[float] = None) -> pd.DataFrame:
+    """One row per trial with derived columns: speedup, size_reduction, acc_drop_pts,
+    feasible (within --max-acc-drop) and pareto (on the front)."""
+    df = pd.DataFrame.from_records(list(records))
+    if df.empty:
+        df = pd.DataFrame(columns=["number", "state"])
+    for col in ("val_accuracy", "latency_ratio", "size_bytes", "duplicate_of"):
+        if col not in df:
+            df[col] = np.nan
+    done = df["state"].eq("COMPLETE")
+    df["speedup"] = np.where(done, 1.0 / df["latency_ratio"], np.nan)
+    df["latency_ms"] = df["latency_ratio"] * teacher.latency_ms
+    df["size_reduction"] = teacher.size_bytes / df["size_bytes"]
+    df["acc_drop_pts"] = (teacher.val_accuracy - df["val_accuracy"]) * 100.0
+    limit = np.inf if max_acc_drop is None else max_acc_drop
+    df["feasible"] = done & (df["acc_drop_pts"] <= limit + 1e-9)
+    df["pareto"] = front_mask(df, teacher)
+    return df
+
+
+def front_mask(df: pd.DataFrame, teacher: TeacherRow) -> np.ndarray:
+    """Front among complete, feasible, non-duplicate trials (duplicates point at the
+    trial that was actually built)."""
+    eligible = (df["feasible"] & df["duplicate_of"].isna()).to_numpy()
+    mask = np.zeros(len(df), dtype=bool)
+    if eligible.any():
+        sub = df[eligible]
+        pts = normalized_objectives(
+            sub["val_accuracy"], sub["latency_ratio"], sub["size_bytes"],
+            teacher_accuracy=teacher.val_accuracy, teacher_size_bytes=teacher.size_bytes,
+        )
+        mask[np.flatnonzero(eligible)[pareto_mask(pts)]] = True
+    return mask
+
+
+def _pct(v: Any) -> str:
+    return "   n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:6.2f}"
+
+
+def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front") -> str:
+    """Teacher row, then each front point: speedup, size reduction, val and test accuracy."""
+    head = f"{'trial':>5}  {'candidate':<46} {'speedup':>8} {'latency':>9} {'size':>9} {'smaller':>8} {'val %':>6} {'test %':>6}"
+    lines = [title, head, "-" * len(head)]
+    lines.append(
+        f"{'':>5}  {'teacher':<46} {1.0:7.2f}x {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
+        f" {1.0:7.2f}x {_pct(teacher.val_accuracy)} {_pct(teacher.test_accuracy)}"
+    )
+    for _, r in front.sort_values("latency_ratio").iterrows():
+        test = r.get("test_accuracy", np.nan)
+        lines.append(
+            f"{int(r['number']):>5}  {str(r['description'])[:46]:<46} {r['speedup']:7.2f}x {r['latency_ms']:7.3f}ms"
+            f" {r['size_bytes'] / 1024:7.0f}KB {r['size_reduction']:7.2f}x {_pct(r['val_accuracy'])} {_pct(test)}"
+        )
+    return "\n".join(lines)

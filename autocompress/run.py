@@ -1,0 +1,134 @@
+"""The run directory: everything a search writes, in one folder that can be resumed.
+
+    run.json          manifest: command, seed, sampler, budget, task / space / profile
+                      fingerprints, package versions, CPU model and flags
+    space.yaml        the resolved search space      profile.yaml  the resolved profile
+    study.db          the Optuna storage (SQLite; optuna-dashboard can open it)
+    teacher/          the teacher's ONNX file (the latency reference)
+    trials/N/         model.onnx + model.pt per trial; only the front's are kept at the end
+    trials.csv  pareto.csv  pareto.png  summary.txt
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from autocompress.errors import RunDirError
+
+MANIFEST = "run.json"
+PACKAGES = ("autocompress", "torch", "optuna", "onnx", "onnxruntime", "torch-pruning", "numpy", "scikit-learn", "pandas")
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the SIMD flags that decide int8 speed (avx2, avx512*, vnni)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "sse4", "amx")) or "vnni" in f)
+                break
+    except OSError:
+        pass
+    return {"model": model, "flags": flags, "cores": os.cpu_count(), "machine": platform.machine()}
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def default_run_dir(task_name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{task_name}-{stamp}"
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.path / "trials" / str(number)
+
+    def read_manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest_path.read_text())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
+
+    # ---- creation / resume
+    @classmethod
+    def check_new(cls, path: Path) -> "RunDir":
+        """Refuse a path that already holds something (before anything is written)."""
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"--out {path} already exists and is not empty; use --resume {path} or another --out")
+        return cls(path)
+
+    @classmethod
+    def open_existing(cls, path: Path) -> "RunDir":
+        run = cls(path)
+        if not run.manifest_path.is_file():
+            raise RunDirError(f"--resume {path}: not a run directory (no {MANIFEST})")
+        return run
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def lock(self):
+        """Hold an exclusive lock for the life of the returned file object: one driver per run."""
+        f = open(self.path / ".lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise RunDirError(f"{self.path} is in use by another autocompress process") from None
+        return f
+
+    def remove_trial_artifacts(self, keep: set[int]) -> None:
+        root = self.path / "trials"
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            if d.is_dir() and d.name.isdigit() and int(d.name) not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def new_manifest(**fields: Any) -> dict[str, Any]:
+    return {
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "packages": package_versions(),
+        "cpu": cpu_info(),
+        **fields,
+    }

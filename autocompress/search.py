@@ -1,0 +1,209 @@
+"""`autocompress search`: resolve inputs, open the run directory, run the backend over the
+candidate pipeline, and write the outputs. All user input is validated before anything
+is written; a new run directory that fails before its first trial is removed again."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from autocompress.errors import CandidateError, ConfigError, RunDirError
+from autocompress.hardware import HardwareProfile, load_profile, profile_from_dict, check_available
+from autocompress.run import RunDir, default_run_dir, new_manifest, write_text_atomic
+from autocompress.space import SearchSpace, load_space
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Command-line options; None means 'not given' (defaults, or the run's own on resume)."""
+
+    model: Optional[str] = None
+    data: Optional[str] = None
+    checkpoint: Optional[str] = None
+    space: Optional[str] = None
+    profile: Optional[str] = None
+    budget: Optional[int] = None
+    time_budget: Optional[float] = None
+    seed: Optional[int] = None
+    sampler: Optional[str] = None
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    max_acc_drop: Optional[float] = None
+
+
+DEFAULT_BUDGET = 100
+
+
+def _check_options(o: SearchOptions) -> None:
+    from autocompress.backends import SAMPLERS
+
+    if o.budget is not None and o.budget < 1:
+        raise ConfigError(f"--budget must be >= 1, got {o.budget}")
+    if o.time_budget is not None and o.time_budget <= 0:
+        raise ConfigError(f"--time-budget must be > 0, got {o.time_budget}")
+    if o.sampler is not None and o.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {o.sampler!r}")
+    if o.max_acc_drop is not None and not 0 <= o.max_acc_drop <= 100:
+        raise ConfigError(f"--max-acc-drop must be in [0, 100] points, got {o.max_acc_drop}")
+    if o.resume is not None and o.out is not None:
+        raise ConfigError("--resume and --out go separately: --resume continues the run in its own directory")
+    if (o.model is None) != (o.data is None):
+        raise ConfigError("--model and --data go together: give both, or neither for the demo")
+
+
+def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], SearchSpace, HardwareProfile, SearchOptions]:
+    """Space, profile and options of a resumed run; refuse anything that differs."""
+    m = run.read_manifest()
+    space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()), source=str(run.path / "space.yaml"))
+    profile = profile_from_dict(yaml.safe_load((run.path / "profile.yaml").read_text()), source=str(run.path / "profile.yaml"))
+    check_available(profile)
+    if o.space is not None and load_space(o.space).fingerprint != space.fingerprint:
+        raise RunDirError(f"--resume {run.path}: --space {o.space} differs from the run's search space; resume without --space or start a new run")
+    if o.profile is not None and load_profile(o.profile).fingerprint != profile.fingerprint:
+        raise RunDirError(f"--resume {run.path}: --profile {o.profile} differs from the run's profile {profile.name!r}")
+    task_spec = m["task"]
+    if o.model is not None and (task_spec.get("model"), task_spec.get("data")) != (o.model, o.data):
+        raise RunDirError(f"--resume {run.path}: the task differs (run: --model {task_spec.get('model')} --data {task_spec.get('data')})")
+    if o.max_acc_drop is not None and o.max_acc_drop != m.get("max_acc_drop"):
+        raise RunDirError(f"--resume {run.path}: --max-acc-drop {o.max_acc_drop} differs from the run's {m.get('max_acc_drop')}")
+    if o.seed is not None and o.seed != m["seed"]:
+        raise RunDirError(f"--resume {run.path}: --seed {o.seed} differs from the run's {m['seed']}")
+    resolved = SearchOptions(
+        model=task_spec.get("model"), data=task_spec.get("data"), checkpoint=o.checkpoint or m.get("checkpoint"),
+        budget=o.budget or m["budget"], time_budget=o.time_budget, seed=m["seed"], sampler=o.sampler or m["sampler"],
+        max_acc_drop=m.get("max_acc_drop"), resume=o.resume,
+    )
+    return m, space, profile, resolved
+
+
+def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path:
+    """Run (or resume) a search; returns the run directory."""
+    _check_options(o)
+    from autocompress.tasks import load_task
+
+    resume = o.resume is not None
+    if resume:
+        run = RunDir.open_existing(Path(o.resume))
+        manifest, space, profile, o = _resolve_resume(o, run)
+        if manifest.get("task", {}).get("kind") == "demo":
+            o = SearchOptions(**{**o.__dict__, "model": None, "data": None})
+    else:
+        space = load_space(o.space or "default")
+        profile = load_profile(o.profile or "cpu-1thread")
+        if o.out is not None:
+            RunDir.check_new(Path(o.out))
+    task = load_task(o.model, o.data, o.checkpoint, progress=progress)
+    if resume:
+        if task.fingerprint != manifest["task_fingerprint"]:
+            raise RunDirError(f"--resume {run.path}: the task's model or data changed since the run started (fingerprint {task.fingerprint} != {manifest['task_fingerprint']})")
+    else:
+        run = RunDir.check_new(Path(o.out) if o.out else default_run_dir(task.name))
+    budget = o.budget or DEFAULT_BUDGET
+    seed = 0 if o.seed is None else o.seed
+    sampler = o.sampler or "tpe"
+
+    created = not resume
+    lock = None
+    try:
+        if created:
+            run.create()
+        lock = run.lock()
+        if created:
+            write_text_atomic(run.path / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
+            write_text_atomic(run.path / "profile.yaml", yaml.safe_dump(profile.to_dict(), sort_keys=False))
+        manifest = (manifest if resume else new_manifest()) | {
+            "task": task.spec, "task_fingerprint": task.fingerprint, "space_fingerprint": space.fingerprint,
+            "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
+            "budget": budget, "max_acc_drop": o.max_acc_drop, "checkpoint": o.checkpoint,
+        }
+        from autocompress.pipeline import prepare
+
+        progress(f"Run directory: {run.path}")
+        progress(f"Measuring the teacher under profile {profile.name!r} ...")
+        ctx = prepare(task, profile, run.path)
+        manifest.setdefault("teacher", {}).update(
+            val_accuracy=ctx.teacher.val_accuracy, test_accuracy=ctx.teacher.test_accuracy,
+            size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,
+        )
+        if resume:
+            manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        run.write_manifest(manifest)
+        progress(
+            f"Teacher: val {100 * ctx.teacher.val_accuracy:.2f}%  {ctx.teacher.latency_ms:.3f} ms  "
+            f"{ctx.teacher.size_bytes / 1024:.0f} KB   searching {budget} trials (sampler {sampler}, seed {seed})"
+        )
+        from autocompress.backends.optuna import OptunaBackend
+
+        backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
+        backend.open(new=not resume)
+        created = False  # from here on the run directory holds results: never removed
+        _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+    except BaseException:
+        if created and run.path.exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+    return run.path
+
+
+def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> None:
+    from autocompress.backends import Outcome
+    from autocompress.outputs import finalize, write_trials_csv
+    from autocompress.pipeline import build_candidate
+
+    teacher = ctx.teacher
+
+    def evaluate(cfg, number: int) -> Outcome:
+        out_dir = run.trial_dir(number)
+        try:
+            res = build_candidate(cfg, ctx, out_dir, seed=seed + number)
+        except CandidateError:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        lat = res.latency
+        attrs = {
+            "val_accuracy": res.val_accuracy,
+            "latency_ratio": lat.ratio,
+            "size_bytes": res.size_bytes,
+            "acc_drop_pts": (teacher.val_accuracy - res.val_accuracy) * 100.0,
+            "latency_ratio_spread": lat.ratio_spread,
+            "candidate_median_ms": lat.candidate_median_ms,
+            "candidate_p90_ms": lat.candidate_p90_ms,
+            "candidate_spread": lat.candidate_spread,
+            "reference_median_ms": lat.reference_median_ms,
+            "onnx": str(res.onnx_path.relative_to(run.path)),
+            "state_dict": str(res.state_dict_path.relative_to(run.path)),
+            "stage_seconds": res.stage_seconds,
+        }
+        return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
+
+    records: list[dict[str, Any]] = []
+
+    def on_trial(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        done = backend.finished_count()
+        head = f"[{done:>3}/{budget}] #{rec['number']:<3} {str(rec.get('description', ''))[:52]:<52}"
+        if rec["state"] == "COMPLETE":
+            dup = f" (= #{rec['duplicate_of']})" if "duplicate_of" in rec else ""
+            progress(
+                f"{head} val {100 * rec['val_accuracy']:6.2f}%  {1 / rec['latency_ratio']:5.2f}x  "
+                f"{rec['size_bytes'] / 1024:6.0f} KB  {rec.get('t_total', 0):5.1f}s{dup}"
+            )
+        else:
+            progress(f"{head} FAILED: {rec.get('failure_reason', '?')}")
+        write_trials_csv(run, backend.records(), teacher, max_acc_drop=backend.max_acc_drop)
+
+    try:
+        backend.optimize(evaluate, budget=budget, time_budget=time_budget, on_trial=on_trial)
+    finally:
+        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress)
+
+
+__all__ = ["SearchOptions", "search"]

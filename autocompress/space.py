@@ -1,0 +1,360 @@
+"""Search spaces: YAML in, validated on load, sampled through a small trial protocol.
+
+A parameter in the YAML is one of
+  * a scalar                      -> fixed value, never searched;
+  * a list                        -> categorical choice;
+  * {low, high[, step][, log]}    -> numeric range.
+Unknown sections or keys, wrong types and out-of-range values raise ConfigError naming the
+key and the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
+
+from autocompress.config import (
+    CandidateConfig,
+    DistillConfig,
+    FinetuneConfig,
+    PruneConfig,
+    QuantizeConfig,
+)
+from autocompress.errors import ConfigError
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What one key accepts: its type, bounds or allowed values, and its default."""
+
+    kind: type  # float, int or str
+    default: Any
+    low: Optional[float] = None
+    high: Optional[float] = None
+    allowed: Optional[tuple[str, ...]] = None
+    low_open: bool = False  # value must be strictly greater than low
+
+    def check(self, key: str, value: Any) -> Any:
+        if self.kind is str:
+            if not isinstance(value, str) or value not in (self.allowed or ()):
+                raise ConfigError(f"{key} must be one of {list(self.allowed or ())}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if self.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+        lo_bad = value <= self.low if self.low_open else value < self.low
+        if (self.low is not None and lo_bad) or (self.high is not None and value > self.high):
+            bracket = "(" if self.low_open else "["
+            raise ConfigError(f"{key} must be in {bracket}{self.low:g}, {self.high:g}], got {value!r}")
+        return value
+
+
+SCHEMA: dict[str, dict[str, _Spec]] = {
+    "prune": {"ratio": _Spec(float, 0.0, 0.0, 0.95)},
+    "finetune": {
+        "steps": _Spec(int, 0, 0, 100_000),
+        "lr": _Spec(float, 1e-3, 0.0, 1.0, low_open=True),
+        "batch_size": _Spec(int, 64, 1, 4096),
+    },
+    "distill": {
+        "alpha": _Spec(float, 0.5, 0.0, 1.0),
+        "temperature": _Spec(float, 4.0, 0.0, 100.0, low_open=True),
+    },
+    "quantize": {
+        "mode": _Spec(str, "fp32", allowed=("fp32", "int8")),
+        "activations": _Spec(str, "uint8", allowed=("int8", "uint8")),
+        "format": _Spec(str, "qoperator", allowed=("qdq", "qoperator")),
+    },
+}
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+class TrialLike(Protocol):
+    """The part of optuna.Trial a space needs; any sampler front-end can provide it."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: Optional[float] = None, log: bool = False) -> float: ...
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+    def suggest(self, trial: TrialLike, name: str) -> Any:
+        return self.value
+
+    def contains(self, value: Any) -> bool:
+        return value == self.value
+
+    def to_yaml(self) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[Any, ...]
+
+    def suggest(self, trial: TrialLike, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.values))
+
+    def contains(self, value: Any) -> bool:
+        return value in self.values
+
+    def to_yaml(self) -> Any:
+        return list(self.values)
+
+
+@dataclass(frozen=True)
+class Range:
+    kind: type
+    low: float
+    high: float
+    step: Optional[float] = None
+    log: bool = False
+
+    def suggest(self, trial: TrialLike, name: str) -> Any:
+        if self.kind is int:
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        value = trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+        return round(value, 10) if self.step else value  # 0.7, not 0.7000000000000001
+
+    def contains(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.step:
+            k = (value - self.low) / self.step
+            return abs(k - round(k)) < 1e-9
+        return True
+
+    def snap(self, value: float) -> float:
+        """The nearest value of this range (on its step grid) to `value`."""
+        value = min(max(value, self.low), self.high)
+        if self.step:
+            value = self.low + round((value - self.low) / self.step) * self.step
+            value = round(min(value, self.high), 10)
+        return int(value) if self.kind is int else value
+
+    def to_yaml(self) -> Any:
+        out: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.step:
+            out["step"] = self.step
+        if self.log:
+            out["log"] = True
+        return out
+
+
+Param = Union[Fixed, Choice, Range]
+
+
+def _parse_param(key: str, raw: Any, spec: _Spec) -> Param:
+    if isinstance(raw, list):
+        if not raw:
+            raise ConfigError(f"{key} must list at least one choice, got []")
+        values = tuple(spec.check(key, v) for v in raw)
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{key} lists a choice twice, got {raw!r}")
+        return Choice(values) if len(values) > 1 else Fixed(values[0])
+    if isinstance(raw, Mapping):
+        if spec.kind is str:
+            raise ConfigError(f"{key} takes a value or a list of choices, not a range, got {dict(raw)!r}")
+        unknown = set(raw) - {"low", "high", "step", "log"}
+        if unknown:
+            raise ConfigError(f"{key} has unknown range key(s) {sorted(unknown)}; allowed: low, high, step, log")
+        if "low" not in raw or "high" not in raw:
+            raise ConfigError(f"{key} range needs both low and high, got {dict(raw)!r}")
+        low, high = spec.check(f"{key}.low", raw["low"]), spec.check(f"{key}.high", raw["high"])
+        if low > high:
+            raise ConfigError(f"{key}.low must be <= {key}.high, got low={low!r} high={high!r}")
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"{key}.log must be true or false, got {log!r}")
+        step = raw.get("step")
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+                raise ConfigError(f"{key}.step must be a positive number, got {step!r}")
+            if spec.kind is int and not float(step).is_integer():
+                raise ConfigError(f"{key}.step must be an integer, got {step!r}")
+            if log:
+                raise ConfigError(f"{key} cannot have both step and log, got {dict(raw)!r}")
+        if log and low <= 0:
+            raise ConfigError(f"{key}.low must be > 0 for a log range, got {low!r}")
+        if low == high:
+            return Fixed(low)
+        return Range(spec.kind, low, high, float(step) if step is not None else None, log)
+    return Fixed(spec.check(key, raw))
+
+
+# --------------------------------------------------------------------------- the space
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space: one Param per dotted key ('prune.ratio', ...)."""
+
+    params: dict[str, Param]
+    source: str = "<dict>"
+
+    # ---- loading
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<dict>") -> "SearchSpace":
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"search space must be a mapping of sections, got {type(data).__name__} ({source})")
+        unknown = set(data) - set(SCHEMA)
+        if unknown:
+            raise ConfigError(
+                f"unknown search-space section {sorted(unknown)[0]!r}; allowed: {sorted(SCHEMA)} ({source})"
+            )
+        params: dict[str, Param] = {}
+        for section, specs in SCHEMA.items():
+            body = data.get(section) or {}
+            if not isinstance(body, Mapping):
+                raise ConfigError(f"{section} must be a mapping, got {body!r} ({source})")
+            unknown = set(body) - set(specs)
+            if unknown:
+                bad = sorted(unknown)[0]
+                raise ConfigError(f"unknown key {section}.{bad}; allowed: {sorted(specs)} ({source})")
+            for key, spec in specs.items():
+                name = f"{section}.{key}"
+                try:
+                    params[name] = _parse_param(name, body[key], spec) if key in body else Fixed(spec.default)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc} ({source})") from None
+        return cls(params, source)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, param in self.params.items():
+            section, key = name.split(".")
+            out.setdefault(section, {})[key] = param.to_yaml()
+        return out
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    # ---- sampling
+    def suggest(self, trial: TrialLike) -> CandidateConfig:
+        """Sample one candidate; parameters that do not matter for it are not sampled
+        (distillation without fine-tune steps, int8 options for fp32)."""
+        p = self.params
+
+        def get(name: str) -> Any:
+            return p[name].suggest(trial, name)
+
+        prune = PruneConfig(ratio=float(get("prune.ratio")))
+        finetune = FinetuneConfig(steps=int(get("finetune.steps")), lr=0.0, batch_size=0)
+        distill = None
+        if finetune.steps > 0:
+            finetune = FinetuneConfig(
+                steps=finetune.steps, lr=float(get("finetune.lr")), batch_size=int(get("finetune.batch_size"))
+            )
+            distill = DistillConfig(alpha=float(get("distill.alpha")), temperature=float(get("distill.temperature")))
+        mode = get("quantize.mode")
+        quantize = QuantizeConfig(mode=mode)
+        if mode == "int8":
+            quantize = QuantizeConfig(mode=mode, activations=get("quantize.activations"), format=get("quantize.format"))
+        return CandidateConfig(prune=prune, finetune=finetune, distill=distill, quantize=quantize)
+
+    def config_from_params(self, params: Mapping[str, Any]) -> CandidateConfig:
+        """Rebuild a candidate from a trial's recorded params (fixed values filled in)."""
+        return self.suggest(_Replay(params))
+
+    def searched(self) -> list[str]:
+        """Names of the parameters that are actually searched (not fixed)."""
+        return [n for n, prm in self.params.items() if not isinstance(prm, Fixed)]
+
+    def recipe(self, wanted: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        """Fit a hand recipe into the space: ranges snap to their grid, a value a choice or
+        a fixed parameter does not allow drops the whole recipe (returns None)."""
+        out: dict[str, Any] = {}
+        for name, value in wanted.items():
+            param = self.params[name]
+            if isinstance(param, Range):
+                snapped = param.snap(value)
+                if name == "prune.ratio" and value == 0 and snapped != 0:
+                    return None
+                out[name] = snapped
+            elif isinstance(param, Choice):
+                options = value if isinstance(value, (list, tuple)) else [value]
+                hit = next((v for v in options if param.contains(v)), None)
+                if hit is None:
+                    return None
+                out[name] = hit
+            else:  # Fixed: fine unless it contradicts what defines the recipe
+                options = value if isinstance(value, (list, tuple)) else [value]
+                if param.value not in options and name in _RECIPE_DEFINING:
+                    return None
+        return out
+
+
+_RECIPE_DEFINING = {"prune.ratio", "finetune.steps", "quantize.mode"}
+
+
+class _Replay:
+    """A TrialLike that answers from recorded params."""
+
+    def __init__(self, params: Mapping[str, Any]):
+        self._params = params
+
+    def _get(self, name: str) -> Any:
+        if name not in self._params:
+            raise ConfigError(f"recorded trial lacks parameter {name!r}")
+        return self._params[name]
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):  # noqa: D401
+        return self._get(name)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self._get(name)
+
+    def suggest_categorical(self, name, choices):
+        return self._get(name)
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A built-in space name ('default') or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"--space: no such file {name_or_path!r}")
+        return candidate
+    builtin = SPACES_DIR / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+        raise ConfigError(f"--space: unknown search space {name_or_path!r}; built-in: {names}, or give a .yaml path")
+    return builtin
+
+
+def load_space(name_or_path: str = "default") -> SearchSpace:
+    import yaml
+
+    path = resolve_space_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"search space {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return SearchSpace.from_dict(data, source=str(path))

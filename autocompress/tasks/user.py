@@ -1,0 +1,130 @@
+"""A user's task from Python files: --model FILE.py:FN returns a trained nn.Module,
+--data FILE.py:FN returns (train, val) or (train, val, test) Datasets of (x, y) samples
+with one input tensor and an integer class label. Optional --checkpoint: a state_dict
+loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from autocompress.errors import TaskError
+from autocompress.tasks import Split, Task
+
+
+def load_callable(spec: str, *, flag: str) -> Callable[[], Any]:
+    """'path/to/file.py:function' -> the function."""
+    if ":" not in spec:
+        raise TaskError(f"{flag} must look like FILE.py:FUNCTION, got {spec!r}")
+    file, _, fn_name = spec.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise TaskError(f"{flag}: no such file {file!r}")
+    mod_name = f"_autocompress_user_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    module = sys.modules.get(mod_name)
+    if module is None:
+        import_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if import_spec is None or import_spec.loader is None:
+            raise TaskError(f"{flag}: cannot import {file!r}")
+        module = importlib.util.module_from_spec(import_spec)
+        sys.modules[mod_name] = module  # so pickling / dataclasses inside the file work
+        try:
+            import_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's code failed: say where
+            del sys.modules[mod_name]
+            raise TaskError(f"{flag}: importing {file!r} raised {type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise TaskError(f"{flag}: {file!r} has no function {fn_name!r}")
+    return fn
+
+
+def _materialize(ds: Any, name: str) -> Split:
+    """Read a Dataset of (x, y) samples into tensors once."""
+    try:
+        n = len(ds)
+    except TypeError:
+        raise TaskError(f"--data: the {name} split must be a sized Dataset, got {type(ds).__name__}") from None
+    if n == 0:
+        raise TaskError(f"--data: the {name} split is empty")
+    xs, ys = [], []
+    for i in range(n):
+        sample = ds[i]
+        if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+            raise TaskError(f"--data: {name}[{i}] must be an (x, y) pair, got {type(sample).__name__}")
+        x, y = sample
+        if not isinstance(x, torch.Tensor):
+            raise TaskError(f"--data: {name}[{i}] input must be a torch.Tensor, got {type(x).__name__}")
+        y = int(y.item()) if isinstance(y, torch.Tensor) else y
+        if isinstance(y, bool) or not isinstance(y, int):
+            raise TaskError(f"--data: {name}[{i}] label must be an integer class, got {y!r}")
+        if xs and x.shape != xs[0].shape:
+            raise TaskError(f"--data: {name}[{i}] input shape {tuple(x.shape)} differs from {tuple(xs[0].shape)}")
+        xs.append(x.float())
+        ys.append(y)
+    return Split(torch.stack(xs).contiguous(), torch.tensor(ys, dtype=torch.int64))
+
+
+def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> Task:
+    if model_spec is None or data_spec is None:
+        raise TaskError("--model and --data go together: give both, or neither for the demo")
+    try:
+        model = load_callable(model_spec, flag="--model")()
+    except TaskError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise TaskError(f"--model: {model_spec} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise TaskError(f"--model: {model_spec} must return a torch.nn.Module, got {type(model).__name__}")
+    spec: dict[str, Any] = {"kind": "user", "model": model_spec, "data": data_spec}
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise TaskError(f"--checkpoint: no such file {checkpoint!r}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001
+            raise TaskError(f"--checkpoint: cannot load {checkpoint!r} into the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        spec["checkpoint_sha1"] = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    try:
+        splits = load_callable(data_spec, flag="--data")()
+    except TaskError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise TaskError(f"--data: {data_spec} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
+        raise TaskError(f"--data: {data_spec} must return (train, val) or (train, val, test), got {type(splits).__name__}")
+    names = ("train", "val", "test")
+    parts = [_materialize(ds, names[i]) for i, ds in enumerate(splits)]
+    train, val = parts[0], parts[1]
+    test = parts[2] if len(parts) == 3 else None
+    input_shape = tuple(train.x.shape[1:])
+    model = model.cpu().eval()
+    try:
+        with torch.no_grad():
+            out = model(train.x[:2])
+    except Exception as exc:  # noqa: BLE001
+        raise TaskError(f"--model: forward pass on input of shape {tuple(train.x[:2].shape)} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise TaskError(f"--model: must return logits of shape (batch, classes), got {getattr(out, 'shape', type(out).__name__)}")
+    num_classes = int(out.shape[1])
+    for name, part in zip(names, parts):
+        if int(part.y.min()) < 0 or int(part.y.max()) >= num_classes:
+            raise TaskError(f"--data: {name} labels must be in [0, {num_classes - 1}] (the model has {num_classes} outputs), got {int(part.y.min())}..{int(part.y.max())}")
+    return Task(
+        name=Path(model_spec.rpartition(":")[0]).stem,
+        teacher=model,
+        train=train,
+        val=val,
+        test=test,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        spec=spec,
+    )
