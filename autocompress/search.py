@@ -120,6 +120,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             "task": task.spec, "task_fingerprint": task.fingerprint, "space_fingerprint": space.fingerprint,
             "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
             "budget": budget, "max_acc_drop": o.max_acc_drop, "checkpoint": o.checkpoint,
+            "input_shape": list(task.input_shape),
         }
         from autocompress.pipeline import prepare
 
@@ -142,7 +143,9 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
-        _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+        timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+        manifest.setdefault("timing", []).append(timing)
+        run.write_manifest(manifest)
     except BaseException:
         if created and run.path.exists():
             shutil.rmtree(run.path, ignore_errors=True)
@@ -153,7 +156,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     return run.path
 
 
-def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> None:
+def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> dict[str, Any]:
     from autocompress.backends import Outcome
     from autocompress.outputs import finalize, write_trials_csv
     from autocompress.pipeline import build_candidate
@@ -200,10 +203,49 @@ def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[floa
             progress(f"{head} FAILED: {rec.get('failure_reason', '?')}")
         write_trials_csv(run, backend.records(), teacher, max_acc_drop=backend.max_acc_drop)
 
+    t0 = time.perf_counter()
     try:
         backend.optimize(evaluate, budget=budget, time_budget=time_budget, on_trial=on_trial)
     finally:
+        t1 = time.perf_counter()
         finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress)
+    return {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,
+            "trial_s": sum(r.get("t_total", 0.0) for r in records)}
 
 
-__all__ = ["SearchOptions", "search"]
+def task_for_run(run_dir: str | Path):
+    """Load the task a run was made with (the demo, or the user's files named in run.json)."""
+    from autocompress.tasks import load_task
+
+    m = RunDir.open_existing(Path(run_dir)).read_manifest()
+    spec = m["task"]
+    if spec.get("kind") == "demo":
+        return load_task(progress=lambda s: None)
+    return load_task(spec["model"], spec["data"], m.get("checkpoint"), progress=lambda s: None)
+
+
+def load_trial_model(run_dir: str | Path, number: int, *, teacher=None):
+    """The fine-tuned float PyTorch model of trial `number` (e.g. a front point), ready to
+    keep training: the teacher's architecture is pruned again exactly as in the search
+    (pruning is deterministic given the teacher's weights) and the saved state_dict loaded."""
+    import torch
+
+    from autocompress.backends.optuna import trial_params
+    from autocompress.transforms import TransformContext, apply_transform
+
+    run = RunDir.open_existing(Path(run_dir))
+    weights = run.trial_dir(number) / "model.pt"
+    if not weights.is_file():
+        raise RunDirError(f"{run.path}: trial {number} has no saved model (only front points keep theirs)")
+    space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()))
+    cfg = space.config_from_params(trial_params(run.storage_url, number))
+    shape = run.read_manifest().get("input_shape")
+    if teacher is None or shape is None:
+        task = task_for_run(run.path)
+        teacher, shape = teacher or task.teacher, shape or task.input_shape
+    model = apply_transform(teacher, cfg.prune, TransformContext(example_input=torch.zeros(2, *shape)))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+__all__ = ["SearchOptions", "load_trial_model", "search", "task_for_run"]

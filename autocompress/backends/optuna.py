@@ -57,6 +57,13 @@ def _resolve_recipe(space: SearchSpace, recipe: dict[str, Any]) -> Optional[dict
     return space.recipe(wanted)
 
 
+def trial_params(storage_url: str, number: int) -> dict[str, Any]:
+    """The params of trial `number` of the run's study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage_url)
+    return dict(study.trials[number].params)
+
+
 class OptunaBackend:
     """Drives one study in `storage_url`. Trials that were RUNNING when a previous driver
     died are marked FAIL ('interrupted') and their params enqueued again on resume."""
