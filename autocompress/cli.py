@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from autocompress import __version__
-from autocompress.errors import AutocompressError, ConfigError
+from autocompress.errors import AutocompressError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 import optuna
@@ -41,7 +42,11 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
 def make_sampler(name: str, *, seed: int, constrained: bool) -> optuna.samplers.BaseSampler:
     cf = _constraints if constrained else None
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, n_startup_trials=10, multivariate=True)
+        with warnings.catch_warnings():  # multivariate + group are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # group=True: the space is conditional (no alpha/T without fine-tune, no int8
+            # options for fp32); grouping keeps multivariate TPE joint within each branch.
+            return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, n_startup_trials=10, multivariate=True, group=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf, population_size=20)
     if name == "random":
