@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 
@@ -54,10 +54,23 @@ class CandidateConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def canonical(self) -> "CandidateConfig":
+        """The same config with every field in its declared type (0 -> 0.0 for ratios)."""
+        def fix(obj: Any) -> Any:
+            if obj is None:
+                return None
+            kw = {}
+            for f in fields(obj):
+                v = getattr(obj, f.name)
+                kw[f.name] = float(v) if f.type == "float" and v is not None else int(v) if f.type == "int" and v is not None else v
+            return type(obj)(**kw)
+
+        return CandidateConfig(fix(self.prune), fix(self.finetune), fix(self.distill), fix(self.quantize))
+
     @property
     def id(self) -> str:
         """Content hash of the config: equal configs get equal ids."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        blob = json.dumps(self.canonical().to_dict(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def describe(self) -> str:

@@ -39,7 +39,11 @@ def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Seque
     Exact, by slicing along the last objective; fine for the few hundred points of a search.
     """
     ref = np.asarray(reference, dtype=float)
-    p = np.asarray(points, dtype=float).reshape(-1, len(ref))
+    p = np.asarray(points, dtype=float)
+    if p.size == 0:
+        return 0.0
+    if p.ndim != 2 or p.shape[1] != len(ref):
+        raise ValueError(f"points must have shape (n, {len(ref)}) to match the reference point, got {p.shape}")
     p = p[(p < ref).all(axis=1)]
     if len(p) == 0:
         return 0.0

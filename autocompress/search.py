@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from autocompress.errors import CandidateError, ConfigError, RunDirError
+from autocompress.errors import CandidateError, ConfigError, RunDirError, TaskError
 from autocompress.hardware import HardwareProfile, load_profile, profile_from_dict, check_available
 from autocompress.run import RunDir, default_run_dir, new_manifest, write_text_atomic
 from autocompress.space import SearchSpace, load_space
@@ -62,8 +62,14 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()), source=str(run.path / "space.yaml"))
     profile = profile_from_dict(yaml.safe_load((run.path / "profile.yaml").read_text()), source=str(run.path / "profile.yaml"))
     check_available(profile)
-    if o.space is not None and load_space(o.space).fingerprint != space.fingerprint:
-        raise RunDirError(f"--resume {run.path}: --space {o.space} differs from the run's search space; resume without --space or start a new run")
+    if o.space is not None:
+        given = load_space(o.space)
+        if given.fingerprint != space.fingerprint:
+            key = next(k for k in space.params if given.params[k] != space.params[k])
+            raise RunDirError(
+                f"--resume {run.path}: --space {o.space} differs from the run's search space at {key} "
+                f"({given.params[key].to_yaml()!r} vs {space.params[key].to_yaml()!r}); resume without --space or start a new run"
+            )
     if o.profile is not None and load_profile(o.profile).fingerprint != profile.fingerprint:
         raise RunDirError(f"--resume {run.path}: --profile {o.profile} differs from the run's profile {profile.name!r}")
     task_spec = m["task"]
@@ -126,7 +132,11 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
 
         progress(f"Run directory: {run.path}")
         progress(f"Measuring the teacher under profile {profile.name!r} ...")
-        ctx = prepare(task, profile, run.path)
+        try:
+            ctx = prepare(task, profile, run.path)
+        except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise TaskError(f"the teacher could not be exported to ONNX and measured: {type(exc).__name__}: {msg}") from exc
         manifest.setdefault("teacher", {}).update(
             val_accuracy=ctx.teacher.val_accuracy, test_accuracy=ctx.teacher.test_accuracy,
             size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,

@@ -229,7 +229,9 @@ class SearchSpace:
             )
         params: dict[str, Param] = {}
         for section, specs in SCHEMA.items():
-            body = data.get(section) or {}
+            body = data.get(section)
+            if body is None:
+                body = {}
             if not isinstance(body, Mapping):
                 raise ConfigError(f"{section} must be a mapping, got {body!r} ({source})")
             unknown = set(body) - set(specs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import numbers
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -61,9 +62,10 @@ def _materialize(ds: Any, name: str) -> Split:
         x, y = sample
         if not isinstance(x, torch.Tensor):
             raise TaskError(f"--data: {name}[{i}] input must be a torch.Tensor, got {type(x).__name__}")
-        y = int(y.item()) if isinstance(y, torch.Tensor) else y
-        if isinstance(y, bool) or not isinstance(y, int):
+        label = y.item() if isinstance(y, torch.Tensor) and y.numel() == 1 else y
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral):
             raise TaskError(f"--data: {name}[{i}] label must be an integer class, got {y!r}")
+        y = int(label)
         if xs and x.shape != xs[0].shape:
             raise TaskError(f"--data: {name}[{i}] input shape {tuple(x.shape)} differs from {tuple(xs[0].shape)}")
         xs.append(x.float())

@@ -1,0 +1,110 @@
+"""Latency as a ratio to an interleaved reference: the pure summary on synthetic block
+timings, and real ONNX Runtime measurements with loose bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from autocompress.evaluation import LatencyResult, measure_interleaved, summarize_interleaved
+from autocompress.export import export_onnx
+from autocompress.hardware import HardwareProfile
+
+# --------------------------------------------------------------------------- pure summary
+
+
+def test_summary_of_synthetic_blocks():
+    ref = [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [1.0, 1.0, 1.0]]
+    cand = [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0], [3.0, 3.0, 3.0]]
+    r = summarize_interleaved(ref, cand)  # per-pass ratios 2, 1, 3
+    assert r.ratio == pytest.approx(2.0)
+    assert r.ratio_spread == pytest.approx((3 - 1) / 2 / 2)
+    assert r.candidate_median_ms == pytest.approx(2000.0)
+    assert r.reference_median_ms == pytest.approx(1000.0)
+    all_cand = np.array([2.0] * 6 + [3.0] * 3) * 1e3
+    assert r.candidate_p90_ms == pytest.approx(np.percentile(all_cand, 90))
+    p10, p90 = np.percentile(all_cand, [10, 90])
+    assert r.candidate_spread == pytest.approx((p90 - p10) / 2000.0)
+    assert r.passes == 3
+    assert set(r.to_dict()) == {f for f in LatencyResult.__dataclass_fields__}
+
+
+def test_ratio_is_the_median_of_per_pass_ratios_not_the_ratio_of_medians():
+    ref = [[1.0], [10.0], [10.0]]
+    cand = [[3.0], [20.0], [5.0]]  # per-pass ratios 3, 2, 0.5 -> median 2
+    r = summarize_interleaved(ref, cand)
+    assert r.ratio == pytest.approx(2.0)
+    assert np.median(np.concatenate(cand)) / np.median(np.concatenate(ref)) == pytest.approx(0.5)  # the other answer
+
+
+def test_drift_between_passes_cancels():
+    rng = np.random.default_rng(0)
+    drift = [1.0, 1.7, 0.6, 2.5, 1.1]  # the machine's speed wanders between passes
+    ref = [list(0.001 * d * (1 + 0.001 * rng.random(20))) for d in drift]
+    cand = [list(0.0025 * d * (1 + 0.001 * rng.random(20))) for d in drift]
+    r = summarize_interleaved(ref, cand)
+    assert r.ratio == pytest.approx(2.5, rel=2e-3)
+    assert r.ratio_spread < 2e-3
+
+
+def test_summary_rejects_mismatched_or_empty_blocks():
+    with pytest.raises(ValueError):
+        summarize_interleaved([], [])
+    with pytest.raises(ValueError):
+        summarize_interleaved([[1.0], [1.0]], [[1.0]])
+
+
+# --------------------------------------------------------------------------- real ORT
+
+
+class ConvNet(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def conv_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("latency")
+    torch.manual_seed(0)
+    small = export_onnx(ConvNet(16).eval(), (3, 24, 24), d / "small.onnx")
+    big = export_onnx(ConvNet(32).eval(), (3, 24, 24), d / "big.onnx")  # ~4x the multiply-adds
+    return small, big
+
+
+PROFILE = HardwareProfile(name="test", warmup=5, repeats=15, passes=5)
+
+
+def test_a_model_against_itself_has_ratio_near_one(conv_models):
+    small, _ = conv_models
+    r = measure_interleaved(small, small, PROFILE, (3, 24, 24))
+    assert 0.5 < r.ratio < 2.0
+    assert r.passes == PROFILE.passes
+    assert r.candidate_median_ms > 0 and r.reference_median_ms > 0
+    assert r.candidate_p90_ms >= r.candidate_median_ms
+
+
+def test_a_four_times_bigger_model_is_slower(conv_models):
+    small, big = conv_models
+    r = measure_interleaved(small, big, PROFILE, (3, 24, 24))
+    assert r.ratio > 1.0
+    assert r.candidate_median_ms > r.reference_median_ms
+    inverse = measure_interleaved(big, small, PROFILE, (3, 24, 24))
+    assert inverse.ratio < 1.0
+
+
+def test_reference_session_is_reused_and_batch_size_honoured(conv_models):
+    small, big = conv_models
+    profile = HardwareProfile(name="b4", warmup=1, repeats=3, passes=2, batch_size=4)
+    ref_sess = profile.session(big)
+    r = measure_interleaved("/nonexistent/reference.onnx", small, profile, (3, 24, 24), reference_session=ref_sess)
+    assert r.passes == 2 and r.ratio < 1.0  # timed against the given (big) session, not the path

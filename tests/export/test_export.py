@@ -1,0 +1,124 @@
+"""ONNX export and int8 quantization, checked with real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from autocompress.config import PruneConfig
+from autocompress.evaluation import onnx_accuracy
+from autocompress.export import export_onnx, model_size_bytes, quantize_int8
+from autocompress.export.onnx import INPUT_NAME, OUTPUT_NAME
+from autocompress.transforms import TransformContext, apply_transform
+
+
+def _torch_accuracy(model, split) -> float:
+    with torch.no_grad():
+        return (model.eval()(split.x).argmax(1) == split.y).float().mean().item()
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def teacher_onnx(tiny_task, tmp_path_factory):
+    return export_onnx(tiny_task.teacher, tiny_task.input_shape, tmp_path_factory.mktemp("export") / "teacher.onnx")
+
+
+def test_fp32_export_matches_torch(tiny_task, teacher_onnx):
+    assert teacher_onnx.is_file()
+    for split in (tiny_task.val, tiny_task.test):
+        torch_acc = _torch_accuracy(tiny_task.teacher, split)
+        onnx_acc = onnx_accuracy(teacher_onnx, split.x.numpy(), split.y.numpy())
+        assert abs(onnx_acc - torch_acc) <= 0.005
+    with torch.no_grad():
+        ref = tiny_task.teacher(tiny_task.val.x).numpy()
+    out = _session(teacher_onnx).run(None, {INPUT_NAME: tiny_task.val.x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_export_has_a_dynamic_batch_axis_and_folds_batchnorm(tiny_task, teacher_onnx):
+    sess = _session(teacher_onnx)
+    assert [i.name for i in sess.get_inputs()] == [INPUT_NAME]
+    assert [o.name for o in sess.get_outputs()] == [OUTPUT_NAME]
+    for n in (1, 7):
+        out = sess.run(None, {INPUT_NAME: tiny_task.val.x[:n].numpy()})[0]
+        assert out.shape == (n, tiny_task.num_classes)
+    ops = {node.op_type for node in onnx.load(str(teacher_onnx)).graph.node}
+    assert "Conv" in ops and "BatchNormalization" not in ops
+
+
+def test_export_restores_training_mode_and_writes_parents(tiny_module, tmp_path):
+    model = tiny_module.TinyResNet().train()
+    path = export_onnx(model, (3, 8, 8), tmp_path / "a" / "b" / "m.onnx")
+    assert path.is_file() and model.training
+
+
+def test_pruned_model_exports_smaller_and_consistent(tiny_task, teacher_onnx, tmp_path):
+    pruned = apply_transform(tiny_task.teacher, PruneConfig(0.5), TransformContext(example_input=tiny_task.train.x[:2]))
+    path = export_onnx(pruned, tiny_task.input_shape, tmp_path / "pruned.onnx")
+    assert model_size_bytes(path) < 0.6 * model_size_bytes(teacher_onnx)
+    acc = onnx_accuracy(path, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+    assert abs(acc - _torch_accuracy(pruned, tiny_task.val)) <= 0.005
+
+
+@pytest.mark.parametrize("activations", ["uint8", "int8"])
+@pytest.mark.parametrize("fmt", ["qoperator", "qdq"])
+def test_int8_quantization_gives_a_runnable_smaller_model(tiny_task, teacher_onnx, tmp_path, activations, fmt):
+    calibration = tiny_task.train.x[:64].numpy()
+    out = quantize_int8(teacher_onnx, tmp_path / "q" / "model.onnx", calibration, activations=activations, fmt=fmt)
+    assert out.is_file()
+    assert model_size_bytes(out) < model_size_bytes(teacher_onnx)
+
+    logits = _session(out).run(None, {INPUT_NAME: tiny_task.val.x.numpy()})[0]
+    assert logits.shape == (len(tiny_task.val), tiny_task.num_classes) and np.isfinite(logits).all()
+    fp32_acc = onnx_accuracy(teacher_onnx, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+    assert onnx_accuracy(out, tiny_task.val.x.numpy(), tiny_task.val.y.numpy()) >= fp32_acc - 0.05
+
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
+    if fmt == "qoperator":
+        assert "QLinearConv" in ops
+    else:
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "QLinearConv" not in ops
+    inits = {i.name: i for i in graph.initializer}
+    zero_points = {inits[n.input[2]].data_type for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits}
+    expected = onnx.TensorProto.UINT8 if activations == "uint8" else onnx.TensorProto.INT8
+    assert zero_points == {expected}
+
+
+def test_quantize_rejects_bad_options(teacher_onnx, tmp_path):
+    x = np.zeros((4, 3, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="activations"):
+        quantize_int8(teacher_onnx, tmp_path / "q.onnx", x, activations="int4")
+    with pytest.raises(ValueError, match="fmt"):
+        quantize_int8(teacher_onnx, tmp_path / "q.onnx", x, fmt="qat")
+
+
+def test_model_size_of_a_self_contained_file(teacher_onnx):
+    assert model_size_bytes(teacher_onnx) == teacher_onnx.stat().st_size
+
+
+def test_model_size_counts_external_data(tiny_task, teacher_onnx, tmp_path):
+    model = onnx.load(str(teacher_onnx))
+    one = tmp_path / "one" / "model.onnx"
+    one.parent.mkdir()
+    onnx.save_model(model, str(one), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    weights = one.parent / "weights.bin"
+    assert weights.stat().st_size > one.stat().st_size  # the weights really moved out
+    assert model_size_bytes(one) == one.stat().st_size + weights.stat().st_size
+
+    many = tmp_path / "many" / "model.onnx"
+    many.parent.mkdir()
+    onnx.save_model(onnx.load(str(teacher_onnx)), str(many), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    total = sum(p.stat().st_size for p in many.parent.iterdir())
+    assert len(list(many.parent.iterdir())) > 2
+    assert model_size_bytes(many) == total
+
+    # and the external-data model is still the same model
+    a = onnx_accuracy(one, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+    assert a == onnx_accuracy(teacher_onnx, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())

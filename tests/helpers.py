@@ -1,0 +1,44 @@
+"""Constants and small helpers shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent
+FIXTURES = TESTS_DIR / "fixtures"
+TINY_TASK = FIXTURES / "tiny_task.py"
+TINY_MODEL_SPEC = f"{TINY_TASK}:build_model"
+TINY_DATA_SPEC = f"{TINY_TASK}:build_data"
+
+FAST_PROFILE_YAML = "name: fast\nwarmup: 2\nrepeats: 5\npasses: 3\n"
+
+# A small search space for end-to-end runs: few fine-tune steps, three prune ratios.
+SPACE_YAML = """\
+prune:
+  ratio: {low: 0.0, high: 0.5, step: 0.25}
+finetune:
+  steps: [0, 10]
+  batch_size: 32
+quantize:
+  mode: [fp32, int8]
+"""
+
+
+def search_args(inputs, *extra) -> list[str]:
+    """argv for `autocompress search` on the tiny task with the given space/profile files."""
+    return ["search", "--model", TINY_MODEL_SPEC, "--data", TINY_DATA_SPEC, "--profile", str(inputs.profile),
+            "--space", str(inputs.space), *map(str, extra)]
+
+
+def state_snapshot(model):
+    """Detached copies of every tensor in a state_dict, to compare with later."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_state_equal(model, snapshot):
+    now = model.state_dict()
+    assert list(now) == list(snapshot)
+    for k, v in snapshot.items():
+        assert now[k].shape == v.shape, k
+        assert now[k].dtype == v.dtype, k
+        assert now[k].equal(v), k

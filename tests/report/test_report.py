@@ -1,0 +1,122 @@
+"""Reports on hand-made trial records: derived columns, the front, the plot data, the PNG
+and the terminal summary."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
+
+TEACHER = TeacherRow(val_accuracy=0.90, test_accuracy=0.88, latency_ms=2.0, size_bytes=1000)
+
+
+def _done(number, acc, ratio, size, **extra):
+    return {"number": number, "state": "COMPLETE", "description": f"cand {number}", "val_accuracy": acc,
+            "latency_ratio": ratio, "size_bytes": size, **extra}
+
+
+RECORDS = [
+    _done(0, 0.90, 0.50, 500),  # front: no accuracy lost
+    _done(1, 0.85, 0.25, 250),  # front
+    _done(2, 0.80, 0.50, 600),  # dominated by 0
+    {"number": 3, "state": "FAIL", "description": "cand 3", "failure_reason": "export: boom"},
+    _done(4, 0.90, 0.50, 500, duplicate_of=0),  # same as 0: never on the front itself
+    _done(5, 0.60, 0.10, 100),  # front, but loses 30 points
+]
+
+
+def by_number(df: pd.DataFrame) -> dict[int, pd.Series]:
+    return {int(r["number"]): r for _, r in df.iterrows()}
+
+
+def test_derived_columns():
+    rows = by_number(trials_frame(RECORDS, TEACHER))
+    assert rows[0]["speedup"] == pytest.approx(2.0)
+    assert rows[1]["speedup"] == pytest.approx(4.0)
+    assert rows[0]["latency_ms"] == pytest.approx(1.0)
+    assert rows[1]["latency_ms"] == pytest.approx(0.5)
+    assert rows[0]["size_reduction"] == pytest.approx(2.0)
+    assert rows[5]["size_reduction"] == pytest.approx(10.0)
+    assert rows[0]["acc_drop_pts"] == pytest.approx(0.0, abs=1e-9)
+    assert rows[1]["acc_drop_pts"] == pytest.approx(5.0)
+    assert rows[5]["acc_drop_pts"] == pytest.approx(30.0)
+    failed = rows[3]
+    assert math.isnan(failed["speedup"]) and math.isnan(failed["latency_ms"])
+    assert not failed["feasible"] and not failed["pareto"]
+    assert failed["failure_reason"] == "export: boom"
+
+
+def test_feasible_and_pareto_without_a_limit():
+    rows = by_number(trials_frame(RECORDS, TEACHER))
+    assert {n: bool(r["feasible"]) for n, r in rows.items()} == {0: True, 1: True, 2: True, 3: False, 4: True, 5: True}
+    assert {n: bool(r["pareto"]) for n, r in rows.items()} == {0: True, 1: True, 2: False, 3: False, 4: False, 5: True}
+
+
+def test_max_acc_drop_excludes_a_point_from_the_front():
+    rows = by_number(trials_frame(RECORDS, TEACHER, max_acc_drop=10.0))
+    assert not rows[5]["feasible"] and not rows[5]["pareto"]
+    assert {n for n, r in rows.items() if r["pareto"]} == {0, 1}
+    rows = by_number(trials_frame(RECORDS, TEACHER, max_acc_drop=5.0))  # the limit itself is allowed
+    assert rows[1]["feasible"] and rows[1]["pareto"]
+    rows = by_number(trials_frame(RECORDS, TEACHER, max_acc_drop=0.0))
+    assert {n for n, r in rows.items() if r["pareto"]} == {0}
+
+
+def test_a_duplicate_is_not_on_the_front_even_when_it_would_be():
+    records = [_done(0, 0.9, 0.5, 500), _done(1, 0.9, 0.4, 400, duplicate_of=0)]
+    rows = by_number(trials_frame(records, TEACHER))
+    assert rows[0]["pareto"] and not rows[1]["pareto"]
+
+
+def test_all_failed_and_empty_record_sets():
+    failed = trials_frame([{"number": 0, "state": "FAIL", "failure_reason": "x"}], TEACHER)
+    assert len(failed) == 1 and not failed["pareto"].any() and not failed["feasible"].any()
+    empty = trials_frame([], TEACHER)
+    assert len(empty) == 0 and "pareto" in empty
+
+
+def test_pareto_plot_info():
+    df = trials_frame(RECORDS, TEACHER)
+    info = pareto_plot_info(df, TEACHER)
+    front = info["front"]
+    assert front["labels"] == ["5", "1", "0"]  # sorted by latency
+    assert front["latency_ms"] == pytest.approx([0.2, 0.5, 1.0])
+    assert front["size_kb"] == pytest.approx([100 / 1024, 250 / 1024, 500 / 1024])
+    assert front["acc"] == pytest.approx([60.0, 85.0, 90.0])
+    others = info["others"]  # complete, not on the front: 2 and the duplicate 4; the failure is left out
+    assert sorted(others["acc"]) == pytest.approx([80.0, 90.0])
+    assert sorted(others["latency_ms"]) == pytest.approx([1.0, 1.0])
+    assert info["teacher"] == {"latency_ms": 2.0, "size_kb": pytest.approx(1000 / 1024), "acc": pytest.approx(90.0)}
+
+
+def test_render_pareto_png(tmp_path):
+    df = trials_frame(RECORDS, TEACHER)
+    out = render_pareto_png(pareto_plot_info(df, TEACHER), tmp_path / "pareto.png", title="test run")
+    data = out.read_bytes()
+    assert out == tmp_path / "pareto.png" and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # nothing complete: still a valid plot with just the teacher
+    empty = trials_frame([{"number": 0, "state": "FAIL"}], TEACHER)
+    out2 = render_pareto_png(pareto_plot_info(empty, TEACHER), tmp_path / "empty.png")
+    assert out2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_format_summary():
+    df = trials_frame(RECORDS, TEACHER)
+    front = df[df["pareto"]].copy()
+    front["test_accuracy"] = [0.87, 0.80, np.nan]
+    text = format_summary(front, TEACHER, title="My front")
+    lines = text.splitlines()
+    assert lines[0] == "My front"
+    teacher_line = next(line for line in lines if "teacher" in line)
+    assert "1.00x" in teacher_line and "90.00" in teacher_line and "88.00" in teacher_line and "2.000ms" in teacher_line
+    rows = [line for line in lines[3:] if "teacher" not in line]
+    assert [int(line.split()[0]) for line in rows] == [5, 1, 0]  # every front trial, fastest first
+    row1 = next(line for line in rows if line.split()[0] == "1")
+    assert "cand 1" in row1 and "4.00x" in row1 and "85.00" in row1 and "0.500ms" in row1
+    assert "n/a" in next(line for line in rows if line.split()[0] == "5")
+    no_test = format_summary(front.drop(columns="test_accuracy"), TeacherRow(0.9, None, 2.0, 1000))
+    assert no_test.count("n/a") == 4  # teacher + three front rows

@@ -1,0 +1,304 @@
+"""`autocompress search` end to end, in-process through autocompress.cli.main: a budget-3
+search on the tiny user task, resume, and the exit codes for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from autocompress.cli import main, parse_duration
+from autocompress.hardware import load_profile
+from autocompress.space import load_space
+from tests.helpers import SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, TINY_TASK, search_args
+
+OUTPUTS = ["run.json", "space.yaml", "profile.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.png", "summary.txt"]
+
+
+def load_study(run):
+    return optuna.load_study(study_name="autocompress", storage=f"sqlite:///{run / 'study.db'}")
+
+
+def finished(study) -> list:
+    return [t for t in study.get_trials(deepcopy=False) if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
+
+
+def trial_dirs(run) -> set[int]:
+    return {int(p.name) for p in (run / "trials").iterdir()} if (run / "trials").is_dir() else set()
+
+
+# --------------------------------------------------------------------------- a search
+
+
+def test_search_writes_every_output(search_run, cli_inputs):
+    run = search_run.out
+    assert search_run.rc == 0
+    for name in OUTPUTS:
+        assert (run / name).is_file(), name
+    assert (run / "teacher" / "model.onnx").is_file()
+
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["budget"] == 3 and manifest["seed"] == 0 and manifest["sampler"] == "tpe"
+    assert manifest["profile"] == "fast"
+    assert manifest["task"] == {"kind": "user", "model": TINY_MODEL_SPEC, "data": TINY_DATA_SPEC}
+    assert manifest["space_fingerprint"] == load_space(str(cli_inputs.space)).fingerprint
+    assert manifest["profile_fingerprint"] == load_profile(str(cli_inputs.profile)).fingerprint
+    assert 0.8 < manifest["teacher"]["val_accuracy"] <= 1.0
+    assert "torch" in manifest["packages"] and "flags" in manifest["cpu"]
+
+    # the resolved space and profile are written back and mean the same thing
+    assert load_space(str(run / "space.yaml")).fingerprint == load_space(str(cli_inputs.space)).fingerprint
+    assert load_profile(str(run / "profile.yaml")) == load_profile(str(cli_inputs.profile))
+
+    study = load_study(run)
+    assert len(finished(study)) == 3
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 3 and sorted(trials["number"]) == [0, 1, 2]
+    for t in study.trials:  # trials.csv agrees with the study
+        row = trials[trials["number"] == t.number].iloc[0]
+        assert row["state"] == t.state.name
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert row["val_accuracy"] == t.values[0] and row["latency_ratio"] == t.values[1] and row["size_bytes"] == t.values[2]
+    # the first trials are the enqueued hand recipes
+    assert trials["recipe"].iloc[0] == "int8 teacher"
+
+    assert (run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_front_artifacts_are_kept_and_the_rest_deleted(search_run):
+    run = search_run.out
+    front = pd.read_csv(run / "pareto.csv")
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(front) >= 1
+    assert set(front["number"]) == set(trials.loc[trials["pareto"], "number"])
+    for _, row in front.iterrows():
+        assert (run / row["onnx"]).is_file() and (run / row["state_dict"]).is_file()
+    assert trial_dirs(run) == set(front["number"])  # every non-front trial directory is gone
+    assert list(front["latency_ratio"]) == sorted(front["latency_ratio"])
+
+    summary = (run / "summary.txt").read_text()
+    assert "teacher" in summary
+    numbers = [int(line.split()[0]) for line in summary.splitlines()[3:] if line.split() and line.split()[0].isdigit()]
+    assert sorted(numbers) == sorted(front["number"])
+
+
+def test_front_onnx_reproduces_the_recorded_accuracy(search_run, tiny_module):
+    _, val, test = tiny_module.build_data()
+    front = pd.read_csv(search_run.out / "pareto.csv")
+    for _, row in front.iterrows():
+        sess = ort.InferenceSession(str(search_run.out / row["onnx"]), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        for split, column in ((val, "val_accuracy"), (test, "test_accuracy")):
+            x, y = (t.numpy() for t in split.tensors)
+            acc = float((sess.run(None, {name: x})[0].argmax(1) == y).mean())
+            assert acc == row[column], (row["number"], column)
+
+
+def test_resume_adds_trials_to_the_same_study(search_run, cli_inputs, tmp_path):
+    run = tmp_path / "resumed"
+    shutil.copytree(search_run.out, run)
+    first = set(pd.read_csv(run / "trials.csv")["candidate_id"])
+    # the same --space and --profile as the run's are accepted
+    rc = main(["search", "--resume", str(run), "--budget", "5", "--space", str(cli_inputs.space), "--profile", str(cli_inputs.profile)])
+    assert rc == 0
+    study = load_study(run)
+    assert len(finished(study)) == 5 and len(study.trials) == 5
+    assert len(optuna.get_all_study_names(f"sqlite:///{run / 'study.db'}")) == 1
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 5 and sorted(trials["number"]) == [0, 1, 2, 3, 4]
+    assert first <= set(trials["candidate_id"])
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["budget"] == 5 and len(manifest["resumed"]) == 1
+    front = pd.read_csv(run / "pareto.csv")
+    assert trial_dirs(run) == set(front["number"])
+
+
+def test_resume_with_a_different_space_is_refused(search_run, cli_inputs, tmp_path, capsys):
+    other = tmp_path / "other-space.yaml"
+    other.write_text(SPACE_YAML.replace("steps: [0, 10]", "steps: [0, 20]"))
+    before = {p.name: p.stat().st_mtime_ns for p in search_run.out.iterdir()}
+    capsys.readouterr()
+    rc = main(["search", "--resume", str(search_run.out), "--space", str(other)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("autocompress: error:")
+    assert "--space" in err[0] and "differs" in err[0]
+    assert {p.name: p.stat().st_mtime_ns for p in search_run.out.iterdir()} == before  # the run is untouched
+    assert len(finished(load_study(search_run.out))) == 3
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--seed", "7"], "--seed 7 differs"),
+        (["--max-acc-drop", "5"], "--max-acc-drop 5.0 differs"),
+        (["--model", f"{TINY_TASK}:TinyResNet", "--data", TINY_DATA_SPEC], "the task differs"),
+        (["--profile", "cpu-1thread"], "--profile cpu-1thread differs"),
+    ],
+)
+def test_resume_with_a_different_profile_seed_limit_or_task_is_refused(search_run, extra, fragment, capsys):
+    before = (search_run.out / "run.json").read_text()
+    capsys.readouterr()
+    assert main(["search", "--resume", str(search_run.out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autocompress: error:") and fragment in err[0]
+    assert (search_run.out / "run.json").read_text() == before
+
+
+def test_resume_of_something_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["search", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autocompress: error:") and "not a run directory" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert main(["search", "--resume", str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "missing").exists()
+    assert main(["search", "--resume", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "--resume and --out" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _bad_space(space_yaml):
+    def make(tmp_path, inputs):
+        path = tmp_path / "bad-space.yaml"
+        path.write_text(space_yaml)
+        return search_args(SimpleNamespace(profile=inputs.profile, space=path))
+
+    return make
+
+
+def _raising_model(tmp_path, inputs):
+    path = tmp_path / "raising.py"
+    path.write_text("def build_model():\n    raise RuntimeError('cannot find weights.pt')\n")
+    return ["search", "--model", f"{path}:build_model", "--data", TINY_DATA_SPEC, "--profile", str(inputs.profile)]
+
+
+BAD_INPUT = {
+    "unknown space key": (_bad_space("prune:\n  rate: 0.5\n"), ["prune.rate"]),
+    "out-of-range value": (_bad_space("prune:\n  ratio: 0.99\n"), ["prune.ratio", "0.99"]),
+    "budget 0": (lambda tmp, i: search_args(i, "--budget", 0), ["--budget", "0"]),
+    "bad profile name": (lambda tmp, i: search_args(SimpleNamespace(profile="no-such-profile", space=i.space)), ["no-such-profile"]),
+    "missing model file": (
+        lambda tmp, i: ["search", "--model", f"{tmp / 'missing.py'}:build_model", "--data", TINY_DATA_SPEC], ["no such file", "missing.py"]),
+    "model function raises": (_raising_model, ["RuntimeError", "cannot find weights.pt"]),
+    "model without data": (lambda tmp, i: ["search", "--model", TINY_MODEL_SPEC], ["--model and --data"]),
+    "max-acc-drop out of range": (lambda tmp, i: search_args(i, "--max-acc-drop", 150), ["--max-acc-drop"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_and_no_run_dir(case, cli_inputs, tmp_path, capsys):
+    make_args, fragments = BAD_INPUT[case]
+    out = tmp_path / "run"
+    args = make_args(tmp_path, cli_inputs) + ["--out", str(out)]
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("autocompress: error:"), err
+    for fragment in fragments:
+        assert fragment in err[0]
+    assert not out.exists()
+
+
+def test_out_pointing_at_a_non_empty_dir_is_refused_and_left_alone(cli_inputs, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    rc = main(search_args(cli_inputs, "--budget", 1, "--out", out))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("autocompress: error:")
+    assert "already exists and is not empty" in err[0]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_failure_after_the_run_dir_was_created_removes_it(cli_inputs, tmp_path, capsys):
+    """The teacher passes the task checks (batch 2) but cannot be exported (batch 1):
+    prepare() fails after the run directory was made, and it is removed again."""
+    model_file = tmp_path / "fussy.py"
+    model_file.write_text(
+        "import importlib.util, torch\n"
+        f"spec = importlib.util.spec_from_file_location('_fussy_base', {str(TINY_MODEL_SPEC.rpartition(':')[0])!r})\n"
+        "base = importlib.util.module_from_spec(spec); spec.loader.exec_module(base)\n"
+        "class Fussy(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.inner = base.TinyResNet()\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] == 1:\n"
+        "            raise ValueError('batch of one')\n"
+        "        return self.inner(x)\n"
+        "def build_model():\n"
+        "    return Fussy().eval()\n"
+    )
+    out = tmp_path / "run"
+    args = ["search", "--model", f"{model_file}:build_model", "--data", TINY_DATA_SPEC, "--profile", str(cli_inputs.profile),
+            "--space", str(cli_inputs.space), "--budget", "1", "--out", str(out)]
+    try:
+        rc = main(args)
+    except ValueError:
+        rc = None
+    assert rc != 0
+    assert f"Run directory: {out}" in capsys.readouterr().out  # it got as far as creating it
+    assert not out.exists()
+
+
+def test_argparse_level_errors_exit_2(capsys):
+    for argv in (["search", "--sampler", "grid"], ["search", "--time-budget", "soon"], ["search", "--budget", "two"], []):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("900", 900), ("900s", 900), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400), ("2m30s", 150), (" 45 ", 45)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "15x", "m", "1h-5m"])
+def test_parse_duration_rejects_garbage(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("autocompress ")
+
+
+def test_trials_csv_numbers_are_finite(search_run):
+    trials = pd.read_csv(search_run.out / "trials.csv")
+    done = trials[trials["state"] == "COMPLETE"]
+    for col in ("val_accuracy", "speedup", "latency_ratio", "latency_ms", "size_bytes", "size_reduction"):
+        assert np.isfinite(done[col]).all(), col
+    assert (done["speedup"] * done["latency_ratio"]).round(9).eq(1.0).all()
+    assert yaml.safe_load((search_run.out / "profile.yaml").read_text())["name"] == "fast"
+
+
+@pytest.mark.slow
+def test_demo_search_and_resume(cli_inputs, tmp_path, isolated_cache):
+    """Without --model/--data the built-in digits demo runs (trains its teacher once into the
+    test session's cache; ~30 s)."""
+    out = tmp_path / "demo"
+    assert main(["search", "--budget", "2", "--out", str(out), "--space", str(cli_inputs.space), "--profile", str(cli_inputs.profile)]) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["task"]["kind"] == "demo" and manifest["teacher"]["val_accuracy"] > 0.9
+    assert list((isolated_cache / "teachers").glob("digits-resnet-*.pt"))
+    assert main(["search", "--resume", str(out), "--budget", "3"]) == 0
+    assert len(finished(load_study(out))) == 3
+    assert len(pd.read_csv(out / "trials.csv")) == 3

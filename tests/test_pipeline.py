@@ -1,0 +1,118 @@
+"""The candidate pipeline on the tiny user task: prepare() once, then build candidates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from autocompress.config import CandidateConfig, DistillConfig, FinetuneConfig, PruneConfig, QuantizeConfig
+from autocompress.errors import CandidateError
+from autocompress.evaluation import onnx_accuracy
+from autocompress.export import model_size_bytes
+from autocompress.pipeline import CALIBRATION_SAMPLES, build_candidate, prepare
+from autocompress.tasks.user import user_task
+from tests.helpers import TINY_DATA_SPEC, TINY_MODEL_SPEC, assert_state_equal, state_snapshot
+
+KD_INT8 = CandidateConfig(
+    prune=PruneConfig(0.5),
+    finetune=FinetuneConfig(steps=10, lr=1e-3, batch_size=32),
+    distill=DistillConfig(alpha=0.5, temperature=4.0),
+    quantize=QuantizeConfig("int8", "uint8", "qoperator"),
+)
+
+
+def test_prepare_measures_the_teacher(prepared, tiny_task):
+    t = prepared.teacher
+    assert t.onnx_path.is_file()
+    with torch.no_grad():
+        torch_val = (tiny_task.teacher(tiny_task.val.x).argmax(1) == tiny_task.val.y).float().mean().item()
+    assert abs(t.val_accuracy - torch_val) <= 0.005
+    assert t.val_accuracy > 0.8  # the fixture's teacher really learned its task
+    assert t.test_accuracy == onnx_accuracy(t.onnx_path, tiny_task.test.x.numpy(), tiny_task.test.y.numpy())
+    assert t.size_bytes == model_size_bytes(t.onnx_path) == t.onnx_path.stat().st_size
+    assert t.latency_ms > 0
+    with torch.no_grad():
+        torch.testing.assert_close(prepared.soft_targets, tiny_task.teacher(tiny_task.train.x))
+    assert prepared.calibration.shape == (min(CALIBRATION_SAMPLES, len(tiny_task.train)), *tiny_task.input_shape)
+    assert prepared.calibration.dtype == np.float32
+    train_rows = {row.tobytes() for row in tiny_task.train.x.numpy()}
+    assert all(row.tobytes() in train_rows for row in prepared.calibration)
+
+
+def test_prepare_without_a_test_split(tiny_task, fast_profile, tmp_path):
+    task = dataclasses.replace(tiny_task, test=None)
+    ctx = prepare(task, fast_profile, tmp_path)
+    assert ctx.teacher.test_accuracy is None
+
+
+def test_building_a_candidate_leaves_the_teacher_untouched(fast_profile, tmp_path):
+    task = user_task(TINY_MODEL_SPEC, TINY_DATA_SPEC)  # a private teacher: this test may not share one
+    ctx = prepare(task, fast_profile, tmp_path / "run")
+    teacher = task.teacher
+    snapshot = state_snapshot(teacher)
+    modules = {name: id(m) for name, m in teacher.named_modules()}
+    params = {name: (id(p), p.data_ptr(), p.requires_grad) for name, p in teacher.named_parameters()}
+    grads = {name: None if p.grad is None else p.grad.clone() for name, p in teacher.named_parameters()}
+    with torch.no_grad():
+        logits = teacher(task.val.x)
+
+    res = build_candidate(KD_INT8, ctx, tmp_path / "run" / "trials" / "0")
+    assert res.onnx_path.is_file()
+
+    assert ctx.task.teacher is teacher
+    assert_state_equal(teacher, snapshot)
+    assert {name: id(m) for name, m in teacher.named_modules()} == modules
+    assert {name: (id(p), p.data_ptr(), p.requires_grad) for name, p in teacher.named_parameters()} == params
+    assert not teacher.training
+    for name, p in teacher.named_parameters():  # the user's leftover grads, not ours
+        assert (p.grad is None) == (grads[name] is None) and (p.grad is None or torch.equal(p.grad, grads[name])), name
+    with torch.no_grad():
+        assert torch.equal(teacher(task.val.x), logits)
+    # the latency reference on disk is unchanged too
+    assert onnx_accuracy(ctx.teacher.onnx_path, task.val.x.numpy(), task.val.y.numpy()) == ctx.teacher.val_accuracy
+
+
+def test_int8_candidate_artifacts_and_metrics(prepared, tiny_task, tmp_path):
+    res = build_candidate(KD_INT8, prepared, tmp_path / "c")
+    assert res.config == KD_INT8
+    assert res.onnx_path == tmp_path / "c" / "model.onnx" and res.onnx_path.is_file()
+    assert not (tmp_path / "c" / "model.fp32.onnx").exists()  # the intermediate is removed
+    assert "QLinearConv" in {n.op_type for n in onnx.load(str(res.onnx_path)).graph.node}
+    assert res.val_accuracy == onnx_accuracy(res.onnx_path, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+    assert res.size_bytes == model_size_bytes(res.onnx_path)
+    assert res.size_bytes < prepared.teacher.size_bytes
+    assert res.latency.passes == prepared.profile.passes and res.latency.ratio > 0
+    assert set(res.stage_seconds) == {"prune", "finetune", "export", "quantize", "accuracy", "latency"}
+    # the saved state_dict is the pruned, fine-tuned student
+    state = torch.load(res.state_dict_path, weights_only=True)
+    assert state["stem.0.weight"].shape[0] < tiny_task.teacher.stem[0].weight.shape[0]
+
+
+def test_identity_candidate_reproduces_the_teacher(prepared, tmp_path):
+    res = build_candidate(CandidateConfig(), prepared, tmp_path / "id")
+    assert res.val_accuracy == prepared.teacher.val_accuracy
+    assert res.size_bytes == prepared.teacher.size_bytes
+    assert 0.2 < res.latency.ratio < 5.0  # the same model; loose because the timing is short
+    assert "quantize" not in res.stage_seconds
+
+
+def test_candidates_are_deterministic_for_a_seed(prepared, tmp_path):
+    cfg = dataclasses.replace(KD_INT8, quantize=QuantizeConfig())
+    a = build_candidate(cfg, prepared, tmp_path / "a", seed=5)
+    b = build_candidate(cfg, prepared, tmp_path / "b", seed=5)
+    assert a.val_accuracy == b.val_accuracy
+    sa, sb = torch.load(a.state_dict_path, weights_only=True), torch.load(b.state_dict_path, weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_failing_stage_becomes_a_candidate_error_naming_it(prepared, tmp_path):
+    broken = dataclasses.replace(prepared, calibration=np.zeros((4, 2, 2, 2), dtype=np.float32))
+    with pytest.raises(CandidateError, match=r"^quantize: "):
+        build_candidate(CandidateConfig(quantize=QuantizeConfig("int8", "uint8", "qoperator")), broken, tmp_path / "q")
+    with pytest.raises(CandidateError, match=r"^finetune: "):
+        bad_targets = dataclasses.replace(prepared, soft_targets=prepared.soft_targets[:, :2])
+        build_candidate(KD_INT8, bad_targets, tmp_path / "f")

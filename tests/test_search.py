@@ -1,0 +1,55 @@
+"""search.py beyond the CLI: the manifest, rebuilding a run's task and a trial's model."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from autocompress.errors import RunDirError
+from autocompress.evaluation import onnx_accuracy
+from autocompress.export import export_onnx
+from autocompress.search import load_trial_model, task_for_run
+
+
+def test_manifest_records_shape_and_timing(search_run):
+    m = json.loads((search_run.out / "run.json").read_text())
+    assert m["input_shape"] == [3, 8, 8]
+    (timing,) = m["timing"]
+    assert timing["trials"] == 3 and timing["search_s"] > 0 and timing["finalize_s"] > 0
+    assert 0 < timing["trial_s"] <= timing["search_s"]
+
+
+def test_task_for_run_reloads_the_same_task(search_run):
+    task = task_for_run(search_run.out)
+    m = json.loads((search_run.out / "run.json").read_text())
+    assert task.fingerprint == m["task_fingerprint"]
+    assert task.input_shape == (3, 8, 8) and task.num_classes == 4
+
+
+def test_load_trial_model_rebuilds_each_front_point(search_run, tiny_task, tmp_path):
+    run = search_run.out
+    front = pd.read_csv(run / "pareto.csv")
+    for _, row in front.iterrows():
+        n = int(row["number"])
+        model = load_trial_model(run, n, teacher=tiny_task.teacher)
+        assert not model.training
+        saved = torch.load(run / row["state_dict"], weights_only=True)
+        state = model.state_dict()
+        assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+        with torch.no_grad():
+            assert model(tiny_task.val.x[:3]).shape == (3, 4)
+        if row["param.quantize.mode"] == "fp32":  # the float model is exactly what was deployed
+            path = export_onnx(model, tiny_task.input_shape, tmp_path / f"{n}.onnx")
+            assert onnx_accuracy(path, tiny_task.val.x.numpy(), tiny_task.val.y.numpy()) == row["val_accuracy"]
+    # without a teacher it is rebuilt from the run's own task files
+    n = int(front["number"].iloc[0])
+    again = load_trial_model(run, n)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in load_trial_model(run, n, teacher=tiny_task.teacher).state_dict().items())
+
+
+def test_load_trial_model_without_saved_weights(search_run):
+    with pytest.raises(RunDirError, match="trial 99 has no saved model"):
+        load_trial_model(search_run.out, 99)

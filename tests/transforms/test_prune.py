@@ -1,0 +1,133 @@
+"""Structured pruning through apply_transform: physically smaller, same interface, and the
+input model is never touched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autocompress.config import PruneConfig
+from autocompress.tasks.demo import DigitsResNet
+from autocompress.transforms import TransformContext, apply_transform, register_transform
+from autocompress.transforms.prune import output_layers
+from tests.helpers import assert_state_equal, state_snapshot
+
+
+def _convs(model: nn.Module) -> dict[str, nn.Conv2d]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(params=["tiny_resnet", "digits_resnet"])
+def model_and_input(request, tiny_module):
+    torch.manual_seed(0)
+    if request.param == "tiny_resnet":
+        return tiny_module.TinyResNet().eval(), torch.randn(2, 3, 8, 8)
+    return DigitsResNet(widths=(8, 16, 32)).eval(), torch.randn(2, 1, 16, 16)
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_pruning_shrinks_convs_and_keeps_the_interface(model_and_input, ratio):
+    model, x = model_and_input
+    pruned = apply_transform(model, PruneConfig(ratio), TransformContext(example_input=x))
+    assert pruned is not model
+
+    before, after = _convs(model), _convs(pruned)
+    assert before.keys() == after.keys()
+    for name, conv in before.items():
+        # every conv group is prunable in these nets (residual adds are coupled, not skipped)
+        assert after[name].weight.shape[0] < conv.weight.shape[0], name
+        assert after[name].out_channels == after[name].weight.shape[0]
+        assert after[name].weight.shape[0] >= round(conv.weight.shape[0] * (1 - ratio)) - 1, name
+    for m in pruned.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean.shape[0] == m.num_features == m.weight.shape[0]
+
+    fc_before = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    fc_after = [m for m in pruned.modules() if isinstance(m, nn.Linear)][-1]
+    assert fc_after.out_features == fc_before.out_features  # classes unchanged
+    assert fc_after.weight.shape[0] == fc_before.weight.shape[0]
+    assert fc_after.in_features < fc_before.in_features
+
+    assert _n_params(pruned) < _n_params(model)
+    with torch.no_grad():
+        batch = torch.randn(5, *x.shape[1:])
+        assert pruned(batch).shape == model(batch).shape == (5, fc_before.out_features)
+
+
+def test_higher_ratio_removes_more(model_and_input):
+    model, x = model_and_input
+    ctx = TransformContext(example_input=x)
+    sizes = [_n_params(apply_transform(model, PruneConfig(r), ctx)) for r in (0.0, 0.25, 0.5, 0.75)]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+
+
+def test_ratio_zero_returns_an_equal_independent_copy(model_and_input):
+    model, x = model_and_input
+    copy = apply_transform(model, PruneConfig(0.0), TransformContext(example_input=x))
+    assert copy is not model
+    assert_state_equal(copy, state_snapshot(model))
+    with torch.no_grad():
+        assert torch.equal(copy(x), model(x))
+    ids = {id(p) for p in model.parameters()}
+    assert not any(id(p) in ids for p in copy.parameters())
+    with torch.no_grad():
+        next(copy.parameters()).add_(1.0)  # editing the copy ...
+    assert not torch.equal(next(copy.parameters()), next(model.parameters()))  # ... leaves the original
+
+
+def test_the_input_model_is_untouched(model_and_input):
+    model, x = model_and_input
+    model.train()  # pruning puts its copy in eval mode; not the original
+    snapshot = state_snapshot(model)
+    modules = {name: id(m) for name, m in model.named_modules()}
+    params = {name: (id(p), p.data_ptr(), tuple(p.shape)) for name, p in model.named_parameters()}
+
+    apply_transform(model, PruneConfig(0.5), TransformContext(example_input=x))
+
+    assert_state_equal(model, snapshot)
+    assert {name: id(m) for name, m in model.named_modules()} == modules
+    assert {name: (id(p), p.data_ptr(), tuple(p.shape)) for name, p in model.named_parameters()} == params
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert not model._forward_hooks and all(not m._forward_hooks for m in model.modules())
+
+
+def test_output_layers_finds_the_classifier(tiny_module):
+    model = tiny_module.TinyResNet()
+    assert output_layers(model, torch.randn(1, 3, 8, 8)) == [model.fc]
+    assert all(not m._forward_hooks for m in model.modules())  # hooks removed again
+
+
+def test_pruned_model_still_learns_the_same_task(tiny_task):
+    """A pruned trained teacher still computes something close to it (L1 keeps the big
+    channels): its predictions agree with the teacher's far above chance (25%)."""
+    pruned = apply_transform(tiny_task.teacher, PruneConfig(0.25), TransformContext(example_input=tiny_task.train.x[:2]))
+    with torch.no_grad():
+        agree = (pruned(tiny_task.val.x).argmax(1) == tiny_task.teacher(tiny_task.val.x).argmax(1)).float().mean()
+    assert agree > 0.4
+
+
+def test_unknown_config_type_and_duplicate_registration():
+    class NotAConfig:
+        pass
+
+    with pytest.raises(KeyError, match="no transform registered for NotAConfig"):
+        apply_transform(nn.Linear(2, 2), NotAConfig(), TransformContext(example_input=torch.zeros(1, 2)))
+
+    class MyConfig:
+        pass
+
+    @register_transform(MyConfig)
+    def scale(model, cfg, ctx):
+        return model
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_transform(MyConfig)(scale)
+    m = nn.Linear(2, 2)
+    out = apply_transform(m, MyConfig(), TransformContext(example_input=torch.zeros(1, 2)))
+    assert out is not m and torch.equal(out.weight, m.weight)  # the registry hands transforms a copy
