@@ -74,17 +74,18 @@ class CandidateConfig:
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        """A short human-readable label, e.g. 'prune 0.50 · kd 200 steps · int8 qoperator/u8'."""
+        """A short human-readable label, e.g. 'prune 0.50 · kd 100 a=0.5 T=4 · int8 qop/u8'."""
         parts = [f"prune {self.prune.ratio:.2f}" if self.prune.ratio > 0 else "no prune"]
         if self.finetune.steps > 0 and self.distill is not None:
             parts.append(
-                f"kd {self.finetune.steps} steps a={self.distill.alpha:g} T={self.distill.temperature:g}"
+                f"kd {self.finetune.steps} a={self.distill.alpha:g} T={self.distill.temperature:g}"
             )
         else:
             parts.append("no fine-tune")
         q = self.quantize
         if q.mode == "int8":
-            parts.append(f"int8 {q.format}/{'u8' if q.activations == 'uint8' else 's8'}")
+            fmt = {"qoperator": "qop", "qdq": "qdq"}.get(q.format or "", q.format)
+            parts.append(f"int8 {fmt}/{'u8' if q.activations == 'uint8' else 's8'}")
         else:
             parts.append(q.mode)
         return " · ".join(parts)

@@ -66,7 +66,7 @@ def test_configs_are_frozen():
 
 
 def test_describe():
-    assert _cfg().describe() == "prune 0.50 · kd 100 steps a=0.5 T=4 · int8 qoperator/u8"
+    assert _cfg().describe() == "prune 0.50 · kd 100 a=0.5 T=4 · int8 qop/u8"
     plain = CandidateConfig()
     assert plain.describe() == "no prune · no fine-tune · fp32"
     assert _cfg(quantize=QuantizeConfig("int8", "int8", "qdq")).describe().endswith("int8 qdq/s8")

@@ -72,7 +72,10 @@ def measure_interleaved(
     clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyResult:
     """Time candidate vs reference under `profile`: warm both up, then `passes` pairs of
-    blocks of `repeats` runs each, alternating which goes first to cancel order effects."""
+    blocks, alternating which goes first to cancel order effects. The reference block has
+    `repeats` runs; the other model's block gets as many runs as make it last about as
+    long (from the warm-up medians, within [repeats / 20, repeats * 20]), so both blocks see
+    the same stretch of CPU-speed drift, however different the two models' speeds."""
     ref_sess = reference_session or profile.session(reference_path)
     cand_sess = profile.session(candidate_path)
     x = np.random.default_rng(0).standard_normal((profile.batch_size, *input_shape)).astype(np.float32)
@@ -85,14 +88,23 @@ def measure_interleaved(
     def run_cand():
         return cand_sess.run(None, cand_feed)
 
-    _time_block(run_ref, profile.warmup, clock)
-    _time_block(run_cand, profile.warmup, clock)
+    warm_ref = _time_block(run_ref, max(profile.warmup, 3), clock)
+    warm_cand = _time_block(run_cand, max(profile.warmup, 3), clock)
+    cand_repeats = balanced_repeats(profile.repeats, float(np.median(warm_ref[-3:])), float(np.median(warm_cand[-3:])))
     ref_blocks, cand_blocks = [], []
     for p in range(profile.passes):
         if p % 2 == 0:
             ref_blocks.append(_time_block(run_ref, profile.repeats, clock))
-            cand_blocks.append(_time_block(run_cand, profile.repeats, clock))
+            cand_blocks.append(_time_block(run_cand, cand_repeats, clock))
         else:
-            cand_blocks.append(_time_block(run_cand, profile.repeats, clock))
+            cand_blocks.append(_time_block(run_cand, cand_repeats, clock))
             ref_blocks.append(_time_block(run_ref, profile.repeats, clock))
     return summarize_interleaved(ref_blocks, cand_blocks)
+
+
+def balanced_repeats(repeats: int, ref_seconds: float, cand_seconds: float) -> int:
+    """Runs of the candidate that take about as long as `repeats` runs of the reference."""
+    if cand_seconds <= 0:
+        return repeats * 20
+    n = round(repeats * ref_seconds / cand_seconds)
+    return int(min(max(n, max(1, repeats // 20)), repeats * 20))

@@ -108,3 +108,13 @@ def test_reference_session_is_reused_and_batch_size_honoured(conv_models):
     ref_sess = profile.session(big)
     r = measure_interleaved("/nonexistent/reference.onnx", small, profile, (3, 24, 24), reference_session=ref_sess)
     assert r.passes == 2 and r.ratio < 1.0  # timed against the given (big) session, not the path
+
+
+def test_balanced_repeats_matches_block_durations():
+    from autocompress.evaluation.latency import balanced_repeats
+
+    assert balanced_repeats(40, 0.4e-3, 0.1e-3) == 160  # 4x faster candidate: 4x the runs
+    assert balanced_repeats(40, 0.1e-3, 0.4e-3) == 10
+    assert balanced_repeats(40, 1.0, 1e-9) == 800  # capped at 20x
+    assert balanced_repeats(40, 1e-9, 1.0) == 2  # at least repeats / 20
+    assert balanced_repeats(40, 1.0, 0.0) == 800
