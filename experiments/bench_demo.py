@@ -55,8 +55,10 @@ def main() -> int:
     good = front[(front["acc_drop_pts"] <= 1.0) & (front["speedup"] >= 2.0)]
     if "test_accuracy" in front and teacher.get("test_accuracy") is not None:
         good = good[(teacher["test_accuracy"] - good["test_accuracy"]) * 100 <= 1.0]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     result = {
         "date": dt.date.today().isoformat(),
+        "commit": commit or None,
         "command": " ".join(["autocompress", *cmd[3:]]),
         "cpu": manifest["cpu"]["model"],
         "budget": args.budget,

@@ -25,7 +25,16 @@ def pareto_plot_info(df: pd.DataFrame, teacher: TeacherRow) -> dict[str, Any]:
             "labels": [str(int(n)) for n in front["number"]],
         },
         "teacher": {"latency_ms": teacher.latency_ms, "size_kb": teacher.size_bytes / 1024, "acc": 100 * teacher.val_accuracy},
+        "ylim": _ylim(100 * front["val_accuracy"].to_numpy() if len(front) else np.zeros(0), 100 * teacher.val_accuracy),
     }
+
+
+def _ylim(front_acc: np.ndarray, teacher_acc: float) -> tuple[float, float]:
+    """Zoom on what matters: from the lowest front point (or 10 points under the teacher,
+    whichever is lower) to just above the best accuracy. Trials below are counted, not drawn."""
+    low = min([teacher_acc - 10.0, *front_acc.tolist()])
+    high = max([teacher_acc, *front_acc.tolist()])
+    return (max(0.0, low - 1.0), min(100.0, high) + 0.5)
 
 
 def render_pareto_png(info: dict[str, Any], path: str | Path, *, title: str = "") -> Path:
@@ -35,8 +44,13 @@ def render_pareto_png(info: dict[str, Any], path: str | Path, *, title: str = ""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, key, xlabel in ((axes[0], "latency_ms", "latency (ms, measured)"), (axes[1], "size_kb", "size (KB)")):
-        ax.scatter(info["others"][key], info["others"]["acc"], s=14, c="0.7", label="other trials")
+    lo, hi = info["ylim"]
+    below = sum(a < lo for a in info["others"]["acc"])
+    others_label = "other trials" + (f" ({below} below {lo:.0f}% not shown)" if below else "")
+    for ax, key, xlabel in ((axes[0], "latency_ms", "latency (ms, measured; log scale)"), (axes[1], "size_kb", "size (KB, log scale)")):
+        ax.set_xscale("log")
+        ax.set_ylim(lo, hi)
+        ax.scatter(info["others"][key], info["others"]["acc"], s=14, c="0.7", label=others_label)
         fx, fy = np.asarray(info["front"][key]), np.asarray(info["front"]["acc"])
         ax.scatter(fx, fy, s=36, c="tab:red", label="Pareto front", zorder=3)
         for x, y, lab in zip(fx, fy, info["front"]["labels"]):

@@ -91,6 +91,8 @@ def test_pareto_plot_info():
     assert sorted(others["acc"]) == pytest.approx([80.0, 90.0])
     assert sorted(others["latency_ms"]) == pytest.approx([1.0, 1.0])
     assert info["teacher"] == {"latency_ms": 2.0, "size_kb": pytest.approx(1000 / 1024), "acc": pytest.approx(90.0)}
+    # y zooms from the lowest front point (60%, below teacher - 10) minus 1 to the best + 0.5
+    assert info["ylim"] == pytest.approx((59.0, 90.5))
 
 
 def test_render_pareto_png(tmp_path):
@@ -120,3 +122,11 @@ def test_format_summary():
     assert "n/a" in next(line for line in rows if line.split()[0] == "5")
     no_test = format_summary(front.drop(columns="test_accuracy"), TeacherRow(0.9, None, 2.0, 1000))
     assert no_test.count("n/a") == 4  # teacher + three front rows
+
+
+def test_plot_zooms_to_ten_points_under_the_teacher_when_the_front_is_close():
+    from autocompress.report.plot import _ylim
+    import numpy as np
+
+    assert _ylim(np.array([99.0, 98.5]), 99.5) == pytest.approx((88.5, 100.0))
+    assert _ylim(np.zeros(0), 5.0) == (0.0, 5.5)
