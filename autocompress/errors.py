@@ -22,3 +22,11 @@ class RunDirError(AutocompressError):
 
 class CandidateError(AutocompressError):
     """One candidate failed to build, export or measure; the search records it and goes on."""
+
+
+def one_line(exc: BaseException, *, limit: int = 400) -> str:
+    """'TypeName: first line of the message', for one-line errors and failure reasons."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    out = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return out if len(out) <= limit else out[: limit - 3] + "..."

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from autocompress.config import CandidateConfig, DistillConfig
-from autocompress.errors import CandidateError
+from autocompress.errors import CandidateError, one_line
 from autocompress.evaluation import LatencyResult, measure_interleaved, onnx_accuracy
 from autocompress.export import export_onnx, model_size_bytes, quantize_int8
 from autocompress.hardware import HardwareProfile
@@ -97,8 +97,7 @@ def _stage(name: str, seconds: dict[str, float]):
     except CandidateError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a candidate is recorded, not fatal
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CandidateError(f"{name}: {type(exc).__name__}: {msg}"[:500]) from exc
+        raise CandidateError(f"{name}: {one_line(exc)}") from exc
     finally:
         seconds[name] = time.perf_counter() - t0
 

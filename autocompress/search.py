@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from autocompress.errors import CandidateError, ConfigError, RunDirError, TaskError
+from autocompress.errors import CandidateError, ConfigError, RunDirError, TaskError, one_line
 from autocompress.hardware import HardwareProfile, load_profile, profile_from_dict, check_available
 from autocompress.run import RunDir, default_run_dir, new_manifest, write_text_atomic
 from autocompress.space import SearchSpace, load_space
@@ -135,8 +135,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         try:
             ctx = prepare(task, profile, run.path)
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise TaskError(f"the teacher could not be exported to ONNX and measured: {type(exc).__name__}: {msg}") from exc
+            raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
             val_accuracy=ctx.teacher.val_accuracy, test_accuracy=ctx.teacher.test_accuracy,
             size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,

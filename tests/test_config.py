@@ -70,3 +70,12 @@ def test_describe():
     plain = CandidateConfig()
     assert plain.describe() == "no prune · no fine-tune · fp32"
     assert _cfg(quantize=QuantizeConfig("int8", "int8", "qdq")).describe().endswith("int8 qdq/s8")
+
+
+def test_one_line_keeps_the_type_and_first_line():
+    from autocompress.errors import one_line
+
+    assert one_line(RuntimeError("first\nsecond")) == "RuntimeError: first"
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line(ValueError("x" * 1000), limit=50).endswith("...")
+    assert len(one_line(ValueError("x" * 1000), limit=50)) == 50

@@ -16,7 +16,7 @@ import optuna
 
 from autocompress.backends import SAMPLERS, Outcome
 from autocompress.config import CandidateConfig
-from autocompress.errors import CandidateError, ConfigError
+from autocompress.errors import CandidateError, ConfigError, one_line
 from autocompress.space import SearchSpace
 
 STUDY_NAME = "autocompress"
@@ -135,7 +135,7 @@ class OptunaBackend:
             try:
                 cfg = self.space.suggest(trial)
             except Exception as exc:  # noqa: BLE001
-                self._fail(trial, f"suggest: {type(exc).__name__}: {exc}")
+                self._fail(trial, f"suggest: {one_line(exc)}")
                 on_trial(self._record(self.study._storage.get_trial(trial._trial_id)))
                 continue
             trial.set_user_attr("candidate_id", cfg.id)

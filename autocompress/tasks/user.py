@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from autocompress.errors import TaskError
+from autocompress.errors import TaskError, one_line
 from autocompress.tasks import Split, Task
 
 
@@ -39,11 +39,20 @@ def load_callable(spec: str, *, flag: str) -> Callable[[], Any]:
             import_spec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - the user's code failed: say where
             del sys.modules[mod_name]
-            raise TaskError(f"{flag}: importing {file!r} raised {type(exc).__name__}: {exc}") from exc
+            raise TaskError(f"{flag}: importing {file!r} raised {one_line(exc)}") from exc
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise TaskError(f"{flag}: {file!r} has no function {fn_name!r}")
     return fn
+
+
+def call_user(spec: str, *, flag: str) -> Any:
+    """Load and call the user's function; its exceptions become one-line TaskErrors."""
+    fn = load_callable(spec, flag=flag)
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - the user's code failed: say which function
+        raise TaskError(f"{flag}: {spec} raised {one_line(exc)}") from exc
 
 
 def _materialize(ds: Any, name: str) -> Split:
@@ -76,12 +85,7 @@ def _materialize(ds: Any, name: str) -> Split:
 def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> Task:
     if model_spec is None or data_spec is None:
         raise TaskError("--model and --data go together: give both, or neither for the demo")
-    try:
-        model = load_callable(model_spec, flag="--model")()
-    except TaskError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise TaskError(f"--model: {model_spec} raised {type(exc).__name__}: {exc}") from exc
+    model = call_user(model_spec, flag="--model")
     if not isinstance(model, nn.Module):
         raise TaskError(f"--model: {model_spec} must return a torch.nn.Module, got {type(model).__name__}")
     spec: dict[str, Any] = {"kind": "user", "model": model_spec, "data": data_spec}
@@ -93,14 +97,9 @@ def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: O
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001
-            raise TaskError(f"--checkpoint: cannot load {checkpoint!r} into the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+            raise TaskError(f"--checkpoint: cannot load {checkpoint!r} into the model: {one_line(exc)}") from exc
         spec["checkpoint_sha1"] = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-    try:
-        splits = load_callable(data_spec, flag="--data")()
-    except TaskError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise TaskError(f"--data: {data_spec} raised {type(exc).__name__}: {exc}") from exc
+    splits = call_user(data_spec, flag="--data")
     if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
         raise TaskError(f"--data: {data_spec} must return (train, val) or (train, val, test), got {type(splits).__name__}")
     names = ("train", "val", "test")
@@ -113,7 +112,7 @@ def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: O
         with torch.no_grad():
             out = model(train.x[:2])
     except Exception as exc:  # noqa: BLE001
-        raise TaskError(f"--model: forward pass on input of shape {tuple(train.x[:2].shape)} failed: {type(exc).__name__}: {exc}") from exc
+        raise TaskError(f"--model: forward pass on input of shape {tuple(train.x[:2].shape)} failed: {one_line(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise TaskError(f"--model: must return logits of shape (batch, classes), got {getattr(out, 'shape', type(out).__name__)}")
     num_classes = int(out.shape[1])
