@@ -132,7 +132,7 @@ def load_profile(name_or_path: str = "cpu-1thread") -> HardwareProfile:
         if not path.is_file():
             raise ConfigError(f"--profile: unknown profile {name_or_path!r}; built-in: {builtin_profiles()}, or give a .yaml path")
     elif not path.is_file():
-        raise ConfigError(f"--profile: no such file {name_or_path!r}")
+        raise ConfigError(f"--profile: {name_or_path!r} is not a file" if path.exists() else f"--profile: no such file {name_or_path!r}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -342,7 +342,7 @@ def resolve_space_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.is_file():
-            raise ConfigError(f"--space: no such file {name_or_path!r}")
+            raise ConfigError(f"--space: {name_or_path!r} is not a file" if candidate.exists() else f"--space: no such file {name_or_path!r}")
         return candidate
     builtin = SPACES_DIR / f"{name_or_path}.yaml"
     if not builtin.is_file():
