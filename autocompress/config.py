@@ -11,9 +11,41 @@ from typing import Any, Optional
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Structured channel pruning with one global ratio (0 = keep every channel)."""
+    """Structured channel pruning. `ratio` applies to every prunable group unless
+    `segment_ratios` gives one ratio per segment (the prunable groups split in model order
+    into len(segment_ratios) contiguous parts). 0 keeps every channel.
+
+    criterion: 'l1' | 'l2' (weight magnitude) or 'act_mean' | 'act_zero' (mean |activation|,
+    or the share of non-zero activations after ReLU, over calibration batches).
+    round_to: channel counts kept at multiples of this (None: any count).
+    exclude: module names never pruned (the classifier's outputs never are)."""
 
     ratio: float = 0.0
+    segment_ratios: Optional[tuple[float, ...]] = None
+    criterion: str = "l1"
+    round_to: Optional[int] = None
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return any(r > 0 for r in (self.segment_ratios or (self.ratio,)))
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    """SVD low-rank factorization of Linear and Conv2d layers. `rank_ratio` (kept rank /
+    full rank; 1.0 = leave as is) applies to every factorizable layer unless
+    `segment_ratios` gives one per segment (the layers split in model order into
+    contiguous parts). A layer whose factorized form would not have fewer parameters is
+    left as is. exclude: module names never factorized."""
+
+    rank_ratio: float = 1.0
+    segment_ratios: Optional[tuple[float, ...]] = None
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return any(r < 1 for r in (self.segment_ratios or (self.rank_ratio,)))
 
 
 @dataclass(frozen=True)
@@ -37,9 +69,15 @@ class DistillConfig:
 class QuantizeConfig:
     """Post-export quantization with ONNX Runtime. mode 'fp32' leaves the model as is."""
 
-    mode: str = "fp32"
-    activations: Optional[str] = None  # 'int8' | 'uint8' (int8 mode only)
-    format: Optional[str] = None  # 'qdq' | 'qoperator' (int8 mode only)
+    mode: str = "fp32"  # 'fp32' | 'int8' | 'int4' (weights), for every quantizable layer ...
+    activations: Optional[str] = None  # 'int8' | 'uint8' (when anything is quantized)
+    format: Optional[str] = None  # 'qdq' | 'qoperator' (int4 weights need 'qdq')
+    calibration: str = "minmax"  # 'minmax' | 'entropy' | 'percentile'
+    segment_bits: Optional[tuple[str, ...]] = None  # ... unless given per segment of layers
+
+    @property
+    def active(self) -> bool:
+        return any(b != "fp32" for b in (self.segment_bits or (self.mode,)))
 
 
 @dataclass(frozen=True)
@@ -47,6 +85,7 @@ class CandidateConfig:
     """One point of the search space: what to do to the teacher, in pipeline order."""
 
     prune: PruneConfig = field(default_factory=PruneConfig)
+    lowrank: LowRankConfig = field(default_factory=LowRankConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     distill: Optional[DistillConfig] = None  # None when finetune.steps == 0
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
@@ -62,10 +101,21 @@ class CandidateConfig:
             kw = {}
             for f in fields(obj):
                 v = getattr(obj, f.name)
-                kw[f.name] = float(v) if f.type == "float" and v is not None else int(v) if f.type == "int" and v is not None else v
+                if v is None:
+                    kw[f.name] = v
+                elif f.type == "float":
+                    kw[f.name] = float(v)
+                elif f.type in ("int", "Optional[int]"):
+                    kw[f.name] = int(v)
+                elif "tuple[float" in str(f.type):
+                    kw[f.name] = tuple(float(x) for x in v)
+                elif "tuple" in str(f.type):
+                    kw[f.name] = tuple(v)
+                else:
+                    kw[f.name] = v
             return type(obj)(**kw)
 
-        return CandidateConfig(fix(self.prune), fix(self.finetune), fix(self.distill), fix(self.quantize))
+        return CandidateConfig(fix(self.prune), fix(self.lowrank), fix(self.finetune), fix(self.distill), fix(self.quantize))
 
     @property
     def id(self) -> str:
@@ -94,7 +144,8 @@ class CandidateConfig:
     def from_dict(cls, data: dict[str, Any]) -> "CandidateConfig":
         return cls(
             prune=PruneConfig(**data.get("prune", {})),
+            lowrank=LowRankConfig(**data.get("lowrank", {})),
             finetune=FinetuneConfig(**data.get("finetune", {})),
             distill=DistillConfig(**data["distill"]) if data.get("distill") else None,
             quantize=QuantizeConfig(**data.get("quantize", {})),
-        )
+        ).canonical()
