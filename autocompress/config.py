@@ -124,20 +124,30 @@ class CandidateConfig:
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        """A short human-readable label, e.g. 'prune 0.50 · kd 100 a=0.5 T=4 · int8 qop/u8'."""
-        parts = [f"prune {self.prune.ratio:.2f}" if self.prune.ratio > 0 else "no prune"]
+        """A short label, e.g. 'prune 0.5 l1 · rank 0.5 · kd 100 a=0.5 T=4 · int8 qop/u8'.
+        Per-segment values are listed in brackets in model order."""
+
+        def vals(one: Any, per_segment: Optional[tuple]) -> str:
+            return f"[{' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in per_segment)}]" if per_segment else (f"{one:g}" if isinstance(one, float) else str(one))
+
+        p, lr, q = self.prune, self.lowrank, self.quantize
+        parts = []
+        if p.active:
+            parts.append(f"prune {vals(p.ratio, p.segment_ratios)} {p.criterion}" + (f"/{p.round_to}" if p.round_to else ""))
+        else:
+            parts.append("no prune")
+        if lr.active:
+            parts.append(f"rank {vals(lr.rank_ratio, lr.segment_ratios)}")
         if self.finetune.steps > 0 and self.distill is not None:
-            parts.append(
-                f"kd {self.finetune.steps} a={self.distill.alpha:g} T={self.distill.temperature:g}"
-            )
+            parts.append(f"kd {self.finetune.steps} a={self.distill.alpha:g} T={self.distill.temperature:g}")
         else:
             parts.append("no fine-tune")
-        q = self.quantize
-        if q.mode == "int8":
+        if q.active:
             fmt = {"qoperator": "qop", "qdq": "qdq"}.get(q.format or "", q.format)
-            parts.append(f"int8 {fmt}/{'u8' if q.activations == 'uint8' else 's8'}")
+            label = f"{vals(q.mode, q.segment_bits)} {fmt}/{'u8' if q.activations == 'uint8' else 's8'}"
+            parts.append(label + ("" if q.calibration == "minmax" else f" {q.calibration}"))
         else:
-            parts.append(q.mode)
+            parts.append("fp32")
         return " · ".join(parts)
 
     @classmethod

@@ -44,7 +44,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
     cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "latency_ratio", "latency_ms",
-            "size_bytes", "size_reduction", "acc_drop_pts", "onnx", "state_dict"]
+            "size_bytes", "size_reduction", "acc_drop_pts", "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))
     write_text_atomic(run.path / "pareto.csv", front[[c for c in cols if c in front]].to_csv(index=False))
     render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png", title=f"{run.path.name}: {int(df['state'].eq('COMPLETE').sum())} trials")

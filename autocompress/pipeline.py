@@ -1,6 +1,6 @@
 """One candidate config -> measured metrics, on the artifact a user would deploy:
 
-copy teacher -> prune (Torch-Pruning) -> distillation fine-tune -> export ONNX
+copy teacher -> prune (Torch-Pruning) -> SVD low-rank -> distillation fine-tune -> export ONNX
 -> [int8 static quantization] -> accuracy with ORT on val -> latency with ORT, timed
 interleaved with the teacher -> size (all bytes of the ONNX model).
 
@@ -23,14 +23,14 @@ import torch
 from autocompress.config import CandidateConfig, DistillConfig
 from autocompress.errors import CandidateError, one_line
 from autocompress.evaluation import LatencyResult, measure_interleaved, onnx_accuracy
-from autocompress.export import export_onnx, model_size_bytes, quantize_int8
+from autocompress.export import export_onnx, model_size_bytes, quantize_onnx
 from autocompress.hardware import HardwareProfile
 from autocompress.tasks import Task
 from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logits
 from autocompress.transforms import TransformContext, apply_transform
 
 CALIBRATION_SAMPLES = 128
-STAGES = ("prune", "finetune", "export", "quantize", "accuracy", "latency")
+STAGES = ("prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency")
 
 
 @dataclass
@@ -54,6 +54,11 @@ class PipelineContext:
     _reference_session: Any = None
 
     @property
+    def calibration_tensor(self) -> torch.Tensor:
+        """The calibration samples as a tensor (activation statistics for pruning)."""
+        return torch.from_numpy(self.calibration)
+
+    @property
     def reference_session(self):
         if self._reference_session is None:
             self._reference_session = self.profile.session(self.teacher.onnx_path)
@@ -69,6 +74,7 @@ class CandidateResult:
     onnx_path: Path
     state_dict_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    ort_only: bool = False  # the ONNX file uses com.microsoft operators: it needs ONNX Runtime
 
 
 def prepare(task: Task, profile: HardwareProfile, workdir: Path) -> PipelineContext:
@@ -78,15 +84,29 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path) -> PipelineCont
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
     self_timing = measure_interleaved(path, path, profile, task.input_shape)
     baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), self_timing.reference_median_ms)
-    gen = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(task.train), generator=gen)[:CALIBRATION_SAMPLES]
     return PipelineContext(
         task=task,
         profile=profile,
         teacher=baseline,
         soft_targets=teacher_logits(task.teacher, task.train.x),
-        calibration=task.train.x[idx].numpy(),
+        calibration=calibration_samples(task).numpy(),
     )
+
+
+def calibration_samples(task: Task) -> torch.Tensor:
+    """A fixed, seeded draw of training inputs for quantization calibration and
+    activation statistics (the same draw every time, so pruning can be replayed)."""
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(task.train), generator=gen)[:CALIBRATION_SAMPLES]
+    return task.train.x[idx]
+
+
+def rebuild_student(task: Task, cfg: CandidateConfig) -> torch.nn.Module:
+    """The candidate's float architecture before fine-tuning: the teacher pruned and
+    factorized exactly as in the search (both are deterministic given the teacher and the
+    calibration draw), ready for its saved state_dict."""
+    tctx = TransformContext(example_input=task.train.x[:2], calibration=calibration_samples(task))
+    return apply_transform(apply_transform(task.teacher, cfg.prune, tctx), cfg.lowrank, tctx)
 
 
 @contextmanager
@@ -108,21 +128,24 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     torch.manual_seed(seed)
-    example = task.train.x[:2]
+    tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor)
     with _stage("prune", seconds):
-        student = apply_transform(task.teacher, cfg.prune, TransformContext(example_input=example))
-        if cfg.prune.ratio > 0:
+        student = apply_transform(task.teacher, cfg.prune, tctx)
+        if cfg.prune.active:
             recalibrate_batchnorm_(student, task.train.x)
+    with _stage("lowrank", seconds):
+        student = apply_transform(student, cfg.lowrank, tctx)
     with _stage("finetune", seconds):
         distill_(student, task.train.x, task.train.y, ctx.soft_targets, cfg.finetune, cfg.distill or DistillConfig(), seed=seed)
         state_path = out_dir / "model.pt"
         torch.save(student.state_dict(), state_path)
     final = out_dir / "model.onnx"
     with _stage("export", seconds):
-        fp32 = export_onnx(student, task.input_shape, out_dir / ("model.fp32.onnx" if cfg.quantize.mode == "int8" else "model.onnx"))
-    if cfg.quantize.mode == "int8":
+        fp32 = export_onnx(student, task.input_shape, out_dir / ("model.fp32.onnx" if cfg.quantize.active else "model.onnx"))
+    ort_only = False
+    if cfg.quantize.active:
         with _stage("quantize", seconds):
-            quantize_int8(fp32, final, ctx.calibration, activations=cfg.quantize.activations or "uint8", fmt=cfg.quantize.format or "qoperator")
+            ort_only = quantize_onnx(fp32, final, ctx.calibration, cfg.quantize).ort_only
             os.remove(fp32)
     with _stage("accuracy", seconds):
         val_acc = onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
@@ -130,4 +153,4 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
         latency = measure_interleaved(
             ctx.teacher.onnx_path, final, ctx.profile, task.input_shape, reference_session=ctx.reference_session
         )
-    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds)
+    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only)

@@ -87,6 +87,16 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     return m, space, profile, resolved
 
 
+def check_space_for_model(space: SearchSpace, model) -> None:
+    """Module names the space refers to (prune.exclude, lowrank.exclude) must exist."""
+    names = {n for n, _ in model.named_modules()}
+    for section in ("prune", "lowrank"):
+        for name in space.settings_for(section).exclude:
+            if name not in names:
+                close = sorted(n for n in names if n and (name in n or n in name))[:5]
+                raise ConfigError(f"{section}.exclude names {name!r}, which is not a module of the model" + (f"; similar: {close}" if close else ""))
+
+
 def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path:
     """Run (or resume) a search; returns the run directory."""
     _check_options(o)
@@ -104,6 +114,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         if o.out is not None:
             RunDir.check_new(Path(o.out))
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
+    check_space_for_model(space, task.teacher)
     if resume:
         if task.fingerprint != manifest["task_fingerprint"]:
             raise RunDirError(f"--resume {run.path}: the task's model or data changed since the run started (fingerprint {task.fingerprint} != {manifest['task_fingerprint']})")
@@ -193,6 +204,7 @@ def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[floa
             "onnx": str(res.onnx_path.relative_to(run.path)),
             "state_dict": str(res.state_dict_path.relative_to(run.path)),
             "stage_seconds": res.stage_seconds,
+            "ort_only": res.ort_only,
         }
         return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
 
@@ -201,7 +213,7 @@ def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[floa
     def on_trial(rec: dict[str, Any]) -> None:
         records.append(rec)
         done = backend.finished_count()
-        head = f"[{done:>3}/{budget}] #{rec['number']:<3} {str(rec.get('description', ''))[:52]:<52}"
+        head = f"[{done:>3}/{budget}] #{rec['number']:<3} {str(rec.get('description', '')):<52}"
         if rec["state"] == "COMPLETE":
             dup = f" (= #{rec['duplicate_of']})" if "duplicate_of" in rec else ""
             progress(
@@ -233,14 +245,14 @@ def task_for_run(run_dir: str | Path):
     return load_task(spec["model"], spec["data"], m.get("checkpoint"), progress=lambda s: None)
 
 
-def load_trial_model(run_dir: str | Path, number: int, *, teacher=None):
+def load_trial_model(run_dir: str | Path, number: int, *, task=None):
     """The fine-tuned float PyTorch model of trial `number` (e.g. a front point), ready to
-    keep training: the teacher's architecture is pruned again exactly as in the search
-    (pruning is deterministic given the teacher's weights) and the saved state_dict loaded."""
+    keep training: the teacher is pruned and factorized again exactly as in the search
+    and the saved state_dict is loaded. `task`: the run's task, if already loaded."""
     import torch
 
     from autocompress.backends.optuna import trial_params
-    from autocompress.transforms import TransformContext, apply_transform
+    from autocompress.pipeline import rebuild_student
 
     run = RunDir.open_existing(Path(run_dir))
     weights = run.trial_dir(number) / "model.pt"
@@ -248,11 +260,7 @@ def load_trial_model(run_dir: str | Path, number: int, *, teacher=None):
         raise RunDirError(f"{run.path}: trial {number} has no saved model (only front points keep theirs)")
     space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()))
     cfg = space.config_from_params(trial_params(run.storage_url, number))
-    shape = run.read_manifest().get("input_shape")
-    if teacher is None or shape is None:
-        task = task_for_run(run.path)
-        teacher, shape = teacher or task.teacher, shape or task.input_shape
-    model = apply_transform(teacher, cfg.prune, TransformContext(example_input=torch.zeros(2, *shape)))
+    model = rebuild_student(task if task is not None else task_for_run(run.path), cfg)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
@@ -21,6 +21,7 @@ from autocompress.config import (
     CandidateConfig,
     DistillConfig,
     FinetuneConfig,
+    LowRankConfig,
     PruneConfig,
     QuantizeConfig,
 )
@@ -66,7 +67,12 @@ class _Spec:
 
 
 SCHEMA: dict[str, dict[str, _Spec]] = {
-    "prune": {"ratio": _Spec(float, 0.0, 0.0, 0.95)},
+    "prune": {
+        "ratio": _Spec(float, 0.0, 0.0, 0.95),
+        "criterion": _Spec(str, "l1", allowed=("l1", "l2", "act_mean", "act_zero")),
+        "round_to": _Spec(int, 1, 1, 256),  # 1: any channel count
+    },
+    "lowrank": {"rank_ratio": _Spec(float, 1.0, 0.0, 1.0, low_open=True)},  # 1: leave layers as they are
     "finetune": {
         "steps": _Spec(int, 0, 0, 100_000),
         "lr": _Spec(float, 1e-3, 0.0, 1.0, low_open=True),
@@ -77,11 +83,51 @@ SCHEMA: dict[str, dict[str, _Spec]] = {
         "temperature": _Spec(float, 4.0, 0.0, 100.0, low_open=True),
     },
     "quantize": {
-        "mode": _Spec(str, "fp32", allowed=("fp32", "int8")),
+        "mode": _Spec(str, "fp32", allowed=("fp32", "int8", "int4")),  # weight bit width
         "activations": _Spec(str, "uint8", allowed=("int8", "uint8")),
         "format": _Spec(str, "qoperator", allowed=("qdq", "qoperator")),
+        "calibration": _Spec(str, "minmax", allowed=("minmax", "entropy", "percentile")),
     },
 }
+
+# Settings shape the space but are not searched: whether a section's main parameter is one
+# value for the whole model or one per segment, how many segments, which modules to leave
+# alone. Each section's per-segment parameter:
+SEGMENTED = {"prune": "ratio", "lowrank": "rank_ratio", "quantize": "mode"}
+_PER = ("global", "segment")
+
+
+@dataclass(frozen=True)
+class Settings:
+    per: str = "global"
+    segments: int = 4
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def n(self) -> int:
+        """Number of values of the section's segmented parameter."""
+        return self.segments if self.per == "segment" else 1
+
+    def to_yaml(self, *, with_exclude: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"per": self.per, "segments": self.segments}
+        if with_exclude:
+            out["exclude"] = list(self.exclude)
+        return out
+
+
+def _parse_settings(section: str, body: Mapping[str, Any]) -> Settings:
+    per = body.get("per", "global")
+    if per not in _PER:
+        raise ConfigError(f"{section}.per must be one of {list(_PER)}, got {per!r}")
+    segments = body.get("segments", 4)
+    if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= 16:
+        raise ConfigError(f"{section}.segments must be an integer in [1, 16], got {segments!r}")
+    exclude = body.get("exclude", [])
+    if section == "quantize" and "exclude" in body:
+        raise ConfigError(f"unknown key quantize.exclude; allowed: {sorted([*SCHEMA['quantize'], 'per', 'segments'])}")
+    if not isinstance(exclude, list) or not all(isinstance(e, str) and e for e in exclude):
+        raise ConfigError(f"{section}.exclude must be a list of module names, got {exclude!r}")
+    return Settings(per, segments, tuple(exclude))
 
 
 # --------------------------------------------------------------------------- parameters
@@ -214,6 +260,7 @@ class SearchSpace:
 
     params: dict[str, Param]
     source: str = "<dict>"
+    settings: dict[str, Settings] = field(default_factory=dict)
 
     # ---- loading
     @classmethod
@@ -228,29 +275,49 @@ class SearchSpace:
                 f"unknown search-space section {sorted(unknown)[0]!r}; allowed: {sorted(SCHEMA)} ({source})"
             )
         params: dict[str, Param] = {}
+        settings: dict[str, Settings] = {}
         for section, specs in SCHEMA.items():
             body = data.get(section)
             if body is None:
                 body = {}
             if not isinstance(body, Mapping):
                 raise ConfigError(f"{section} must be a mapping, got {body!r} ({source})")
-            unknown = set(body) - set(specs)
+            setting_keys = {"per", "segments"} | ({"exclude"} if section in ("prune", "lowrank") else set())
+            allowed = set(specs) | (setting_keys if section in SEGMENTED else set())
+            unknown = set(body) - allowed
             if unknown:
                 bad = sorted(unknown)[0]
-                raise ConfigError(f"unknown key {section}.{bad}; allowed: {sorted(specs)} ({source})")
-            for key, spec in specs.items():
-                name = f"{section}.{key}"
-                try:
+                raise ConfigError(f"unknown key {section}.{bad}; allowed: {sorted(allowed)} ({source})")
+            try:
+                if section in SEGMENTED:
+                    settings[section] = _parse_settings(section, body)
+                for key, spec in specs.items():
+                    name = f"{section}.{key}"
                     params[name] = _parse_param(name, body[key], spec) if key in body else Fixed(spec.default)
-                except ConfigError as exc:
-                    raise ConfigError(f"{exc} ({source})") from None
-        return cls(params, source)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} ({source})") from None
+        space = cls(params, source, settings)
+        space._check_combinations()
+        return space
+
+    def _check_combinations(self) -> None:
+        bits, fmt = self.params["quantize.mode"], self.params["quantize.format"]
+        if _values(bits) & {"int4"} and "qdq" not in _values(fmt):
+            raise ConfigError(
+                f"quantize.mode allows int4, whose 4-bit weights need quantize.format qdq, but format allows only "
+                f"{sorted(_values(fmt))} ({self.source})"
+            )
+
+    def settings_for(self, section: str) -> Settings:
+        return self.settings.get(section, Settings())
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for name, param in self.params.items():
             section, key = name.split(".")
             out.setdefault(section, {})[key] = param.to_yaml()
+        for section, st in self.settings.items():
+            out[section].update(st.to_yaml(with_exclude=section != "quantize"))
         return out
 
     @property
@@ -267,7 +334,30 @@ class SearchSpace:
         def get(name: str) -> Any:
             return p[name].suggest(trial, name)
 
-        prune = PruneConfig(ratio=float(get("prune.ratio")))
+        def get_segmented(section: str) -> tuple[Any, Optional[tuple[Any, ...]]]:
+            """(global value, None) or (None-like default, one value per segment)."""
+            name = f"{section}.{SEGMENTED[section]}"
+            st = self.settings_for(section)
+            if st.per == "global":
+                return get(name), None
+            return None, tuple(p[name].suggest(trial, f"{name}.{i}") for i in range(st.n))
+
+        ratio, seg = get_segmented("prune")
+        ps = self.settings_for("prune")
+        prune = PruneConfig(ratio=float(ratio or 0.0), segment_ratios=tuple(map(float, seg)) if seg else None, exclude=ps.exclude)
+        if prune.active:
+            round_to = int(get("prune.round_to"))
+            prune = PruneConfig(prune.ratio, prune.segment_ratios, get("prune.criterion"), round_to if round_to > 1 else None, ps.exclude)
+        else:
+            prune = PruneConfig(exclude=ps.exclude)
+        rank, seg = get_segmented("lowrank")
+        lowrank = LowRankConfig(
+            rank_ratio=float(rank if rank is not None else 1.0),
+            segment_ratios=tuple(map(float, seg)) if seg else None,
+            exclude=self.settings_for("lowrank").exclude,
+        )
+        if not lowrank.active:
+            lowrank = LowRankConfig(exclude=lowrank.exclude)
         finetune = FinetuneConfig(steps=int(get("finetune.steps")), lr=0.0, batch_size=0)
         distill = None
         if finetune.steps > 0:
@@ -275,11 +365,18 @@ class SearchSpace:
                 steps=finetune.steps, lr=float(get("finetune.lr")), batch_size=int(get("finetune.batch_size"))
             )
             distill = DistillConfig(alpha=float(get("distill.alpha")), temperature=float(get("distill.temperature")))
-        mode = get("quantize.mode")
-        quantize = QuantizeConfig(mode=mode)
-        if mode == "int8":
-            quantize = QuantizeConfig(mode=mode, activations=get("quantize.activations"), format=get("quantize.format"))
-        return CandidateConfig(prune=prune, finetune=finetune, distill=distill, quantize=quantize)
+        mode, bits = get_segmented("quantize")
+        quantize = QuantizeConfig(mode=mode or "fp32", segment_bits=bits)
+        if quantize.active:
+            used = set(bits or (mode,))
+            fmt = "qdq" if "int4" in used else get("quantize.format")
+            quantize = QuantizeConfig(
+                mode=quantize.mode, activations=get("quantize.activations"), format=fmt,
+                calibration=get("quantize.calibration"), segment_bits=bits,
+            )
+        else:
+            quantize = QuantizeConfig()
+        return CandidateConfig(prune=prune, lowrank=lowrank, finetune=finetune, distill=distill, quantize=quantize)
 
     def config_from_params(self, params: Mapping[str, Any]) -> CandidateConfig:
         """Rebuild a candidate from a trial's recorded params (fixed values filled in)."""
@@ -310,10 +407,20 @@ class SearchSpace:
                 options = value if isinstance(value, (list, tuple)) else [value]
                 if param.value not in options and name in _RECIPE_DEFINING:
                     return None
+        for section, key in SEGMENTED.items():  # one value for every segment
+            name = f"{section}.{key}"
+            if name in out and self.settings_for(section).per == "segment":
+                value = out.pop(name)
+                out.update({f"{name}.{i}": value for i in range(self.settings_for(section).n)})
         return out
 
 
 _RECIPE_DEFINING = {"prune.ratio", "finetune.steps", "quantize.mode"}
+
+
+def _values(param: Param) -> set[Any]:
+    """The values a categorical or fixed parameter can take."""
+    return set(param.values) if isinstance(param, Choice) else {param.value} if isinstance(param, Fixed) else set()
 
 
 class _Replay:

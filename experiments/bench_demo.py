@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from autocompress.pipeline import STAGES
+
 HERE = Path(__file__).resolve().parent
-STAGES = ["prune", "finetune", "export", "quantize", "accuracy", "latency"]
 
 
 def main() -> int:

@@ -66,7 +66,7 @@ def test_configs_are_frozen():
 
 
 def test_describe():
-    assert _cfg().describe() == "prune 0.50 · kd 100 a=0.5 T=4 · int8 qop/u8"
+    assert _cfg().describe() == "prune 0.5 l1 · kd 100 a=0.5 T=4 · int8 qop/u8"
     plain = CandidateConfig()
     assert plain.describe() == "no prune · no fine-tune · fp32"
     assert _cfg(quantize=QuantizeConfig("int8", "int8", "qdq")).describe().endswith("int8 qdq/s8")
@@ -79,3 +79,16 @@ def test_one_line_keeps_the_type_and_first_line():
     assert one_line(KeyError()) == "KeyError"
     assert one_line(ValueError("x" * 1000), limit=50).endswith("...")
     assert len(one_line(ValueError("x" * 1000), limit=50)) == 50
+
+
+def test_describe_lists_segments_and_options():
+    from autocompress.config import DistillConfig, FinetuneConfig, LowRankConfig
+
+    cfg = CandidateConfig(
+        prune=PruneConfig(0.0, (0.0, 0.2, 0.5), "act_mean", 8),
+        lowrank=LowRankConfig(1.0, (1.0, 0.5, 0.25)),
+        finetune=FinetuneConfig(100, 1e-3, 64),
+        distill=DistillConfig(0.5, 4.0),
+        quantize=QuantizeConfig("fp32", "uint8", "qdq", "entropy", ("fp32", "int8", "int4")),
+    )
+    assert cfg.describe() == "prune [0 0.2 0.5] act_mean/8 · rank [1 0.5 0.25] · kd 100 a=0.5 T=4 · [fp32 int8 int4] qdq/u8 entropy"

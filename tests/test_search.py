@@ -34,7 +34,7 @@ def test_load_trial_model_rebuilds_each_front_point(search_run, tiny_task, tmp_p
     front = pd.read_csv(run / "pareto.csv")
     for _, row in front.iterrows():
         n = int(row["number"])
-        model = load_trial_model(run, n, teacher=tiny_task.teacher)
+        model = load_trial_model(run, n, task=tiny_task)
         assert not model.training
         saved = torch.load(run / row["state_dict"], weights_only=True)
         state = model.state_dict()
@@ -47,7 +47,7 @@ def test_load_trial_model_rebuilds_each_front_point(search_run, tiny_task, tmp_p
     # without a teacher it is rebuilt from the run's own task files
     n = int(front["number"].iloc[0])
     again = load_trial_model(run, n)
-    assert all(torch.equal(v, again.state_dict()[k]) for k, v in load_trial_model(run, n, teacher=tiny_task.teacher).state_dict().items())
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in load_trial_model(run, n, task=tiny_task).state_dict().items())
 
 
 def test_load_trial_model_without_saved_weights(search_run):

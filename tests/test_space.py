@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autocompress.config import CandidateConfig
+from autocompress.config import CandidateConfig, QuantizeConfig
 from autocompress.errors import ConfigError
 from autocompress.space import SCHEMA, Choice, Fixed, Range, SearchSpace, load_space, resolve_space_path
 
@@ -15,8 +15,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # --------------------------------------------------------------------------- loading
 
 
-def test_default_space_loads_and_searches_the_documented_parameters():
-    space = load_space("default")
+def test_global_space_loads_and_searches_the_documented_parameters():
+    space = load_space("global")
     assert set(space.params) == {f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
     assert space.params["prune.ratio"] == Range(float, 0.0, 0.8, 0.05, False)
     assert space.params["finetune.steps"] == Choice((0, 50, 100, 150))
@@ -70,7 +70,8 @@ def test_int_keys_parse_as_ints():
         ({"prune": {"ratio": "half"}}, ["prune.ratio must be a number", "'half'"]),
         ({"finetune": {"steps": True}}, ["finetune.steps must be a number", "True"]),
         ({"finetune": {"steps": 1.5}}, ["finetune.steps must be an integer", "1.5"]),
-        ({"quantize": {"mode": "int4"}}, ["quantize.mode must be one of", "'int4'"]),
+        ({"quantize": {"mode": "int2"}}, ["quantize.mode must be one of", "'int2'"]),
+        ({"quantize": {"mode": ["int8", "int4"], "format": "qoperator"}}, ["int4", "quantize.format qdq"]),
         ({"quantize": {"mode": 8}}, ["quantize.mode must be one of", "8"]),
         ({"prune": {"ratio": 0.99}}, ["prune.ratio must be in [0, 0.95]", "0.99"]),
         ({"prune": {"ratio": -0.1}}, ["prune.ratio must be in", "-0.1"]),
@@ -129,7 +130,7 @@ def test_load_space_rejects_invalid_yaml_unknown_names_and_missing_files(tmp_pat
 
 
 def test_to_dict_round_trips_and_fingerprint_tracks_content():
-    space = load_space("default")
+    space = load_space("global")
     again = SearchSpace.from_dict(space.to_dict())
     assert again.params == space.params
     assert again.fingerprint == space.fingerprint
@@ -153,7 +154,7 @@ def _sample(space: SearchSpace, n: int, seed: int = 0):
 
 
 def test_suggest_yields_configs_inside_the_space():
-    space = load_space("default")
+    space = load_space("global")
     p = space.params
     samples = _sample(space, 150)
     for cfg, _ in samples:
@@ -177,7 +178,7 @@ def test_suggest_yields_configs_inside_the_space():
 
 
 def test_conditional_parameters_are_sampled_only_when_they_matter():
-    space = load_space("default")
+    space = load_space("global")
     for cfg, params in _sample(space, 150, seed=1):
         kd_keys = {"finetune.lr", "distill.alpha", "distill.temperature"}
         q_keys = {"quantize.activations", "quantize.format"}
@@ -196,7 +197,7 @@ def test_conditional_parameters_are_sampled_only_when_they_matter():
 
 
 def test_config_from_params_rebuilds_the_sampled_config():
-    space = load_space("default")
+    space = load_space("global")
     for cfg, params in _sample(space, 60, seed=2):
         rebuilt = space.config_from_params(params)
         assert rebuilt == cfg
@@ -230,7 +231,7 @@ def test_recipe_snaps_ranges_onto_their_grid():
 
 
 def test_recipe_choices_pick_the_first_allowed_option():
-    space = load_space("default")
+    space = load_space("global")
     out = space.recipe({"quantize.mode": "int8", "quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"]})
     assert out == {"quantize.mode": "int8", "quantize.activations": "uint8", "quantize.format": "qoperator"}
     only_int8 = SearchSpace.from_dict({"quantize": {"mode": ["fp32", "int8"], "activations": ["int8", "uint8"], "format": ["qdq", "qoperator"]}})
@@ -252,3 +253,80 @@ def test_recipe_ignores_fixed_parameters_that_do_not_define_it():
     assert space.recipe({"prune.ratio": 0.5, "distill.alpha": 0.5}) == {"prune.ratio": 0.5}
     # a fixed value that agrees with a defining key is fine and not enqueued
     assert space.recipe({"prune.ratio": 0.0, "finetune.steps": 0}) == {"prune.ratio": 0.0}
+
+
+# --------------------------------------------------------------------------- segments and settings
+
+
+def test_default_space_searches_every_technique_per_segment():
+    space = load_space("default")
+    for section in ("prune", "lowrank", "quantize"):
+        assert space.settings_for(section).per == "segment" and space.settings_for(section).segments == 3
+    assert space.params["prune.criterion"] == Choice(("l1", "l2", "act_mean", "act_zero"))
+    assert space.params["quantize.mode"] == Choice(("fp32", "int8", "int4"))
+    assert space.params["lowrank.rank_ratio"] == Choice((1.0, 0.75, 0.5, 0.25))
+    again = SearchSpace.from_dict(space.to_dict())
+    assert again.fingerprint == space.fingerprint and again.settings == space.settings
+
+
+def test_segmented_suggest_samples_one_value_per_segment():
+    space = load_space("default")
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen_int4 = False
+    for _ in range(60):
+        trial = study.ask()
+        cfg = space.suggest(trial)
+        assert cfg.prune.segment_ratios is not None and len(cfg.prune.segment_ratios) == 3
+        assert {f"prune.ratio.{i}" for i in range(3)} <= set(trial.params)
+        assert {f"quantize.mode.{i}" for i in range(3)} <= set(trial.params)
+        assert "prune.ratio" not in trial.params
+        if cfg.prune.active:
+            assert cfg.prune.criterion == trial.params["prune.criterion"]
+        else:
+            assert "prune.criterion" not in trial.params
+        if cfg.quantize.active:
+            assert cfg.quantize.segment_bits == tuple(trial.params[f"quantize.mode.{i}"] for i in range(3))
+            if "int4" in cfg.quantize.segment_bits:
+                seen_int4 = True
+                assert cfg.quantize.format == "qdq" and "quantize.format" not in trial.params
+        else:
+            assert cfg.quantize == QuantizeConfig() and "quantize.activations" not in trial.params
+        assert space.config_from_params(trial.params) == cfg
+        study.tell(trial, [0.0, 1.0, 1.0])
+    assert seen_int4
+
+
+def test_recipes_fill_every_segment():
+    space = load_space("default")
+    got = space.recipe({"prune.ratio": 0.5, "quantize.mode": "int8", "lowrank.rank_ratio": 1.0})
+    assert got == {**{f"prune.ratio.{i}": 0.5 for i in range(3)}, **{f"quantize.mode.{i}": "int8" for i in range(3)},
+                   **{f"lowrank.rank_ratio.{i}": 1.0 for i in range(3)}}
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"prune": {"per": "layer"}}, "prune.per must be one of ['global', 'segment'], got 'layer'"),
+        ({"prune": {"segments": 0}}, "prune.segments must be an integer in [1, 16], got 0"),
+        ({"lowrank": {"exclude": "fc"}}, "lowrank.exclude must be a list of module names, got 'fc'"),
+        ({"quantize": {"exclude": ["fc"]}}, "unknown key quantize.exclude"),
+        ({"lowrank": {"rank_ratio": 0}}, "lowrank.rank_ratio must be in (0, 1], got 0"),
+        ({"prune": {"round_to": 0}}, "prune.round_to must be in [1, 256], got 0"),
+        ({"quantize": {"calibration": "kl"}}, "quantize.calibration must be one of"),
+    ],
+)
+def test_bad_settings_are_rejected(data, fragment):
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.from_dict(data)
+    assert fragment in str(info.value)
+
+
+def test_exclude_names_are_checked_against_the_model():
+    from torch import nn
+
+    from autocompress.search import check_space_for_model
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+    check_space_for_model(SearchSpace.from_dict({"prune": {"exclude": ["0"]}}), model)
+    with pytest.raises(ConfigError, match="prune.exclude names 'conv1', which is not a module of the model"):
+        check_space_for_model(SearchSpace.from_dict({"prune": {"exclude": ["conv1"]}}), model)

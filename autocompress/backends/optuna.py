@@ -24,14 +24,13 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]
 _CONSTRAINT = "constraint"
 
 # The classic recipes a user would try by hand; enqueued first so the front is never worse.
+_INT8 = {"quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"], "quantize.calibration": "minmax"}
+_KD = {"finetune.steps": "max", "distill.alpha": 0.5, "distill.temperature": 4.0}
+_PRUNE50 = {"prune.ratio": 0.5, "prune.criterion": "l1", "prune.round_to": 1}
 RECIPES: dict[str, dict[str, Any]] = {
-    "int8 teacher": {"prune.ratio": 0.0, "finetune.steps": 0, "quantize.mode": "int8",
-                     "quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"]},
-    "prune 50% + KD": {"prune.ratio": 0.5, "finetune.steps": "max", "quantize.mode": "fp32",
-                       "distill.alpha": 0.5, "distill.temperature": 4.0},
-    "prune 50% + KD + int8": {"prune.ratio": 0.5, "finetune.steps": "max", "quantize.mode": "int8",
-                              "distill.alpha": 0.5, "distill.temperature": 4.0,
-                              "quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"]},
+    "int8 teacher": {"prune.ratio": 0.0, "lowrank.rank_ratio": 1.0, "finetune.steps": 0, "quantize.mode": "int8", **_INT8},
+    "prune 50% + KD": {**_PRUNE50, "lowrank.rank_ratio": 1.0, **_KD, "quantize.mode": "fp32"},
+    "prune 50% + KD + int8": {**_PRUNE50, "lowrank.rank_ratio": 1.0, **_KD, "quantize.mode": "int8", **_INT8},
 }
 
 

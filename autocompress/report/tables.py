@@ -60,16 +60,17 @@ def _pct(v: Any) -> str:
 
 def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front") -> str:
     """Teacher row, then each front point: speedup, size reduction, val and test accuracy."""
-    head = f"{'trial':>5}  {'candidate':<46} {'speedup':>8} {'latency':>9} {'size':>9} {'smaller':>8} {'val %':>6} {'test %':>6}"
+    w = max([46, *(len(str(d)) for d in front.get("description", []))])
+    head = f"{'trial':>5}  {'candidate':<{w}} {'speedup':>8} {'latency':>9} {'size':>9} {'smaller':>8} {'val %':>6} {'test %':>6}"
     lines = [title, head, "-" * len(head)]
     lines.append(
-        f"{'':>5}  {'teacher':<46} {1.0:7.2f}x {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
+        f"{'':>5}  {'teacher':<{w}} {1.0:7.2f}x {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
         f" {1.0:7.2f}x {_pct(teacher.val_accuracy)} {_pct(teacher.test_accuracy)}"
     )
     for _, r in front.sort_values("latency_ratio").iterrows():
         test = r.get("test_accuracy", np.nan)
         lines.append(
-            f"{int(r['number']):>5}  {str(r['description'])[:46]:<46} {r['speedup']:7.2f}x {r['latency_ms']:7.3f}ms"
+            f"{int(r['number']):>5}  {str(r['description']):<{w}} {r['speedup']:7.2f}x {r['latency_ms']:7.3f}ms"
             f" {r['size_bytes'] / 1024:7.0f}KB {r['size_reduction']:7.2f}x {_pct(r['val_accuracy'])} {_pct(test)}"
         )
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -16,9 +16,12 @@ _REGISTRY: dict[type, TransformFn] = {}
 
 @dataclass(frozen=True)
 class TransformContext:
-    """What transforms may need besides the model: an example input batch."""
+    """What transforms may need besides the model: an example input batch, and training
+    samples for data-driven criteria (activation statistics), fed in `batch_size` batches."""
 
     example_input: torch.Tensor
+    calibration: Optional[torch.Tensor] = None
+    batch_size: int = 64
 
 
 def register_transform(cfg_type: type) -> Callable[[TransformFn], TransformFn]:
@@ -43,6 +46,7 @@ def apply_transform(model: nn.Module, cfg: Any, ctx: TransformContext) -> nn.Mod
 
 def _load_builtin() -> None:
     from autocompress.transforms import prune  # noqa: F401  (registers itself)
+    from autocompress.transforms import lowrank  # noqa: F401
 
 
 __all__ = ["TransformContext", "apply_transform", "register_transform"]

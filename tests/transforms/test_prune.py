@@ -131,3 +131,87 @@ def test_unknown_config_type_and_duplicate_registration():
     m = nn.Linear(2, 2)
     out = apply_transform(m, MyConfig(), TransformContext(example_input=torch.zeros(1, 2)))
     assert out is not m and torch.equal(out.weight, m.weight)  # the registry hands transforms a copy
+
+
+# --------------------------------------------------------------------------- criteria, segments, options
+
+
+class _TwoConv(nn.Module):
+    """conv1 -> BN -> ReLU -> conv2 -> pool -> fc, with conv1 channel 0 made dead: the
+    largest weights of all, but BN maps it to a constant negative value, so after the
+    ReLU it is always zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.conv1.weight[0].fill_(10.0)
+            self.bn.weight[0] = 0.0
+            self.bn.bias[0] = -1.0
+
+    def forward(self, x):
+        x = self.conv2(torch.relu(self.bn(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _kept_conv1_channels(pruned: _TwoConv, original: _TwoConv) -> list[int]:
+    """Which of the original conv1 output channels survived (matched by weights)."""
+    return [i for i in range(4) if any(torch.equal(original.conv1.weight[i], w) for w in pruned.conv1.weight)]
+
+
+@pytest.mark.parametrize("criterion", ["act_mean", "act_zero"])
+def test_activation_importance_ranks_a_dead_channel_last(criterion):
+    torch.manual_seed(0)
+    model = _TwoConv().eval()
+    x = torch.randn(64, 1, 6, 6)
+    ctx = TransformContext(example_input=x[:2], calibration=x, batch_size=16)
+    by_activation = apply_transform(model, PruneConfig(0.25, criterion=criterion), ctx)
+    assert by_activation.conv1.out_channels == 3
+    assert 0 not in _kept_conv1_channels(by_activation, model)
+    by_weight = apply_transform(model, PruneConfig(0.25, criterion="l1"), ctx)  # the same channel is the heaviest
+    assert 0 in _kept_conv1_channels(by_weight, model)
+
+
+def test_activation_statistics_accumulate_over_every_batch():
+    from autocompress.transforms.prune import ActivationImportance
+
+    torch.manual_seed(0)
+    model = _TwoConv().eval()
+    batches = [torch.randn(8, 1, 6, 6) for _ in range(3)]
+    imp = ActivationImportance(model, batches, mode="act_mean")
+    with torch.no_grad():
+        feeds = torch.cat([torch.relu(model.bn(model.conv1(b))) for b in batches])  # conv2's input
+    expected = feeds.abs().mean(dim=(0, 2, 3))
+    torch.testing.assert_close(imp.stats[model.conv2], expected)
+    zero = ActivationImportance(model, batches, mode="act_zero")
+    torch.testing.assert_close(zero.stats[model.conv2], (feeds != 0).float().mean(dim=(0, 2, 3)))
+    assert zero.stats[model.conv2][0] == 0.0
+
+
+def test_segment_ratios_prune_only_their_segment():
+    model = DigitsResNet(widths=(8, 16, 32)).eval()
+    x = torch.randn(2, 1, 16, 16)
+    pruned = apply_transform(model, PruneConfig(segment_ratios=(0.0, 0.5)), TransformContext(example_input=x))
+    # groups in model order: [stem+layer1.conv2], [layer1.conv1], [layer2.conv1], | [layer2.conv2+shortcut], [layer3.conv1], [layer3.conv2+shortcut]
+    assert pruned.stem[0].out_channels == 8 and pruned.layer1.conv1.out_channels == 8 and pruned.layer2.conv1.out_channels == 16
+    assert pruned.layer2.conv2.out_channels == 8 and pruned.layer3.conv1.out_channels == 16 and pruned.layer3.conv2.out_channels == 16
+    assert pruned(x).shape == (2, 10)
+
+
+def test_round_to_keeps_channel_counts_aligned():
+    model = DigitsResNet().eval()  # widths 48, 96, 192
+    pruned = apply_transform(model, PruneConfig(0.3, round_to=8), TransformContext(example_input=torch.randn(2, 1, 16, 16)))
+    counts = [m.out_channels for m in _convs(pruned).values()]
+    assert all(c % 8 == 0 for c in counts) and counts != [m.out_channels for m in _convs(model).values()]
+
+
+def test_exclude_keeps_named_modules_and_unknown_names_fail():
+    model = DigitsResNet(widths=(8, 16, 32)).eval()
+    ctx = TransformContext(example_input=torch.randn(2, 1, 16, 16))
+    pruned = apply_transform(model, PruneConfig(0.5, exclude=("layer3",)), ctx)
+    assert pruned.layer3.conv1.out_channels == 32 and pruned.layer2.conv1.out_channels == 8
+    with pytest.raises(ValueError, match="prune.exclude names 'layer9'"):
+        apply_transform(model, PruneConfig(0.5, exclude=("layer9",)), ctx)

@@ -1,0 +1,216 @@
+"""SVD low-rank factorization of Linear and Conv2d layers.
+
+A Linear(m -> n) with weight W (n, m) becomes Linear(m -> r, no bias) followed by
+Linear(r -> n, original bias), initialised from the truncated SVD W ~ U_r S_r V_r^T:
+first factor sqrt(S_r) V_r^T, second U_r sqrt(S_r) (the balanced split: both factors have
+the same singular values, which keeps their scales alike for fine-tuning). By
+Eckart-Young this is the best rank-r approximation of W in Frobenius norm, and at full
+rank it reproduces the layer exactly (the SVD runs in float64, then the factors are cast
+back to the layer's dtype).
+
+A Conv2d(cin -> cout, kh x kw, groups=1) is factorized through its weight reshaped to
+(cout, cin*kh*kw): a kh x kw conv cin -> r (same stride, padding, dilation and padding
+mode, no bias) followed by a 1x1 conv r -> cout (original bias). We use this
+"k x k then 1 x 1" form, not the spatial "k x 1 then 1 x k" one, because
+  * it keeps the original receptive field and stride in one conv, so the output shape and
+    every padding mode come out right with no bookkeeping;
+  * it exports as two plain Conv nodes that every runtime (and every quantizer) runs;
+  * the 1x1 conv is a plain GEMM, which is what the runtimes are fastest at;
+  * a plain SVD of the reshaped weight gives its optimal initialisation, while the spatial
+    form needs a different decomposition (a rank split over (cin*kh, kw*cout)).
+Depthwise and grouped convs (groups > 1) are skipped: they are already cheap and their
+per-group weights are tiny.
+
+Layers are taken in model order (the order they first execute in a forward pass on the
+example input), so one ratio per segment means the same on any model. A layer is left
+as is where its ratio is >= 1 or where the factorized form would not have fewer weights
+than the original (biases ignored)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from autocompress.config import LowRankConfig
+from autocompress.transforms import TransformContext, register_transform
+from autocompress.transforms.segments import per_item
+
+
+def _is_factorizable(m: nn.Module) -> bool:
+    if isinstance(m, nn.Conv2d):
+        return m.groups == 1
+    return isinstance(m, nn.Linear)
+
+
+def _excluded(name: str, exclude: Sequence[str]) -> bool:
+    return any(name == e or name.startswith(e + ".") for e in exclude)
+
+
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """id(module) -> every qualified name it is registered under (a shared module has
+    several), first name first."""
+    names: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(name)
+    return names
+
+
+def _run(model: nn.Module, example_input: Any) -> None:
+    """One forward pass in eval mode (BatchNorm statistics untouched), without gradients,
+    restoring the caller's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if isinstance(example_input, (tuple, list)):
+                model(*example_input)
+            else:
+                model(example_input)
+    finally:
+        model.train(was_training)
+
+
+def factorizable_layers(
+    model: nn.Module, example_input: Any, exclude: Sequence[str] = ()
+) -> list[tuple[str, nn.Module]]:
+    """The Linear and Conv2d (groups == 1) layers of `model` in the order they first run
+    on `example_input` (each module once), minus those named in `exclude` or inside an
+    excluded module. Layers never called as modules (e.g. ones whose weight a parent
+    reads directly) are not listed, so replacing them can't break their parent."""
+    order: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+        if id(mod) not in seen:
+            seen.add(id(mod))
+            order.append(mod)
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if _is_factorizable(m)]
+    try:
+        _run(model, example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    aliases = _aliases(model)
+    out = []
+    for m in order:
+        names = aliases[id(m)]
+        if not any(_excluded(n, exclude) for n in names):
+            out.append((names[0], m))
+    return out
+
+
+def full_rank(layer: nn.Module) -> int:
+    """min of the weight matrix's dimensions: (out, in) or (cout, cin*kh*kw)."""
+    if isinstance(layer, nn.Conv2d):
+        kh, kw = layer.kernel_size
+        return min(layer.out_channels, layer.in_channels * kh * kw)
+    return min(layer.out_features, layer.in_features)
+
+
+def _matrix_shape(layer: nn.Module) -> tuple[int, int]:
+    if isinstance(layer, nn.Conv2d):
+        kh, kw = layer.kernel_size
+        return layer.out_channels, layer.in_channels * kh * kw
+    return layer.out_features, layer.in_features
+
+
+def choose_rank(layer: nn.Module, ratio: float) -> Optional[int]:
+    """The kept rank for `layer` at `ratio`, or None where the layer stays as is (ratio >= 1,
+    or r * (rows + cols) >= rows * cols: the factors would not be smaller)."""
+    if ratio >= 1:
+        return None
+    rows, cols = _matrix_shape(layer)
+    r = max(1, round(ratio * full_rank(layer)))
+    if r * (rows + cols) >= rows * cols:
+        return None
+    return r
+
+
+def factorize(layer: nn.Module, rank: int) -> nn.Sequential:
+    """`layer` (Linear, or Conv2d with groups == 1) as a Sequential of two layers of rank
+    `rank`, initialised from the truncated SVD of its weight (balanced split). Does not
+    check that the result is smaller; `rank` must be in [1, full_rank(layer)]."""
+    if not _is_factorizable(layer):
+        raise TypeError(f"cannot factorize {type(layer).__name__} (Linear or Conv2d with groups=1 only)")
+    if not 1 <= rank <= full_rank(layer):
+        raise ValueError(f"rank must be in [1, {full_rank(layer)}], got {rank}")
+    w = layer.weight.detach()
+    dtype, device = w.dtype, w.device
+    rows, cols = _matrix_shape(layer)
+    u, s, vh = torch.linalg.svd(w.reshape(rows, cols).to(torch.float64), full_matrices=False)
+    root = s[:rank].sqrt()
+    first = (root[:, None] * vh[:rank]).to(dtype)  # (r, cols)
+    second = (u[:, :rank] * root[None, :]).to(dtype)  # (rows, r)
+    bias = layer.bias
+    kw = {"device": device, "dtype": dtype}
+
+    if isinstance(layer, nn.Conv2d):
+        a = nn.Conv2d(
+            layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+            dilation=layer.dilation, groups=1, bias=False, padding_mode=layer.padding_mode, **kw,
+        )
+        b = nn.Conv2d(rank, layer.out_channels, 1, bias=bias is not None, **kw)
+        first = first.reshape(a.weight.shape)
+        second = second.reshape(b.weight.shape)
+    else:
+        a = nn.Linear(layer.in_features, rank, bias=False, **kw)
+        b = nn.Linear(rank, layer.out_features, bias=bias is not None, **kw)
+    with torch.no_grad():
+        a.weight.copy_(first)
+        b.weight.copy_(second)
+        if bias is not None:
+            b.bias.copy_(bias.detach())
+    for p in (a.weight, b.weight, b.bias):
+        if p is not None:
+            p.requires_grad_(layer.weight.requires_grad)
+    return nn.Sequential(a, b).train(layer.training)
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at qualified `name` (nested modules, Sequential/ModuleList indices and
+    ModuleDict keys are all plain child names)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def lowrank_plan(model: nn.Module, cfg: LowRankConfig, example_input: Any) -> list[tuple[str, Optional[int]]]:
+    """(name, kept rank, or None where the layer stays as is) for every factorizable layer
+    of `model`, in model order."""
+    return [(name, r) for name, _, r in _plan(model, cfg, example_input)]
+
+
+def _plan(model: nn.Module, cfg: LowRankConfig, example_input: Any) -> list[tuple[str, nn.Module, Optional[int]]]:
+    layers = factorizable_layers(model, example_input, cfg.exclude)
+    if cfg.segment_ratios is None:
+        paired = [(item, cfg.rank_ratio) for item in layers]
+    else:
+        paired = per_item(layers, cfg.segment_ratios)
+    return [(name, layer, choose_rank(layer, ratio)) for (name, layer), ratio in paired]
+
+
+@register_transform(LowRankConfig)
+def low_rank(model: nn.Module, cfg: LowRankConfig, ctx: TransformContext) -> nn.Module:
+    """Factorize the layers of `model` as `lowrank_plan` says. `model` is the caller's copy
+    (apply_transform copies); it is changed in place and returned (a bare Linear/Conv2d
+    model is returned as its replacement Sequential)."""
+    if not cfg.active:
+        return model
+    plan = _plan(model, cfg, ctx.example_input)
+    aliases = _aliases(model)
+    for _, layer, rank in plan:
+        if rank is None:
+            continue
+        new = factorize(layer, rank)
+        for alias in aliases[id(layer)]:  # a shared layer stays shared
+            if alias == "":
+                return new  # the model is the layer itself (its only factorizable layer)
+            _set_submodule(model, alias, new)
+    return model
+
+
+__all__ = ["choose_rank", "factorizable_layers", "factorize", "full_rank", "low_rank", "lowrank_plan"]
