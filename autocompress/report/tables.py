@@ -59,18 +59,24 @@ def _pct(v: Any) -> str:
 
 
 def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front") -> str:
-    """Teacher row, then each front point: speedup, size reduction, val and test accuracy."""
-    w = max([46, *(len(str(d)) for d in front.get("description", []))])
+    """Teacher row, then each front point: speedup, size reduction, val and test accuracy.
+    A point whose ONNX file uses com.microsoft operators (runs on ONNX Runtime only) is
+    marked with '†'."""
+    ort_only = front["ort_only"].fillna(False).astype(bool) if "ort_only" in front else pd.Series(False, index=front.index)
+    labels = {i: str(d) + (" †" if ort_only[i] else "") for i, d in front.get("description", pd.Series(dtype=str)).items()}
+    w = max([46, *(len(v) for v in labels.values())])
     head = f"{'trial':>5}  {'candidate':<{w}} {'speedup':>8} {'latency':>9} {'size':>9} {'smaller':>8} {'val %':>6} {'test %':>6}"
     lines = [title, head, "-" * len(head)]
     lines.append(
         f"{'':>5}  {'teacher':<{w}} {1.0:7.2f}x {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
         f" {1.0:7.2f}x {_pct(teacher.val_accuracy)} {_pct(teacher.test_accuracy)}"
     )
-    for _, r in front.sort_values("latency_ratio").iterrows():
+    for i, r in front.sort_values("latency_ratio").iterrows():
         test = r.get("test_accuracy", np.nan)
         lines.append(
-            f"{int(r['number']):>5}  {str(r['description']):<{w}} {r['speedup']:7.2f}x {r['latency_ms']:7.3f}ms"
+            f"{int(r['number']):>5}  {labels[i]:<{w}} {r['speedup']:7.2f}x {r['latency_ms']:7.3f}ms"
             f" {r['size_bytes'] / 1024:7.0f}KB {r['size_reduction']:7.2f}x {_pct(r['val_accuracy'])} {_pct(test)}"
         )
+    if ort_only.any():
+        lines.append("† uses com.microsoft operators (e.g. 4-bit weights below opset 21): runs on ONNX Runtime only")
     return "\n".join(lines)

@@ -130,3 +130,13 @@ def test_plot_zooms_to_ten_points_under_the_teacher_when_the_front_is_close():
 
     assert _ylim(np.array([99.0, 98.5]), 99.5) == pytest.approx((88.5, 100.0))
     assert _ylim(np.zeros(0), 5.0) == (0.0, 5.5)
+
+
+def test_summary_marks_points_that_need_onnx_runtime():
+    df = trials_frame(RECORDS, TEACHER)
+    front = df[df["pareto"]].copy()
+    front["ort_only"] = [True] + [False] * (len(front) - 1)
+    text = format_summary(front, TEACHER)
+    marked = [line for line in text.splitlines() if "†" in line]
+    assert len(marked) == 2 and marked[-1].startswith("† uses com.microsoft operators")
+    assert "†" not in format_summary(front.assign(ort_only=False), TEACHER)
