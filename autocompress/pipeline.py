@@ -22,7 +22,7 @@ import torch
 
 from autocompress.config import CandidateConfig, DistillConfig
 from autocompress.errors import CandidateError, one_line
-from autocompress.evaluation import LatencyResult, measure_interleaved, onnx_accuracy
+from autocompress.evaluation import LatencyResult, LatencyWorker, onnx_accuracy
 from autocompress.export import export_onnx, model_size_bytes, quantize_onnx
 from autocompress.hardware import HardwareProfile
 from autocompress.tasks import Task
@@ -51,7 +51,7 @@ class PipelineContext:
     teacher: TeacherBaseline
     soft_targets: torch.Tensor
     calibration: np.ndarray
-    _reference_session: Any = None
+    _latency_worker: Any = None
 
     @property
     def calibration_tensor(self) -> torch.Tensor:
@@ -59,10 +59,16 @@ class PipelineContext:
         return torch.from_numpy(self.calibration)
 
     @property
-    def reference_session(self):
-        if self._reference_session is None:
-            self._reference_session = self.profile.session(self.teacher.onnx_path)
-        return self._reference_session
+    def latency_worker(self) -> LatencyWorker:
+        """The process that times candidates against the teacher (started on first use)."""
+        if self._latency_worker is None:
+            self._latency_worker = LatencyWorker(self.teacher.onnx_path, self.profile, self.task.input_shape)
+        return self._latency_worker
+
+    def close(self) -> None:
+        if self._latency_worker is not None:
+            self._latency_worker.close()
+            self._latency_worker = None
 
 
 @dataclass
@@ -78,11 +84,17 @@ class CandidateResult:
 
 
 def prepare(task: Task, profile: HardwareProfile, workdir: Path) -> PipelineContext:
-    """Export and measure the teacher once; precompute teacher logits and calibration data."""
+    """Export and measure the teacher once; precompute teacher logits and calibration data.
+    The returned context owns a latency worker process: close() it when done."""
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
     val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
-    self_timing = measure_interleaved(path, path, profile, task.input_shape)
+    worker = LatencyWorker(path, profile, task.input_shape)
+    try:
+        self_timing = worker.measure(path)
+    except Exception:
+        worker.close()
+        raise
     baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), self_timing.reference_median_ms)
     return PipelineContext(
         task=task,
@@ -90,6 +102,7 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path) -> PipelineCont
         teacher=baseline,
         soft_targets=teacher_logits(task.teacher, task.train.x),
         calibration=calibration_samples(task).numpy(),
+        _latency_worker=worker,
     )
 
 
@@ -150,7 +163,5 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
     with _stage("accuracy", seconds):
         val_acc = onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
-        latency = measure_interleaved(
-            ctx.teacher.onnx_path, final, ctx.profile, task.input_shape, reference_session=ctx.reference_session
-        )
+        latency = ctx.latency_worker.measure(final)
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only)

@@ -163,7 +163,10 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
-        timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+        try:
+            timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+        finally:
+            ctx.close()
         manifest.setdefault("timing", []).append(timing)
         run.write_manifest(manifest)
     except BaseException:

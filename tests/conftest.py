@@ -55,7 +55,9 @@ def prepared(tiny_task, fast_profile, tmp_path_factory):
     """pipeline.prepare() on the tiny task: teacher exported and measured once."""
     from autocompress.pipeline import prepare
 
-    return prepare(tiny_task, fast_profile, tmp_path_factory.mktemp("prepared"))
+    ctx = prepare(tiny_task, fast_profile, tmp_path_factory.mktemp("prepared"))
+    yield ctx
+    ctx.close()
 
 
 @pytest.fixture

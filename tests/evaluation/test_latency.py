@@ -4,6 +4,8 @@ timings, and real ONNX Runtime measurements with loose bounds."""
 from __future__ import annotations
 
 import numpy as np
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -118,3 +120,32 @@ def test_balanced_repeats_matches_block_durations():
     assert balanced_repeats(40, 1.0, 1e-9) == 800  # capped at 20x
     assert balanced_repeats(40, 1e-9, 1.0) == 2  # at least repeats / 20
     assert balanced_repeats(40, 1.0, 0.0) == 800
+
+
+def test_latency_worker_times_in_its_own_process_and_survives_errors(conv_models):
+    from autocompress.evaluation import LatencyWorker
+
+    small, big = conv_models
+    with LatencyWorker(small, PROFILE, (3, 24, 24)) as worker:
+        r = worker.measure(big)
+        assert r.ratio > 1.0 and r.passes == PROFILE.passes
+        pid = worker._proc.pid
+        assert pid != os.getpid()
+        with pytest.raises(RuntimeError, match="NoSuchFile|NO_SUCHFILE|doesn't exist"):
+            worker.measure("/nonexistent/model.onnx")
+        assert worker.measure(small).ratio == pytest.approx(1.0, abs=0.5)  # still serving
+        assert worker._proc.pid == pid
+        worker._proc.kill()
+        worker._proc.wait()
+        assert worker.measure(big).ratio > 1.0  # a dead worker is replaced
+        assert worker._proc.pid != pid
+        proc = worker._proc
+    assert proc.poll() is not None  # closed with the context
+
+
+def test_latency_worker_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, autocompress.evaluation._latency_worker as w; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
