@@ -78,5 +78,5 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
             f" {r['size_bytes'] / 1024:7.0f}KB {r['size_reduction']:7.2f}x {_pct(r['val_accuracy'])} {_pct(test)}"
         )
     if ort_only.any():
-        lines.append("† uses com.microsoft operators (e.g. 4-bit weights below opset 21): runs on ONNX Runtime only")
+        lines.append("† uses com.microsoft operators (ONNX Runtime's QOperator contrib ops, or 4-bit Q/DQ below opset 21): runs on ONNX Runtime only")
     return "\n".join(lines)
