@@ -50,11 +50,14 @@ class LowRankConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Distillation fine-tune length and optimiser settings (steps = 0: no fine-tune)."""
+    """Distillation fine-tune length and optimiser settings (steps = 0: no fine-tune).
+    qat: fake-quantize the weights during the fine-tune at the bit widths the export will
+    apply (only with steps > 0 and some quantized layer)."""
 
     steps: int = 0
     lr: float = 1e-3
     batch_size: int = 64
+    qat: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ class CandidateConfig:
         if lr.active:
             parts.append(f"rank {vals(lr.rank_ratio, lr.segment_ratios)}")
         if self.finetune.steps > 0 and self.distill is not None:
-            parts.append(f"kd {self.finetune.steps} a={self.distill.alpha:g} T={self.distill.temperature:g}")
+            parts.append(f"kd {self.finetune.steps} a={self.distill.alpha:g} T={self.distill.temperature:g}" + (" +qat" if self.finetune.qat else ""))
         else:
             parts.append("no fine-tune")
         if q.active:

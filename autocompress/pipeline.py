@@ -149,7 +149,14 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
     with _stage("lowrank", seconds):
         student = apply_transform(student, cfg.lowrank, tctx)
     with _stage("finetune", seconds):
+        qat = None
+        if cfg.finetune.qat and cfg.finetune.steps > 0 and cfg.quantize.active:
+            from autocompress.training.qat import enable_qat_, layer_bits
+
+            qat = enable_qat_(student, tctx.example_input, layer_bits(student, tctx.example_input, cfg.quantize))
         distill_(student, task.train.x, task.train.y, ctx.soft_targets, cfg.finetune, cfg.distill or DistillConfig(), seed=seed)
+        if qat is not None:
+            qat.bake_()  # weights now lie on the grid the quantizer will use
         state_path = out_dir / "model.pt"
         torch.save(student.state_dict(), state_path)
     final = out_dir / "model.onnx"

@@ -45,6 +45,10 @@ class _Spec:
     low_open: bool = False  # value must be strictly greater than low
 
     def check(self, key: str, value: Any) -> Any:
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false, got {value!r}")
+            return value
         if self.kind is str:
             if not isinstance(value, str) or value not in (self.allowed or ()):
                 raise ConfigError(f"{key} must be one of {list(self.allowed or ())}, got {value!r}")
@@ -77,6 +81,7 @@ SCHEMA: dict[str, dict[str, _Spec]] = {
         "steps": _Spec(int, 0, 0, 100_000),
         "lr": _Spec(float, 1e-3, 0.0, 1.0, low_open=True),
         "batch_size": _Spec(int, 64, 1, 4096),
+        "qat": _Spec(bool, False),  # quantization-aware fine-tune (when something is quantized)
     },
     "distill": {
         "alpha": _Spec(float, 0.5, 0.0, 1.0),
@@ -222,7 +227,7 @@ def _parse_param(key: str, raw: Any, spec: _Spec) -> Param:
             raise ConfigError(f"{key} lists a choice twice, got {raw!r}")
         return Choice(values) if len(values) > 1 else Fixed(values[0])
     if isinstance(raw, Mapping):
-        if spec.kind is str:
+        if spec.kind in (str, bool):
             raise ConfigError(f"{key} takes a value or a list of choices, not a range, got {dict(raw)!r}")
         unknown = set(raw) - {"low", "high", "step", "log"}
         if unknown:
@@ -358,13 +363,6 @@ class SearchSpace:
         )
         if not lowrank.active:
             lowrank = LowRankConfig(exclude=lowrank.exclude)
-        finetune = FinetuneConfig(steps=int(get("finetune.steps")), lr=0.0, batch_size=0)
-        distill = None
-        if finetune.steps > 0:
-            finetune = FinetuneConfig(
-                steps=finetune.steps, lr=float(get("finetune.lr")), batch_size=int(get("finetune.batch_size"))
-            )
-            distill = DistillConfig(alpha=float(get("distill.alpha")), temperature=float(get("distill.temperature")))
         mode, bits = get_segmented("quantize")
         quantize = QuantizeConfig(mode=mode or "fp32", segment_bits=bits)
         if quantize.active:
@@ -376,6 +374,14 @@ class SearchSpace:
             )
         else:
             quantize = QuantizeConfig()
+        finetune = FinetuneConfig(steps=int(get("finetune.steps")), lr=0.0, batch_size=0)
+        distill = None
+        if finetune.steps > 0:
+            finetune = FinetuneConfig(
+                steps=finetune.steps, lr=float(get("finetune.lr")), batch_size=int(get("finetune.batch_size")),
+                qat=bool(get("finetune.qat")) if quantize.active else False,
+            )
+            distill = DistillConfig(alpha=float(get("distill.alpha")), temperature=float(get("distill.temperature")))
         return CandidateConfig(prune=prune, lowrank=lowrank, finetune=finetune, distill=distill, quantize=quantize)
 
     def config_from_params(self, params: Mapping[str, Any]) -> CandidateConfig:

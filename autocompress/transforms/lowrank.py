@@ -35,6 +35,7 @@ from torch import nn
 
 from autocompress.config import LowRankConfig
 from autocompress.transforms import TransformContext, register_transform
+from autocompress.transforms.order import execution_order
 from autocompress.transforms.segments import per_item
 
 
@@ -57,21 +58,6 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return names
 
 
-def _run(model: nn.Module, example_input: Any) -> None:
-    """One forward pass in eval mode (BatchNorm statistics untouched), without gradients,
-    restoring the caller's train/eval mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if isinstance(example_input, (tuple, list)):
-                model(*example_input)
-            else:
-                model(example_input)
-    finally:
-        model.train(was_training)
-
-
 def factorizable_layers(
     model: nn.Module, example_input: Any, exclude: Sequence[str] = ()
 ) -> list[tuple[str, nn.Module]]:
@@ -79,20 +65,7 @@ def factorizable_layers(
     on `example_input` (each module once), minus those named in `exclude` or inside an
     excluded module. Layers never called as modules (e.g. ones whose weight a parent
     reads directly) are not listed, so replacing them can't break their parent."""
-    order: list[nn.Module] = []
-    seen: set[int] = set()
-
-    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-        if id(mod) not in seen:
-            seen.add(id(mod))
-            order.append(mod)
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if _is_factorizable(m)]
-    try:
-        _run(model, example_input)
-    finally:
-        for h in hooks:
-            h.remove()
+    order = execution_order(model, example_input, accept=_is_factorizable)
 
     aliases = _aliases(model)
     out = []

@@ -24,36 +24,18 @@ from torch import nn
 
 from autocompress.config import PruneConfig
 from autocompress.transforms import TransformContext, register_transform
+from autocompress.transforms.order import LAYERS as _LAYERS
+from autocompress.transforms.order import execution_order, layer_calls
 from autocompress.transforms.segments import per_item
 
 CRITERIA = ("l1", "l2", "act_mean", "act_zero")
-_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
-
-
-def _layer_calls(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
-    """Every Conv/Linear call of a forward pass, in order (a reused module appears twice)."""
-    calls: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in model.modules() if isinstance(m, _LAYERS)]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return calls
-
-
-def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
-    """Conv/Linear modules in the order they first run in a forward pass."""
-    return list({id(m): m for m in _layer_calls(model, example_input)}.values())
+__all__ = ["CRITERIA", "ActivationImportance", "execution_order", "output_layers", "prunable_groups", "prune_channels"]
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
     """The last Conv/Linear to run: the layer whose outputs are the model's outputs
     (pruning it would change the number of classes)."""
-    return _layer_calls(model, example_input)[-1:]
+    return layer_calls(model, example_input)[-1:]
 
 
 def excluded_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
