@@ -153,7 +153,10 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
         if cfg.finetune.qat and cfg.finetune.steps > 0 and cfg.quantize.active:
             from autocompress.training.qat import enable_qat_, layer_bits
 
-            qat = enable_qat_(student, tctx.example_input, layer_bits(student, tctx.example_input, cfg.quantize))
+            # BatchNorm keeps training during QAT: freezing it cost accuracy on the demo
+            # (experiments/qat_vs_ptq.py); the grid follows the running statistics.
+            bits = layer_bits(student, tctx.example_input, cfg.quantize)
+            qat = enable_qat_(student, tctx.example_input, bits, freeze_bn=False)
         distill_(student, task.train.x, task.train.y, ctx.soft_targets, cfg.finetune, cfg.distill or DistillConfig(), seed=seed)
         if qat is not None:
             qat.bake_()  # weights now lie on the grid the quantizer will use

@@ -116,3 +116,20 @@ def test_a_failing_stage_becomes_a_candidate_error_naming_it(prepared, tmp_path)
     with pytest.raises(CandidateError, match=r"^finetune: "):
         bad_targets = dataclasses.replace(prepared, soft_targets=prepared.soft_targets[:, :2])
         build_candidate(KD_INT8, bad_targets, tmp_path / "f")
+
+
+def test_qat_candidate_builds_and_its_weights_reload(prepared, tiny_task, tmp_path):
+    from autocompress.config import CandidateConfig, DistillConfig, FinetuneConfig, PruneConfig, QuantizeConfig
+    from autocompress.pipeline import rebuild_student
+
+    cfg = CandidateConfig(
+        prune=PruneConfig(0.25),
+        finetune=FinetuneConfig(steps=10, lr=1e-3, batch_size=32, qat=True),
+        distill=DistillConfig(0.5, 4.0),
+        quantize=QuantizeConfig("int8", "uint8", "qdq", "minmax", ("int8", "int4")),
+    )
+    res = build_candidate(cfg, prepared, tmp_path / "qat", seed=0)
+    assert res.onnx_path.is_file() and 0.0 <= res.val_accuracy <= 1.0 and res.ort_only  # int4: com.microsoft Q/DQ
+    model = rebuild_student(tiny_task, cfg)
+    model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
+    assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)

@@ -291,6 +291,10 @@ def test_segmented_suggest_samples_one_value_per_segment():
                 assert cfg.quantize.format == "qdq" and "quantize.format" not in trial.params
         else:
             assert cfg.quantize == QuantizeConfig() and "quantize.activations" not in trial.params
+        if "finetune.qat" in trial.params:
+            assert cfg.quantize.active and cfg.finetune.steps > 0 and cfg.finetune.qat == trial.params["finetune.qat"]
+        else:
+            assert cfg.finetune.qat is False
         assert space.config_from_params(trial.params) == cfg
         study.tell(trial, [0.0, 1.0, 1.0])
     assert seen_int4
