@@ -107,6 +107,17 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
     return HardwareProfile(**kw)
 
 
+# Weight bit widths whose quantized ONNX files each execution provider runs. Checked here
+# for the CPU EP of ONNX Runtime 1.32 (int4: QDQ with com.microsoft Q/DQ, run as
+# DequantizeLinear -> float Conv). Providers not listed are not assumed to run any.
+SUPPORTED_BITS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("fp32", "int8", "int4")}
+
+
+def supported_bits(profile: HardwareProfile) -> tuple[str, ...]:
+    """The weight bit widths the profile's first (preferred) execution provider runs."""
+    return SUPPORTED_BITS.get(profile.providers[0], ("fp32",))
+
+
 def check_available(profile: HardwareProfile) -> None:
     """Refuse a profile whose execution providers this onnxruntime cannot run."""
     import onnxruntime as ort

@@ -87,6 +87,20 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     return m, space, profile, resolved
 
 
+def check_space_for_profile(space: SearchSpace, profile: HardwareProfile) -> None:
+    """Every bit width the space may choose must run on the profile's execution provider:
+    refused, not silently changed."""
+    from autocompress.hardware import supported_bits
+    from autocompress.space import _values
+
+    allowed = supported_bits(profile)
+    for bits in sorted(_values(space.params["quantize.mode"]) - set(allowed)):
+        raise ConfigError(
+            f"quantize.mode {bits!r} is not run by {profile.providers[0]} (profile {profile.name!r}); "
+            f"allowed there: {list(allowed)}"
+        )
+
+
 def check_space_for_model(space: SearchSpace, model) -> None:
     """Module names the space refers to (prune.exclude, lowrank.exclude) must exist."""
     names = {n for n, _ in model.named_modules()}
@@ -113,6 +127,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         profile = load_profile(o.profile or "cpu-1thread")
         if o.out is not None:
             RunDir.check_new(Path(o.out))
+    check_space_for_profile(space, profile)
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
     check_space_for_model(space, task.teacher)
     if resume:

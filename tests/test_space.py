@@ -334,3 +334,16 @@ def test_exclude_names_are_checked_against_the_model():
     check_space_for_model(SearchSpace.from_dict({"prune": {"exclude": ["0"]}}), model)
     with pytest.raises(ConfigError, match="prune.exclude names 'conv1', which is not a module of the model"):
         check_space_for_model(SearchSpace.from_dict({"prune": {"exclude": ["conv1"]}}), model)
+
+
+def test_bit_widths_are_checked_against_the_profile_provider():
+    from autocompress.hardware import HardwareProfile, supported_bits
+    from autocompress.search import check_space_for_profile
+
+    cpu = HardwareProfile(name="cpu")
+    assert supported_bits(cpu) == ("fp32", "int8", "int4")
+    check_space_for_profile(load_space("default"), cpu)
+    other = HardwareProfile(name="npu", providers=("SomeOtherExecutionProvider",))
+    with pytest.raises(ConfigError, match="quantize.mode 'int4' is not run by SomeOtherExecutionProvider .profile 'npu'.; allowed there: \\['fp32'\\]"):
+        check_space_for_profile(load_space("default"), other)
+    check_space_for_profile(SearchSpace.from_dict({"quantize": {"mode": "fp32"}}), other)
