@@ -30,14 +30,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from autocompress.config import QuantizeConfig
 from autocompress.transforms.segments import split_contiguous
-
-if TYPE_CHECKING:
-    from autocompress.config import QuantizeConfig
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 BITS = ("fp32", "int8", "int4")
@@ -83,30 +79,13 @@ def quantize_int8(
     activations: str = "uint8",
     fmt: str = "qoperator",
 ) -> Path:
-    """Quantize `fp32_path` to `out_path`; `calibration` is a float32 input batch array."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    """Every layer int8 (per-channel weights), MinMax calibration: the classic recipe.
+    `calibration` is a float32 input batch array."""
     if activations not in ("int8", "uint8"):
         raise ValueError(f"activations must be 'int8' or 'uint8', got {activations!r}")
     if fmt not in ("qdq", "qoperator"):
         raise ValueError(f"fmt must be 'qdq' or 'qoperator', got {fmt!r}")
-    import onnx
-
-    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_ort():
-        quantize_static(
-            str(fp32_path),
-            str(out_path),
-            _ArrayReader(input_name, np.ascontiguousarray(calibration, dtype=np.float32)),
-            quant_format=QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    return out_path
+    return quantize_onnx(fp32_path, out_path, calibration, QuantizeConfig("int8", activations, fmt, "minmax")).path
 
 
 @dataclass(frozen=True)
