@@ -186,7 +186,7 @@ class OptunaBackend:
     @staticmethod
     def _record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         rec: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        rec.update({f"param.{k}": v for k, v in t.params.items()})
+        rec.update({f"param.{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})  # 0.7, not 0.7000000000000001
         rec.update({k: v for k, v in t.user_attrs.items() if k not in ("stage_seconds", _CONSTRAINT, "config")})
         rec.update({f"t_{k}": v for k, v in t.user_attrs.get("stage_seconds", {}).items()})
         return rec
