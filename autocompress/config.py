@@ -10,6 +10,18 @@ from typing import Any, Optional
 
 
 @dataclass(frozen=True)
+class BlockConfig:
+    """Block substitution: (module path, block name) pairs, e.g. ('layer2', 'mbconv_e6_k3').
+    'keep' (or a path not listed) leaves the original block. Applied first, before pruning."""
+
+    choices: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return any(name != "keep" for _, name in self.choices)
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     """Structured channel pruning. `ratio` applies to every prunable group unless
     `segment_ratios` gives one ratio per segment (the prunable groups split in model order
@@ -92,6 +104,7 @@ class CandidateConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     distill: Optional[DistillConfig] = None  # None when finetune.steps == 0
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    blocks: BlockConfig = field(default_factory=BlockConfig)  # applied first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +131,8 @@ class CandidateConfig:
                     kw[f.name] = v
             return type(obj)(**kw)
 
-        return CandidateConfig(fix(self.prune), fix(self.lowrank), fix(self.finetune), fix(self.distill), fix(self.quantize))
+        blocks = BlockConfig(tuple((str(path), str(name)) for path, name in self.blocks.choices))
+        return CandidateConfig(fix(self.prune), fix(self.lowrank), fix(self.finetune), fix(self.distill), fix(self.quantize), blocks)
 
     @property
     def id(self) -> str:
@@ -134,7 +148,7 @@ class CandidateConfig:
             return f"[{' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in per_segment)}]" if per_segment else (f"{one:g}" if isinstance(one, float) else str(one))
 
         p, lr, q = self.prune, self.lowrank, self.quantize
-        parts = []
+        parts = [f"{path}={name}" for path, name in self.blocks.choices if name != "keep"]
         if p.active:
             parts.append(f"prune {vals(p.ratio, p.segment_ratios)} {p.criterion}" + (f"/{p.round_to}" if p.round_to else ""))
         else:
@@ -161,4 +175,5 @@ class CandidateConfig:
             finetune=FinetuneConfig(**data.get("finetune", {})),
             distill=DistillConfig(**data["distill"]) if data.get("distill") else None,
             quantize=QuantizeConfig(**data.get("quantize", {})),
+            blocks=BlockConfig(tuple(tuple(c) for c in data.get("blocks", {}).get("choices", ()))),
         ).canonical()

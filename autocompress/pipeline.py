@@ -30,7 +30,7 @@ from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logi
 from autocompress.transforms import TransformContext, apply_transform
 
 CALIBRATION_SAMPLES = 128
-STAGES = ("prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency")
+STAGES = ("blocks", "prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency")
 
 
 @dataclass
@@ -119,7 +119,17 @@ def rebuild_student(task: Task, cfg: CandidateConfig) -> torch.nn.Module:
     factorized exactly as in the search (both are deterministic given the teacher and the
     calibration draw), ready for its saved state_dict."""
     tctx = TransformContext(example_input=task.train.x[:2], calibration=calibration_samples(task))
-    return apply_transform(apply_transform(task.teacher, cfg.prune, tctx), cfg.lowrank, tctx)
+    student = apply_transform(task.teacher, cfg.blocks, tctx)
+    return apply_transform(apply_transform(student, _prune_cfg(cfg), tctx), cfg.lowrank, tctx)
+
+
+def _prune_cfg(cfg: CandidateConfig):
+    """The prune config with substituted ShuffleNet units excluded: Torch-Pruning 1.6's
+    dependency graph fails (IndexError) on their chunk -> cat -> channel-shuffle pattern."""
+    from dataclasses import replace
+
+    shuffles = tuple(path for path, name in cfg.blocks.choices if name.startswith("shuffle"))
+    return replace(cfg.prune, exclude=cfg.prune.exclude + shuffles) if shuffles and cfg.prune.active else cfg.prune
 
 
 @contextmanager
@@ -142,8 +152,10 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
     seconds: dict[str, float] = {}
     torch.manual_seed(seed)
     tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor)
+    with _stage("blocks", seconds):
+        student = apply_transform(task.teacher, cfg.blocks, tctx)
     with _stage("prune", seconds):
-        student = apply_transform(task.teacher, cfg.prune, tctx)
+        student = apply_transform(student, _prune_cfg(cfg), tctx)
         if cfg.prune.active:
             recalibrate_batchnorm_(student, task.train.x)
     with _stage("lowrank", seconds):

@@ -101,6 +101,40 @@ def check_space_for_profile(space: SearchSpace, profile: HardwareProfile) -> Non
         )
 
 
+def bind_space(space: SearchSpace, task) -> tuple[SearchSpace, list[str]]:
+    """Bind the space's `blocks` section to the model: find the targets ('auto' rule or
+    named), keep for each the block choices that can produce its shapes, and say which
+    were excluded and why."""
+    if space.blocks is None:
+        return space, []
+    from autocompress.transforms.blocks import check_block
+    from autocompress.transforms.substitute import describe_targets, find_targets
+
+    example = task.train.x[:2]
+    try:
+        targets = find_targets(task.teacher, example) if space.blocks.targets == "auto" else describe_targets(task.teacher, example, space.blocks.targets)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    bound, notes = [], []
+    for t in targets:
+        ok = []
+        for name in space.blocks.choices:
+            why = None if name == "keep" else check_block(name, t.cin, t.cout, t.stride)
+            if why is None:
+                ok.append(name)
+            else:
+                notes.append(f"blocks: {name} excluded for {t.name} ({why})")
+        if ok:
+            bound.append((t.name, ok))
+        else:
+            notes.append(f"blocks: no choice fits {t.name}; it is kept")
+    if not targets:
+        notes.append("blocks: no replaceable block found (targets: auto); block choices are not searched")
+    else:
+        notes.insert(0, f"blocks: targets {', '.join(t.name for t in targets)}")
+    return space.bind_blocks(bound), notes
+
+
 def check_space_for_model(space: SearchSpace, model) -> None:
     """Module names the space refers to (prune.exclude, lowrank.exclude) must exist."""
     names = {n for n, _ in model.named_modules()}
@@ -130,6 +164,9 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     check_space_for_profile(space, profile)
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
     check_space_for_model(space, task.teacher)
+    space, notes = bind_space(space, task)
+    for note in notes:
+        progress(note)
     if resume:
         if task.fingerprint != manifest["task_fingerprint"]:
             raise RunDirError(f"--resume {run.path}: the task's model or data changed since the run started (fingerprint {task.fingerprint} != {manifest['task_fingerprint']})")
@@ -277,8 +314,10 @@ def load_trial_model(run_dir: str | Path, number: int, *, task=None):
     if not weights.is_file():
         raise RunDirError(f"{run.path}: trial {number} has no saved model (only front points keep theirs)")
     space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()))
+    task = task if task is not None else task_for_run(run.path)
+    space, _ = bind_space(space, task)
     cfg = space.config_from_params(trial_params(run.storage_url, number))
-    model = rebuild_student(task if task is not None else task_for_run(run.path), cfg)
+    model = rebuild_student(task, cfg)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 

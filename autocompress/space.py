@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 from autocompress.config import (
+    BlockConfig,
     CandidateConfig,
     DistillConfig,
     FinetuneConfig,
@@ -118,6 +120,43 @@ class Settings:
         if with_exclude:
             out["exclude"] = list(self.exclude)
         return out
+
+
+_BLOCK_NAME = re.compile(r"keep|skip|shuffle_v2|mbconv_e[1-9][0-9]*_k[1-9][0-9]*|dwsep_k[1-9][0-9]*")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The `blocks` section: which modules may be replaced ('auto' or module paths) and by
+    which library blocks ('keep' = the original)."""
+
+    targets: Any  # "auto" or tuple of module paths
+    choices: tuple[str, ...]
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"targets": self.targets if self.targets == "auto" else list(self.targets), "choices": list(self.choices)}
+
+
+def _parse_blocks(body: Any) -> Optional[BlockSpec]:
+    if body is None:
+        return None
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"blocks must be a mapping, got {body!r}")
+    unknown = set(body) - {"targets", "choices"}
+    if unknown:
+        raise ConfigError(f"unknown key blocks.{sorted(unknown)[0]}; allowed: ['choices', 'targets']")
+    targets = body.get("targets", "auto")
+    if targets != "auto" and (not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets)):
+        raise ConfigError(f"blocks.targets must be 'auto' or a list of module names, got {targets!r}")
+    choices = body.get("choices", ["keep"])
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+        raise ConfigError(f"blocks.choices must be a non-empty list of block names, got {choices!r}")
+    for c in choices:
+        if not _BLOCK_NAME.fullmatch(c):
+            raise ConfigError(f"blocks.choices: unknown block {c!r}; valid: keep, skip, shuffle_v2, mbconv_e<E>_k<K>, dwsep_k<K>")
+    if len(set(choices)) != len(choices):
+        raise ConfigError(f"blocks.choices lists a block twice, got {choices!r}")
+    return BlockSpec(targets if targets == "auto" else tuple(targets), tuple(choices))
 
 
 def _parse_settings(section: str, body: Mapping[str, Any]) -> Settings:
@@ -266,6 +305,9 @@ class SearchSpace:
     params: dict[str, Param]
     source: str = "<dict>"
     settings: dict[str, Settings] = field(default_factory=dict)
+    blocks: Optional["BlockSpec"] = None
+    # per target: the block choices that can produce its shapes (set by bind_blocks)
+    block_choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     # ---- loading
     @classmethod
@@ -274,11 +316,15 @@ class SearchSpace:
             data = {}
         if not isinstance(data, Mapping):
             raise ConfigError(f"search space must be a mapping of sections, got {type(data).__name__} ({source})")
-        unknown = set(data) - set(SCHEMA)
+        unknown = set(data) - set(SCHEMA) - {"blocks"}
         if unknown:
             raise ConfigError(
-                f"unknown search-space section {sorted(unknown)[0]!r}; allowed: {sorted(SCHEMA)} ({source})"
+                f"unknown search-space section {sorted(unknown)[0]!r}; allowed: {sorted([*SCHEMA, 'blocks'])} ({source})"
             )
+        try:
+            blocks = _parse_blocks(data.get("blocks"))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({source})") from None
         params: dict[str, Param] = {}
         settings: dict[str, Settings] = {}
         for section, specs in SCHEMA.items():
@@ -301,7 +347,7 @@ class SearchSpace:
                     params[name] = _parse_param(name, body[key], spec) if key in body else Fixed(spec.default)
             except ConfigError as exc:
                 raise ConfigError(f"{exc} ({source})") from None
-        space = cls(params, source, settings)
+        space = cls(params, source, settings, blocks)
         space._check_combinations()
         return space
 
@@ -323,7 +369,16 @@ class SearchSpace:
             out.setdefault(section, {})[key] = param.to_yaml()
         for section, st in self.settings.items():
             out[section].update(st.to_yaml(with_exclude=section != "quantize"))
+        if self.blocks is not None:
+            out["blocks"] = self.blocks.to_yaml()
         return out
+
+    def bind_blocks(self, block_choices: Sequence[tuple[str, Sequence[str]]]) -> "SearchSpace":
+        """This space with concrete block targets and the choices each can take (the
+        search binds them from the model; see search.bind_space)."""
+        from dataclasses import replace
+
+        return replace(self, block_choices=tuple((t, tuple(c)) for t, c in block_choices))
 
     @property
     def fingerprint(self) -> str:
@@ -382,7 +437,13 @@ class SearchSpace:
                 qat=bool(get("finetune.qat")) if quantize.active else False,
             )
             distill = DistillConfig(alpha=float(get("distill.alpha")), temperature=float(get("distill.temperature")))
-        return CandidateConfig(prune=prune, lowrank=lowrank, finetune=finetune, distill=distill, quantize=quantize)
+        chosen = []
+        for target, choices in self.block_choices:
+            name = trial.suggest_categorical(f"blocks.{target}", list(choices)) if len(choices) > 1 else choices[0]
+            if name != "keep":
+                chosen.append((target, name))
+        blocks = BlockConfig(tuple(chosen))
+        return CandidateConfig(prune=prune, lowrank=lowrank, finetune=finetune, distill=distill, quantize=quantize, blocks=blocks)
 
     def config_from_params(self, params: Mapping[str, Any]) -> CandidateConfig:
         """Rebuild a candidate from a trial's recorded params (fixed values filled in)."""

@@ -86,7 +86,7 @@ def test_int8_candidate_artifacts_and_metrics(prepared, tiny_task, tmp_path):
     assert res.size_bytes == model_size_bytes(res.onnx_path)
     assert res.size_bytes < prepared.teacher.size_bytes
     assert res.latency.passes == prepared.profile.passes and res.latency.ratio > 0
-    assert set(res.stage_seconds) == {"prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency"}
+    assert set(res.stage_seconds) == {"blocks", "prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency"}
     # the saved state_dict is the pruned, fine-tuned student
     state = torch.load(res.state_dict_path, weights_only=True)
     assert state["stem.0.weight"].shape[0] < tiny_task.teacher.stem[0].weight.shape[0]

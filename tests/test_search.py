@@ -53,3 +53,36 @@ def test_load_trial_model_rebuilds_each_front_point(search_run, tiny_task, tmp_p
 def test_load_trial_model_without_saved_weights(search_run):
     with pytest.raises(RunDirError, match="trial 99 has no saved model"):
         load_trial_model(search_run.out, 99)
+
+
+def test_search_with_block_substitution_end_to_end(tmp_path, tiny_task):
+    """A user model with residual blocks, `targets: auto`: the blocks are found, searched,
+    and a front point that uses a substituted block rebuilds from its state_dict."""
+    from autocompress.cli import main
+    from tests.helpers import FAST_PROFILE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC
+
+    space, profile, out = tmp_path / "space.yaml", tmp_path / "profile.yaml", tmp_path / "run"
+    space.write_text(
+        "prune:\n  ratio: [0.0, 0.5]\nfinetune:\n  steps: [10]\n  batch_size: 32\n"
+        "blocks:\n  targets: auto\n  choices: [keep, mbconv_e3_k3, shuffle_v2, dwsep_k3, skip]\n"
+    )
+    profile.write_text(FAST_PROFILE_YAML)
+    rc = main(["search", "--model", TINY_MODEL_SPEC, "--data", TINY_DATA_SPEC, "--space", str(space),
+               "--profile", str(profile), "--budget", "8", "--seed", "3", "--out", str(out)])
+    assert rc == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert {"param.blocks.block1", "param.blocks.block2"} <= set(trials.columns)
+    assert (trials["state"] == "COMPLETE").all()
+    assert (trials.loc[trials["recipe"].notna(), "param.blocks.block1"] == "keep").all()  # hand recipes keep the blocks
+    assert "skip" not in set(trials["param.blocks.block2"])  # block2 changes shape: skip was excluded
+    used = trials[(trials["param.blocks.block1"] != "keep") | (trials["param.blocks.block2"] != "keep")]
+    assert len(used) > 0
+    front = pd.read_csv(out / "pareto.csv")
+    for n in front["number"]:
+        model = load_trial_model(out, int(n), task=tiny_task)
+        ref = onnx_accuracy(out / f"trials/{n}/model.onnx", tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+        with torch.no_grad():
+            acc = (model(tiny_task.val.x).argmax(1) == tiny_task.val.y).float().mean().item()
+        row = trials.set_index("number").loc[int(n)]
+        if row["description"].endswith("fp32"):
+            assert acc == pytest.approx(ref, abs=0.02)

@@ -347,3 +347,44 @@ def test_bit_widths_are_checked_against_the_profile_provider():
     with pytest.raises(ConfigError, match="quantize.mode 'int4' is not run by SomeOtherExecutionProvider .profile 'npu'.; allowed there: \\['fp32'\\]"):
         check_space_for_profile(load_space("default"), other)
     check_space_for_profile(SearchSpace.from_dict({"quantize": {"mode": "fp32"}}), other)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@pytest.mark.parametrize(
+    "blocks, fragment",
+    [
+        ({"targets": "some"}, "blocks.targets must be 'auto' or a list of module names"),
+        ({"choices": ["keep", "mbconv_e6"]}, "blocks.choices: unknown block 'mbconv_e6'"),
+        ({"choices": []}, "blocks.choices must be a non-empty list"),
+        ({"choices": ["keep", "keep"]}, "blocks.choices lists a block twice"),
+        ({"where": "auto"}, "unknown key blocks.where"),
+    ],
+)
+def test_bad_blocks_sections_are_rejected(blocks, fragment):
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.from_dict({"blocks": blocks})
+    assert fragment in str(info.value)
+
+
+def test_blocks_bind_to_the_model_and_exclude_impossible_choices_visibly(tiny_task):
+    from autocompress.search import bind_space
+
+    space = SearchSpace.from_dict({"blocks": {"targets": "auto", "choices": ["keep", "skip", "mbconv_e3_k3"]}})
+    assert SearchSpace.from_dict(space.to_dict()).fingerprint == space.fingerprint
+    bound, notes = bind_space(space, tiny_task)
+    assert bound.block_choices == (("block1", ("keep", "skip", "mbconv_e3_k3")), ("block2", ("keep", "mbconv_e3_k3")))
+    assert notes[0] == "blocks: targets block1, block2"
+    assert any(n.startswith("blocks: skip excluded for block2 (skip cannot map 8 -> 16 channels at stride 2") for n in notes)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        cfg = bound.suggest(trial)
+        assert dict(cfg.blocks.choices).get("block1", "keep") == trial.params["blocks.block1"]
+        assert "keep" not in dict(cfg.blocks.choices).values()
+        seen.add(trial.params["blocks.block2"])
+        assert bound.config_from_params(trial.params) == cfg
+        study.tell(trial, [0.0, 1.0, 1.0])
+    assert seen == {"keep", "mbconv_e3_k3"}

@@ -58,7 +58,10 @@ def _resolve_recipe(space: SearchSpace, recipe: dict[str, Any]) -> Optional[dict
     if wanted.get("finetune.steps") == "max":
         p = space.params["finetune.steps"]
         wanted["finetune.steps"] = max(getattr(p, "values", None) or [getattr(p, "high", getattr(p, "value", 0))])
-    return space.recipe(wanted)
+    params = space.recipe(wanted)
+    if params is not None:  # hand recipes keep the original blocks
+        params.update({f"blocks.{t}": "keep" for t, choices in space.block_choices if len(choices) > 1 and "keep" in choices})
+    return params
 
 
 def trial_params(storage_url: str, number: int) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def apply_transform(model: nn.Module, cfg: Any, ctx: TransformContext) -> nn.Mod
 def _load_builtin() -> None:
     from autocompress.transforms import prune  # noqa: F401  (registers itself)
     from autocompress.transforms import lowrank  # noqa: F401
+    from autocompress.transforms import substitute  # noqa: F401
 
 
 __all__ = ["TransformContext", "apply_transform", "register_transform"]

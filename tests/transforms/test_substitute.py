@@ -1,0 +1,93 @@
+"""Block substitution: target discovery ('auto' rule), replacement at the right shapes,
+the teacher untouched, and the joint pipeline with pruning after substitution."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from autocompress.config import BlockConfig, PruneConfig
+from autocompress.export import export_onnx
+from autocompress.tasks.demo import BasicBlock, DigitsResNet
+from autocompress.transforms import TransformContext, apply_transform
+from autocompress.transforms.substitute import describe_targets, find_targets
+from tests.helpers import assert_state_equal, state_snapshot
+
+
+class TorchvisionStyleResNet(nn.Module):
+    """Stages as Sequentials of residual blocks, as torchvision's ResNet lays them out."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.layer1 = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 8))
+        self.layer2 = nn.Sequential(BasicBlock(8, 16, stride=2), BasicBlock(16, 16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+X = torch.randn(2, 1, 16, 16)
+
+
+def test_auto_targets_are_the_residual_blocks():
+    assert [t.name for t in find_targets(TorchvisionStyleResNet(), X)] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
+    targets = find_targets(DigitsResNet(widths=(8, 16, 32)), X)
+    assert [(t.name, t.cin, t.cout, t.stride) for t in targets] == [("layer1", 8, 8, 1), ("layer2", 8, 16, 2), ("layer3", 16, 32, 2)]
+
+
+def test_named_targets_are_checked():
+    model = TorchvisionStyleResNet()
+    assert [t.stride for t in describe_targets(model, X, ["layer2.0", "layer1"])] == [2, 1]
+    with pytest.raises(ValueError, match="'layer9', which is not a module"):
+        describe_targets(model, X, ["layer9"])
+    with pytest.raises(ValueError, match="'fc' must take and return one 4-D tensor"):
+        describe_targets(model, X, ["fc"])
+
+
+@pytest.mark.parametrize("block", ["mbconv_e6_k3", "mbconv_e1_k5", "shuffle_v2", "dwsep_k3"])
+def test_substitution_keeps_shapes_and_the_teacher(block, tmp_path):
+    torch.manual_seed(0)
+    model = TorchvisionStyleResNet().eval()
+    before = state_snapshot(model)
+    cfg = BlockConfig((("layer1.1", block), ("layer2.0", block)))
+    out = apply_transform(model, cfg, TransformContext(example_input=X))
+    assert_state_equal(model, before)
+    assert isinstance(model.layer1[1], BasicBlock) and not isinstance(out.layer1[1], BasicBlock)
+    assert getattr(out.layer2[0], "block_name", None) == block
+    y = out.eval()(X)
+    assert y.shape == (2, 10)
+    path = export_onnx(out, (1, 16, 16), tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": X.numpy()})[0], y.detach().numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_skip_replaces_a_shape_preserving_block():
+    out = apply_transform(TorchvisionStyleResNet(), BlockConfig((("layer1.0", "skip"),)), TransformContext(example_input=X))
+    assert isinstance(out.layer1[0], nn.Identity) and out(X).shape == (2, 10)
+
+
+@pytest.mark.parametrize("block", ["shuffle_v2", "mbconv_e3_k3"])
+def test_pruning_after_substitution(block):
+    """Torch-Pruning 1.6 cannot trace chunk -> cat -> shuffle: the pipeline excludes
+    substituted ShuffleNet units from pruning; everything else is pruned."""
+    from autocompress.config import CandidateConfig
+    from autocompress.pipeline import _prune_cfg
+
+    model = TorchvisionStyleResNet().eval()
+    blocks = BlockConfig((("layer1.1", block),))
+    cfg = CandidateConfig(prune=PruneConfig(0.5), blocks=blocks)
+    ctx = TransformContext(example_input=X)
+    substituted = apply_transform(model, blocks, ctx)
+    pruned = apply_transform(substituted, _prune_cfg(cfg), ctx)
+    assert pruned.layer2[0].conv1.out_channels == 8  # 16 -> 8
+    assert pruned(X).shape == (2, 10)
+    if block == "shuffle_v2":
+        assert _prune_cfg(cfg).exclude == ("layer1.1",)
+        assert [p.shape for p in pruned.layer1[1].parameters()] == [p.shape for p in substituted.layer1[1].parameters()]
