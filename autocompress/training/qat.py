@@ -199,7 +199,12 @@ class _FakeQuantFolded(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s = _channel_view(_bn_scale(self._bn[0]), 0, w.dim())
-        return fake_quant(w * s, self.bits, axis=0) / s
+        # A channel whose BN scale is 0 (gamma = 0, e.g. the zero-initialized last BN of a
+        # new residual block) has folded weight 0, which quantizes exactly; its conv weight
+        # does not reach the output, so leave it as is instead of dividing by 0.
+        dead = s == 0
+        q = fake_quant(w * s, self.bits, axis=0) / torch.where(dead, torch.ones_like(s), s)
+        return torch.where(dead, w, q)
 
 
 def _freeze_bn_hook(bn: nn.Module, args: Any) -> None:

@@ -301,3 +301,25 @@ def test_layer_bits_match_quantize_onnx_segments(tmp_path):
     low = apply_transform(model, LowRankConfig(0.5), TransformContext(example_input=x[:2]))
     assert len(layer_bits(low, x, QuantizeConfig(mode="int8"))) > len(layer_bits(model, x, QuantizeConfig(mode="int8")))
     _segment_check(low, x, tmp_path, "lowrank")
+
+
+def test_qat_with_a_zero_gamma_batchnorm_stays_finite():
+    """A new MobileNet residual block starts with its last BN's gamma at 0 (s = 0): the
+    folded parametrization must not divide by it."""
+    from autocompress.transforms.blocks import make_block
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), make_block("mbconv_e3_k3", 8, 8, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    x = torch.randn(16, 1, 8, 8)
+    bits = layer_bits(model, x[:2], QuantizeConfig("int8", "uint8", "qdq"))
+    handle = enable_qat_(model, x[:2], bits, freeze_bn=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = model.train()(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+    handle.bake_()
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
