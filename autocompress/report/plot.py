@@ -23,10 +23,29 @@ def pareto_plot_info(df: pd.DataFrame, teacher: TeacherRow) -> dict[str, Any]:
             "size_kb": (front["size_bytes"] / 1024).tolist(),
             "acc": (100 * front["val_accuracy"]).tolist(),
             "labels": [str(int(n)) for n in front["number"]],
+            "blocks": [_blocks_label(r) for _, r in front.iterrows()],
         },
         "teacher": {"latency_ms": teacher.latency_ms, "size_kb": teacher.size_bytes / 1024, "acc": 100 * teacher.val_accuracy},
         "ylim": _ylim(100 * front["val_accuracy"].to_numpy() if len(front) else np.zeros(0), 100 * teacher.val_accuracy),
     }
+
+
+def _short(block: str) -> str:
+    """mbconv_e3_k5 -> mb3k5, dwsep_k3 -> dw3, shuffle_v2 -> sh, skip -> sk."""
+    if block.startswith("mbconv_e"):
+        e, k = block[len("mbconv_e"):].split("_k")
+        return f"mb{e}k{k}"
+    if block.startswith("dwsep_k"):
+        return "dw" + block[len("dwsep_k"):]
+    return {"shuffle_v2": "sh", "skip": "sk"}.get(block, block)
+
+
+def _blocks_label(row: pd.Series) -> str:
+    """The substituted blocks of one trial in target order, e.g. 'sk/mb3k3/-' ('-' = kept);
+    '' when no block is substituted."""
+    cols = [c for c in row.index if c.startswith("param.blocks.")]
+    names = [str(row[c]) if isinstance(row[c], str) else "keep" for c in cols]
+    return "" if all(n == "keep" for n in names) else "/".join("-" if n == "keep" else _short(n) for n in names)
 
 
 def _ylim(front_acc: np.ndarray, teacher_acc: float) -> tuple[float, float]:
@@ -52,9 +71,12 @@ def render_pareto_png(info: dict[str, Any], path: str | Path, *, title: str = ""
         ax.set_ylim(lo, hi)
         ax.scatter(info["others"][key], info["others"]["acc"], s=14, c="0.7", label=others_label)
         fx, fy = np.asarray(info["front"][key]), np.asarray(info["front"]["acc"])
-        ax.scatter(fx, fy, s=36, c="tab:red", label="Pareto front", zorder=3)
-        for x, y, lab in zip(fx, fy, info["front"]["labels"]):
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        blocks = np.asarray([bool(b) for b in info["front"].get("blocks", [""] * len(fx))], dtype=bool)
+        ax.scatter(fx[~blocks], fy[~blocks], s=36, c="tab:red", label="Pareto front", zorder=3)
+        if blocks.any():
+            ax.scatter(fx[blocks], fy[blocks], s=44, c="tab:red", marker="D", label="Pareto front, substituted blocks", zorder=3)
+        for x, y, lab, b in zip(fx, fy, info["front"]["labels"], info["front"].get("blocks", [""] * len(fx))):
+            ax.annotate(f"{lab} {b}" if b else lab, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         t = info["teacher"]
         ax.scatter([t[key]], [t["acc"]], marker="*", s=180, c="tab:blue", label="teacher", zorder=4)
         ax.set_xlabel(xlabel)

@@ -140,3 +140,15 @@ def test_summary_marks_points_that_need_onnx_runtime():
     marked = [line for line in text.splitlines() if "†" in line]
     assert len(marked) == 2 and marked[-1].startswith("† uses com.microsoft operators")
     assert "†" not in format_summary(front.assign(ort_only=False), TEACHER)
+
+
+def test_plot_info_shows_block_choices_per_front_point(tmp_path):
+    records = [dict(r) for r in RECORDS]
+    for r in records:
+        r["param.blocks.layer1"], r["param.blocks.layer2"] = "keep", "keep"
+    records[0]["param.blocks.layer1"], records[0]["param.blocks.layer2"] = "skip", "mbconv_e3_k5"
+    records[1]["param.blocks.layer2"] = "dwsep_k3"
+    info = pareto_plot_info(trials_frame(records, TEACHER), TEACHER)
+    by_label = dict(zip(info["front"]["labels"], info["front"]["blocks"]))
+    assert by_label["0"] == "sk/mb3k5" and by_label["1"] == "-/dw3" and by_label["5"] == ""
+    assert render_pareto_png(info, tmp_path / "p.png").stat().st_size > 0
