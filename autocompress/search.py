@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -91,10 +91,8 @@ def check_space_for_profile(space: SearchSpace, profile: HardwareProfile) -> Non
     """Every bit width the space may choose must run on the profile's execution provider:
     refused, not silently changed."""
     from autocompress.hardware import supported_bits
-    from autocompress.space import _values
-
     allowed = supported_bits(profile)
-    for bits in sorted(_values(space.params["quantize.mode"]) - set(allowed)):
+    for bits in sorted(space.values_of("quantize.mode") - set(allowed)):
         raise ConfigError(
             f"quantize.mode {bits!r} is not run by {profile.providers[0]} (profile {profile.name!r}); "
             f"allowed there: {list(allowed)}"
@@ -155,7 +153,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         run = RunDir.open_existing(Path(o.resume))
         manifest, space, profile, o = _resolve_resume(o, run)
         if manifest.get("task", {}).get("kind") == "demo":
-            o = SearchOptions(**{**o.__dict__, "model": None, "data": None})
+            o = replace(o, model=None, data=None)
     else:
         space = load_space(o.space or "default")
         profile = load_profile(o.profile or "cpu-1thread")

@@ -359,6 +359,10 @@ class SearchSpace:
                 f"{sorted(_values(fmt))} ({self.source})"
             )
 
+    def values_of(self, name: str) -> set[Any]:
+        """The values a categorical or fixed parameter can take (empty for a range)."""
+        return _values(self.params[name])
+
     def settings_for(self, section: str) -> Settings:
         return self.settings.get(section, Settings())
 
