@@ -12,9 +12,12 @@ from typing import Any, Optional
 @dataclass(frozen=True)
 class BlockConfig:
     """Block substitution: (module path, block name) pairs, e.g. ('layer2', 'mbconv_e6_k3').
-    'keep' (or a path not listed) leaves the original block. Applied first, before pruning."""
+    'keep' (or a path not listed) leaves the original block. Applied first, before pruning.
+    warmup_steps: block-wise feature distillation of the new blocks onto the teacher's
+    blocks before anything else (training.warmup); 0 = none."""
 
     choices: tuple[tuple[str, str], ...] = ()
+    warmup_steps: int = 0
 
     @property
     def active(self) -> bool:
@@ -131,7 +134,7 @@ class CandidateConfig:
                     kw[f.name] = v
             return type(obj)(**kw)
 
-        blocks = BlockConfig(tuple((str(path), str(name)) for path, name in self.blocks.choices))
+        blocks = BlockConfig(tuple((str(path), str(name)) for path, name in self.blocks.choices), int(self.blocks.warmup_steps))
         return CandidateConfig(fix(self.prune), fix(self.lowrank), fix(self.finetune), fix(self.distill), fix(self.quantize), blocks)
 
     @property
@@ -149,6 +152,8 @@ class CandidateConfig:
 
         p, lr, q = self.prune, self.lowrank, self.quantize
         parts = [f"{path}={name}" for path, name in self.blocks.choices if name != "keep"]
+        if self.blocks.active and self.blocks.warmup_steps > 0:
+            parts.append(f"warm-up {self.blocks.warmup_steps}")
         if p.active:
             parts.append(f"prune {vals(p.ratio, p.segment_ratios)} {p.criterion}" + (f"/{p.round_to}" if p.round_to else ""))
         else:
@@ -175,5 +180,7 @@ class CandidateConfig:
             finetune=FinetuneConfig(**data.get("finetune", {})),
             distill=DistillConfig(**data["distill"]) if data.get("distill") else None,
             quantize=QuantizeConfig(**data.get("quantize", {})),
-            blocks=BlockConfig(tuple(tuple(c) for c in data.get("blocks", {}).get("choices", ()))),
+            blocks=BlockConfig(
+                tuple(tuple(c) for c in data.get("blocks", {}).get("choices", ())), data.get("blocks", {}).get("warmup_steps", 0)
+            ),
         ).canonical()

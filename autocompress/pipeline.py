@@ -1,8 +1,9 @@
 """One candidate config -> measured metrics, on the artifact a user would deploy:
 
-copy teacher -> prune (Torch-Pruning) -> SVD low-rank -> distillation fine-tune -> export ONNX
--> [int8 static quantization] -> accuracy with ORT on val -> latency with ORT, timed
-interleaved with the teacher -> size (all bytes of the ONNX model).
+copy teacher -> substitute blocks [-> block-wise warm-up] -> prune (Torch-Pruning) -> SVD
+low-rank -> distillation fine-tune -> export ONNX -> [int8 static quantization] -> accuracy
+with ORT on val -> latency with ORT, timed interleaved with the teacher -> size (all bytes of
+the ONNX model).
 
 Any exception inside becomes a CandidateError naming the stage; the search records it
 on the trial and goes on.
@@ -30,7 +31,7 @@ from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logi
 from autocompress.transforms import TransformContext, apply_transform
 
 CALIBRATION_SAMPLES = 128
-STAGES = ("blocks", "prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency")
+STAGES = ("blocks", "warmup", "prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency")
 
 
 @dataclass
@@ -154,6 +155,12 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
     tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor)
     with _stage("blocks", seconds):
         student = apply_transform(task.teacher, cfg.blocks, tctx)
+    if cfg.blocks.active and cfg.blocks.warmup_steps > 0:
+        with _stage("warmup", seconds):
+            from autocompress.training.warmup import warmup_blocks_
+
+            new = [path for path, name in cfg.blocks.choices if name != "keep"]
+            warmup_blocks_(student, task.teacher, new, task.train.x, cfg.blocks.warmup_steps, seed=seed)
     with _stage("prune", seconds):
         student = apply_transform(student, _prune_cfg(cfg), tctx)
         if cfg.prune.active:

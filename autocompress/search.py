@@ -115,6 +115,9 @@ def bind_space(space: SearchSpace, task) -> tuple[SearchSpace, list[str]]:
         raise ConfigError(str(exc)) from None
     bound, notes = [], []
     for t in targets:
+        if t.name == "warmup":  # its trial parameter would be blocks.warmup's
+            notes.append("blocks: the module 'warmup' is kept (the name is reserved for blocks.warmup)")
+            continue
         ok = []
         for name in space.blocks.choices:
             why = None if name == "keep" else check_block(name, t.cin, t.cout, t.stride)

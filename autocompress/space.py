@@ -125,40 +125,6 @@ class Settings:
 _BLOCK_NAME = re.compile(r"keep|skip|shuffle_v2|mbconv_e[1-9][0-9]*_k[1-9][0-9]*|dwsep_k[1-9][0-9]*")
 
 
-@dataclass(frozen=True)
-class BlockSpec:
-    """The `blocks` section: which modules may be replaced ('auto' or module paths) and by
-    which library blocks ('keep' = the original)."""
-
-    targets: Any  # "auto" or tuple of module paths
-    choices: tuple[str, ...]
-
-    def to_yaml(self) -> dict[str, Any]:
-        return {"targets": self.targets if self.targets == "auto" else list(self.targets), "choices": list(self.choices)}
-
-
-def _parse_blocks(body: Any) -> Optional[BlockSpec]:
-    if body is None:
-        return None
-    if not isinstance(body, Mapping):
-        raise ConfigError(f"blocks must be a mapping, got {body!r}")
-    unknown = set(body) - {"targets", "choices"}
-    if unknown:
-        raise ConfigError(f"unknown key blocks.{sorted(unknown)[0]}; allowed: ['choices', 'targets']")
-    targets = body.get("targets", "auto")
-    if targets != "auto" and (not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets)):
-        raise ConfigError(f"blocks.targets must be 'auto' or a list of module names, got {targets!r}")
-    choices = body.get("choices", ["keep"])
-    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
-        raise ConfigError(f"blocks.choices must be a non-empty list of block names, got {choices!r}")
-    for c in choices:
-        if not _BLOCK_NAME.fullmatch(c):
-            raise ConfigError(f"blocks.choices: unknown block {c!r}; valid: keep, skip, shuffle_v2, mbconv_e<E>_k<K>, dwsep_k<K>")
-    if len(set(choices)) != len(choices):
-        raise ConfigError(f"blocks.choices lists a block twice, got {choices!r}")
-    return BlockSpec(targets if targets == "auto" else tuple(targets), tuple(choices))
-
-
 def _parse_settings(section: str, body: Mapping[str, Any]) -> Settings:
     per = body.get("per", "global")
     if per not in _PER:
@@ -293,6 +259,52 @@ def _parse_param(key: str, raw: Any, spec: _Spec) -> Param:
             return Fixed(low)
         return Range(spec.kind, low, high, float(step) if step is not None else None, log)
     return Fixed(spec.check(key, raw))
+
+
+WARMUP_PARAM = "blocks.warmup"  # the trial parameter of blocks.warmup (so no target may be named 'warmup')
+_WARMUP_SPEC = _Spec(int, 0, 0, 100_000)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The `blocks` section: which modules may be replaced ('auto' or module paths), by
+    which library blocks ('keep' = the original), and how many steps of block-wise feature
+    distillation ('warmup') the new blocks get before anything else (0 = none)."""
+
+    targets: Any  # "auto" or tuple of module paths
+    choices: tuple[str, ...]
+    warmup: Param = Fixed(0)
+
+    def to_yaml(self) -> dict[str, Any]:
+        out = {"targets": self.targets if self.targets == "auto" else list(self.targets), "choices": list(self.choices)}
+        if self.warmup != Fixed(0):  # absent = 0, so older runs keep their fingerprint
+            out["warmup"] = self.warmup.to_yaml()
+        return out
+
+
+def _parse_blocks(body: Any) -> Optional[BlockSpec]:
+    if body is None:
+        return None
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"blocks must be a mapping, got {body!r}")
+    unknown = set(body) - {"targets", "choices", "warmup"}
+    if unknown:
+        raise ConfigError(f"unknown key blocks.{sorted(unknown)[0]}; allowed: ['choices', 'targets', 'warmup']")
+    targets = body.get("targets", "auto")
+    if targets != "auto" and (not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets)):
+        raise ConfigError(f"blocks.targets must be 'auto' or a list of module names, got {targets!r}")
+    if isinstance(targets, list) and "warmup" in targets:
+        raise ConfigError("blocks.targets: a target may not be named 'warmup' (that name is blocks.warmup's)")
+    choices = body.get("choices", ["keep"])
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+        raise ConfigError(f"blocks.choices must be a non-empty list of block names, got {choices!r}")
+    for c in choices:
+        if not _BLOCK_NAME.fullmatch(c):
+            raise ConfigError(f"blocks.choices: unknown block {c!r}; valid: keep, skip, shuffle_v2, mbconv_e<E>_k<K>, dwsep_k<K>")
+    if len(set(choices)) != len(choices):
+        raise ConfigError(f"blocks.choices lists a block twice, got {choices!r}")
+    warmup = _parse_param(WARMUP_PARAM, body["warmup"], _WARMUP_SPEC) if "warmup" in body else Fixed(0)
+    return BlockSpec(targets if targets == "auto" else tuple(targets), tuple(choices), warmup)
 
 
 # --------------------------------------------------------------------------- the space
@@ -446,7 +458,10 @@ class SearchSpace:
             name = trial.suggest_categorical(f"blocks.{target}", list(choices)) if len(choices) > 1 else choices[0]
             if name != "keep":
                 chosen.append((target, name))
-        blocks = BlockConfig(tuple(chosen))
+        warmup = 0
+        if self.blocks is not None and any(name != "skip" for _, name in chosen):  # skip has nothing to train
+            warmup = int(self.blocks.warmup.suggest(trial, WARMUP_PARAM))
+        blocks = BlockConfig(tuple(chosen), warmup)
         return CandidateConfig(prune=prune, lowrank=lowrank, finetune=finetune, distill=distill, quantize=quantize, blocks=blocks)
 
     def config_from_params(self, params: Mapping[str, Any]) -> CandidateConfig:

@@ -133,3 +133,20 @@ def test_qat_candidate_builds_and_its_weights_reload(prepared, tiny_task, tmp_pa
     model = rebuild_student(tiny_task, cfg)
     model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
     assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)
+
+
+def test_block_warmup_runs_as_its_own_stage_and_the_weights_reload(prepared, tiny_task, tmp_path):
+    from autocompress.config import BlockConfig
+    from autocompress.pipeline import rebuild_student
+
+    blocks = BlockConfig((("block1", "mbconv_e3_k3"), ("block2", "shuffle_v2")), warmup_steps=20)
+    cfg = dataclasses.replace(KD_INT8, prune=PruneConfig(0.25), blocks=blocks)
+    assert "warm-up 20" in cfg.describe()
+    assert CandidateConfig.from_dict(cfg.to_dict()) == cfg and cfg.id != dataclasses.replace(cfg, blocks=BlockConfig(blocks.choices)).id
+    res = build_candidate(cfg, prepared, tmp_path / "w", seed=0)
+    assert "warmup" in res.stage_seconds and res.stage_seconds["warmup"] > 0
+    model = rebuild_student(tiny_task, cfg)
+    model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
+    assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)
+    no_warmup = build_candidate(dataclasses.replace(cfg, blocks=BlockConfig(blocks.choices)), prepared, tmp_path / "n", seed=0)
+    assert "warmup" not in no_warmup.stage_seconds

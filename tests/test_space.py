@@ -360,6 +360,9 @@ def test_bit_widths_are_checked_against_the_profile_provider():
         ({"choices": []}, "blocks.choices must be a non-empty list"),
         ({"choices": ["keep", "keep"]}, "blocks.choices lists a block twice"),
         ({"where": "auto"}, "unknown key blocks.where"),
+        ({"warmup": -5}, "blocks.warmup must be in [0, 100000], got -5"),
+        ({"warmup": [0, 1.5]}, "blocks.warmup must be an integer, got 1.5"),
+        ({"targets": ["layer1", "warmup"]}, "a target may not be named 'warmup'"),
     ],
 )
 def test_bad_blocks_sections_are_rejected(blocks, fragment):
@@ -388,3 +391,26 @@ def test_blocks_bind_to_the_model_and_exclude_impossible_choices_visibly(tiny_ta
         assert bound.config_from_params(trial.params) == cfg
         study.tell(trial, [0.0, 1.0, 1.0])
     assert seen == {"keep", "mbconv_e3_k3"}
+
+
+def test_block_warmup_is_sampled_only_when_a_trainable_block_is_substituted(tiny_task):
+    from autocompress.search import bind_space
+
+    plain = SearchSpace.from_dict({"blocks": {"choices": ["keep", "skip"]}})
+    assert "warmup" not in plain.to_dict()["blocks"]  # absent means 0: older runs keep their fingerprint
+    space = SearchSpace.from_dict({"blocks": {"choices": ["keep", "skip", "mbconv_e3_k3"], "warmup": [0, 100]}})
+    assert space.to_dict()["blocks"]["warmup"] == [0, 100]
+    assert SearchSpace.from_dict(space.to_dict()).fingerprint == space.fingerprint != plain.fingerprint
+    bound, _ = bind_space(space, tiny_task)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        cfg = bound.suggest(trial)
+        trainable = any(name != "skip" for _, name in cfg.blocks.choices)
+        assert ("blocks.warmup" in trial.params) == trainable
+        assert cfg.blocks.warmup_steps == trial.params.get("blocks.warmup", 0)
+        assert bound.config_from_params(trial.params) == cfg
+        seen.add((trainable, cfg.blocks.warmup_steps))
+        study.tell(trial, [0.0, 1.0, 1.0])
+    assert {(True, 0), (True, 100), (False, 0)} <= seen

@@ -43,7 +43,7 @@ def _short(block: str) -> str:
 def _blocks_label(row: pd.Series) -> str:
     """The substituted blocks of one trial in target order, e.g. 'sk/mb3k3/-' ('-' = kept);
     '' when no block is substituted."""
-    cols = [c for c in row.index if c.startswith("param.blocks.")]
+    cols = [c for c in row.index if c.startswith("param.blocks.") and c != "param.blocks.warmup"]
     names = [str(row[c]) if isinstance(row[c], str) else "keep" for c in cols]
     return "" if all(n == "keep" for n in names) else "/".join("-" if n == "keep" else _short(n) for n in names)
 
