@@ -232,37 +232,44 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     return run.path
 
 
-def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> dict[str, Any]:
+def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int):
+    """Build and measure one candidate into the run's trial directory; the backend's
+    Outcome (objectives + trial attributes). CandidateError propagates, nothing left behind."""
     from autocompress.backends import Outcome
-    from autocompress.outputs import finalize, write_trials_csv
     from autocompress.pipeline import build_candidate
+
+    out_dir = RunDir(Path(run_path)).trial_dir(number)
+    try:
+        res = build_candidate(cfg, ctx, out_dir, seed=seed + number)
+    except CandidateError:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    lat = res.latency
+    attrs = {
+        "val_accuracy": res.val_accuracy,
+        "latency_ratio": lat.ratio,
+        "size_bytes": res.size_bytes,
+        "acc_drop_pts": (ctx.teacher.val_accuracy - res.val_accuracy) * 100.0,
+        "latency_ratio_spread": lat.ratio_spread,
+        "candidate_median_ms": lat.candidate_median_ms,
+        "candidate_p90_ms": lat.candidate_p90_ms,
+        "candidate_spread": lat.candidate_spread,
+        "reference_median_ms": lat.reference_median_ms,
+        "onnx": str(res.onnx_path.relative_to(run_path)),
+        "state_dict": str(res.state_dict_path.relative_to(run_path)),
+        "stage_seconds": res.stage_seconds,
+        "ort_only": res.ort_only,
+    }
+    return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
+
+
+def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> dict[str, Any]:
+    from autocompress.outputs import finalize, write_trials_csv
 
     teacher = ctx.teacher
 
-    def evaluate(cfg, number: int) -> Outcome:
-        out_dir = run.trial_dir(number)
-        try:
-            res = build_candidate(cfg, ctx, out_dir, seed=seed + number)
-        except CandidateError:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            raise
-        lat = res.latency
-        attrs = {
-            "val_accuracy": res.val_accuracy,
-            "latency_ratio": lat.ratio,
-            "size_bytes": res.size_bytes,
-            "acc_drop_pts": (teacher.val_accuracy - res.val_accuracy) * 100.0,
-            "latency_ratio_spread": lat.ratio_spread,
-            "candidate_median_ms": lat.candidate_median_ms,
-            "candidate_p90_ms": lat.candidate_p90_ms,
-            "candidate_spread": lat.candidate_spread,
-            "reference_median_ms": lat.reference_median_ms,
-            "onnx": str(res.onnx_path.relative_to(run.path)),
-            "state_dict": str(res.state_dict_path.relative_to(run.path)),
-            "stage_seconds": res.stage_seconds,
-            "ort_only": res.ort_only,
-        }
-        return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
+    def evaluate(cfg, number: int):
+        return evaluate_candidate(cfg, number, ctx, run.path, seed=seed)
 
     records: list[dict[str, Any]] = []
 

@@ -1,6 +1,6 @@
 """Benchmark: the demo search at --budget 100, wall time and per-stage breakdown.
 
-    .venv/bin/python experiments/bench_demo.py [--budget 100] [--out runs/bench-demo]
+    .venv/bin/python experiments/bench_demo.py [--budget 100] [--seed 0] [--space FILE] [--out runs/bench-demo]
 
 Runs `autocompress search` in a subprocess (as a user would), then reads the run
 directory: per-stage seconds summed over trials (prune / fine-tune / export / quantize /
@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sampler", default="tpe")
+    ap.add_argument("--space", help="search space (default: the built-in default)")
     ap.add_argument("--out", default="runs/bench-demo")
     ap.add_argument("--results", default=str(HERE / "results" / "bench_demo.jsonl"))
     args = ap.parse_args()
@@ -39,7 +40,7 @@ def main() -> int:
     if out.exists():
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "autocompress.cli", "search", "--budget", str(args.budget), "--seed", str(args.seed),
-           "--sampler", args.sampler, "--out", str(out)]
+           "--sampler", args.sampler, "--out", str(out), *(["--space", args.space] if args.space else [])]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
