@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
     s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the study in RUN_DIR up to its (or a raised) budget")
+    r = s.add_argument_group("cluster (Ray Tune)")
+    r.add_argument("--backend", choices=["optuna", "ray"], help="optuna: trials one after another here (default); ray: trials as Ray processes")
+    r.add_argument("--ray-address", metavar="auto|HOST:PORT", help="join this Ray cluster (default: start a local instance for the run)")
+    r.add_argument("--cpus-per-trial", type=float, metavar="N", help="CPUs each trial reserves (default 1)")
+    r.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: as many as the CPUs allow)")
+    r.add_argument("--latency-resource", metavar="NAME", help="time latency on the node carrying this custom resource, e.g. hw:edge")
     return p
 
 
@@ -53,7 +59,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             search(SearchOptions(
                 model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
-                out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop,
+                out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, backend=args.backend,
+                ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+                latency_resource=args.latency_resource,
             ))
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -84,13 +84,14 @@ class CandidateResult:
     ort_only: bool = False  # the ONNX file uses com.microsoft operators: it needs ONNX Runtime
 
 
-def prepare(task: Task, profile: HardwareProfile, workdir: Path) -> PipelineContext:
+def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None) -> PipelineContext:
     """Export and measure the teacher once; precompute teacher logits and calibration data.
-    The returned context owns a latency worker process: close() it when done."""
+    The returned context owns a latency worker (`latency(teacher_onnx_path)`, default a
+    local LatencyWorker process; anything with measure(path) and close()): close() it."""
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
     val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
-    worker = LatencyWorker(path, profile, task.input_shape)
+    worker = latency(path) if latency is not None else LatencyWorker(path, profile, task.input_shape)
     try:
         self_timing = worker.measure(path)
     except Exception:

@@ -34,9 +34,15 @@ class SearchOptions:
     out: Optional[str] = None
     resume: Optional[str] = None
     max_acc_drop: Optional[float] = None
+    backend: Optional[str] = None  # "optuna" (default) or "ray"
+    ray_address: Optional[str] = None
+    cpus_per_trial: Optional[float] = None
+    max_concurrent: Optional[int] = None
+    latency_resource: Optional[str] = None
 
 
 DEFAULT_BUDGET = 100
+BACKENDS = ("optuna", "ray")
 
 
 def _check_options(o: SearchOptions) -> None:
@@ -54,6 +60,23 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError("--resume and --out go separately: --resume continues the run in its own directory")
     if (o.model is None) != (o.data is None):
         raise ConfigError("--model and --data go together: give both, or neither for the demo")
+    if o.backend is not None and o.backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {o.backend!r}")
+    if o.backend == "optuna" or (o.backend is None and o.resume is None):
+        _check_no_ray_flags(o)
+    if o.cpus_per_trial is not None and not o.cpus_per_trial > 0:
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {o.cpus_per_trial}")
+    if o.max_concurrent is not None and o.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
+    if o.latency_resource is not None and not o.latency_resource.strip():
+        raise ConfigError("--latency-resource must name a custom Ray resource, e.g. hw:edge")
+
+
+def _check_no_ray_flags(o: SearchOptions) -> None:
+    for flag, value in (("--ray-address", o.ray_address), ("--cpus-per-trial", o.cpus_per_trial),
+                        ("--max-concurrent", o.max_concurrent), ("--latency-resource", o.latency_resource)):
+        if value is not None:
+            raise ConfigError(f"{flag} needs --backend ray")
 
 
 def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], SearchSpace, HardwareProfile, SearchOptions]:
@@ -82,8 +105,16 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     resolved = SearchOptions(
         model=task_spec.get("model"), data=task_spec.get("data"), checkpoint=o.checkpoint or m.get("checkpoint"),
         budget=o.budget or m["budget"], time_budget=o.time_budget, seed=m["seed"], sampler=o.sampler or m["sampler"],
-        max_acc_drop=m.get("max_acc_drop"), resume=o.resume,
+        max_acc_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
     )
+    if resolved.backend == "ray":
+        ray_m = m.get("ray", {})
+        resolved = replace(
+            resolved, ray_address=o.ray_address or ray_m.get("address"), cpus_per_trial=o.cpus_per_trial or ray_m.get("cpus_per_trial"),
+            max_concurrent=o.max_concurrent or ray_m.get("max_concurrent"), latency_resource=o.latency_resource or ray_m.get("latency_resource"),
+        )
+    else:
+        _check_no_ray_flags(o)
     return m, space, profile, resolved
 
 
@@ -177,6 +208,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     seed = 0 if o.seed is None else o.seed
     sampler = o.sampler or "tpe"
 
+    backend_name = o.backend or "optuna"
+    session = _open_ray(o) if backend_name == "ray" else None  # before anything is written
     created = not resume
     lock = None
     try:
@@ -190,14 +223,18 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             "task": task.spec, "task_fingerprint": task.fingerprint, "space_fingerprint": space.fingerprint,
             "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
             "budget": budget, "max_acc_drop": o.max_acc_drop, "checkpoint": o.checkpoint,
-            "input_shape": list(task.input_shape),
+            "input_shape": list(task.input_shape), "backend": backend_name,
         }
+        if session is not None:
+            manifest["ray"] = {"address": o.ray_address, "cpus_per_trial": session.opts.cpus_per_trial,
+                               "max_concurrent": o.max_concurrent, "latency_resource": o.latency_resource}
         from autocompress.pipeline import prepare
 
         progress(f"Run directory: {run.path}")
         progress(f"Measuring the teacher under profile {profile.name!r} ...")
         try:
-            ctx = prepare(task, profile, run.path)
+            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, task.input_shape, run.path))
+            ctx = prepare(task, profile, run.path, latency=remote)
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
             raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
@@ -211,9 +248,16 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             f"Teacher: val {100 * ctx.teacher.val_accuracy:.2f}%  {ctx.teacher.latency_ms:.3f} ms  "
             f"{ctx.teacher.size_bytes / 1024:.0f} KB   searching {budget} trials (sampler {sampler}, seed {seed})"
         )
-        from autocompress.backends.optuna import OptunaBackend
+        if session is None:
+            from autocompress.backends.optuna import OptunaBackend
 
-        backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
+            backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
+        else:
+            from autocompress.backends.ray_tune import RayTuneBackend
+
+            setup = session.setup(task=task, space=space, profile=profile, teacher=ctx.teacher, seed=seed, checkpoint=o.checkpoint)
+            backend = RayTuneBackend(run.storage_url, space, setup=setup, opts=session.opts, run_path=run.path,
+                                     sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
         try:
@@ -229,7 +273,24 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     finally:
         if lock is not None:
             lock.close()
+        if session is not None:
+            session.close()
     return run.path
+
+
+def _open_ray(o: SearchOptions):
+    """Connect to Ray for --backend ray (or start a local instance); refused with one line
+    when Ray is missing, the cluster cannot be reached or lacks --latency-resource."""
+    try:
+        from autocompress.backends.ray_tune import RayOptions, RaySession
+    except ImportError as exc:
+        raise ConfigError(f"--backend ray needs Ray Tune ({one_line(exc)}); install it with: pip install 'autocompress[ray]'") from None
+    opts = RayOptions(address=o.ray_address, cpus_per_trial=o.cpus_per_trial or 1.0, max_concurrent=o.max_concurrent,
+                      latency_resource=o.latency_resource)
+    try:
+        return RaySession(opts)
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int):

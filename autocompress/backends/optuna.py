@@ -183,8 +183,9 @@ class OptunaBackend:
 
     # ---- results
     def records(self) -> list[dict[str, Any]]:
+        """Every trial that started (enqueued recipes that never ran are not trials yet)."""
         assert self.study is not None
-        return [self._record(t) for t in self.study.get_trials(deepcopy=False)]
+        return [self._record(t) for t in self.study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
 
     @staticmethod
     def _record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -1,0 +1,406 @@
+"""The cluster backend: the same search through Ray Tune.
+
+A `tune.Tuner` runs the trials as Ray processes; its search algorithm is Ray's
+`OptunaSearch` over the run's own Optuna study (the SQLite file in the run directory, the
+same sampler and the same three directions as the local backend), so trials.csv,
+pareto.csv, resume and every later command work the same on both backends.
+
+Three Ray actors serve the trials:
+  * `LatencyService` times candidates against the teacher (the teacher's own reference
+    timing included) with the usual interleaved protocol. With `latency_resource` it
+    requests that custom resource, so it runs on the node that carries the target device
+    (`ray start --resources '{"hw:edge": 1}'`); trials may fine-tune anywhere. One actor
+    answers one call at a time, so measurements never overlap each other.
+  * `ArtifactSink`, pinned to the driver's node, writes each trial's ONNX file and
+    state_dict into the run directory: workers need no shared file system.
+
+Ray 2.60's `OptunaSearch` tells Optuna that a trial which reported anything is COMPLETE
+with its last values, even when it errored or a scheduler stopped it. `_GuardedOptunaSearch`
+tells COMPLETE only for a trial whose last report is a finished candidate (`final`), and
+FAIL otherwise, with the reason, so only full results enter the front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from autocompress.backends.optuna import _CONSTRAINT, DIRECTIONS, STUDY_NAME, OptunaBackend, make_sampler
+from autocompress.errors import CandidateError, one_line
+
+METRICS = ["val_accuracy", "latency_ratio", "size_bytes"]
+MODES = ["max" if d == "maximize" else "min" for d in DIRECTIONS]
+LATENCY_ACTOR = "autocompress-latency"
+SINK_ACTOR = "autocompress-sink"
+_PRIVATE = "_ac_"  # prefix of the config keys we add next to the sampled parameters
+_NO_VALUES = dict.fromkeys(METRICS, float("nan"))  # Tune wants the metrics in every report
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: Optional[str] = None  # None: start a local Ray instance for this run
+    cpus_per_trial: float = 1.0
+    max_concurrent: Optional[int] = None  # None: as many as the cluster's CPUs allow
+    latency_resource: Optional[str] = None  # e.g. "hw:edge"
+    num_cpus: Optional[int] = None  # for a local instance (default: all cores)
+
+
+def connect(opts: RayOptions) -> Optional[str]:
+    """Join `opts.address`, or start a local instance bound to the loopback interface in a
+    temp dir of its own (returned, for removal after shutdown): never another run's."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables on the console: we print our own progress
+    if opts.address is None:
+        temp_dir = tempfile.mkdtemp(prefix="acray-")
+        ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 _temp_dir=temp_dir, log_to_driver=False, configure_logging=False)
+        return temp_dir
+    ray.init(address=opts.address, log_to_driver=False, configure_logging=False)
+    return None
+
+
+def check_resource(name: str) -> None:
+    total = ray.cluster_resources().get(name, 0)
+    if total < 1:
+        have = sorted(k for k in ray.cluster_resources() if not k.startswith("node:") and k not in ("CPU", "GPU", "memory", "object_store_memory"))
+        raise ValueError(f"--latency-resource {name!r}: no node of the cluster carries it (custom resources: {have or 'none'}); "
+                         f"start the device's node with ray start --resources '{{\"{name}\": 1}}'")
+
+
+@ray.remote(num_cpus=0, max_restarts=3)
+class LatencyService:
+    """Holds the teacher ONNX file and a latency worker process on its node."""
+
+    def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...]):
+        from autocompress.evaluation import LatencyWorker
+
+        self._dir = Path(tempfile.mkdtemp(prefix="autocompress-latency-"))
+        self._teacher = self._dir / "teacher.onnx"
+        self._teacher.write_bytes(teacher_onnx)
+        self._worker = LatencyWorker(self._teacher, profile, input_shape)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def measure(self, onnx: Optional[bytes]):
+        """(LatencyResult, node id) for a candidate file's bytes, or the teacher (None)."""
+        path = self._teacher
+        if onnx is not None:
+            path = self._dir / "candidate.onnx"
+            path.write_bytes(onnx)
+        return self._worker.measure(path), self.node_id()
+
+
+@ray.remote(num_cpus=0)
+class ArtifactSink:
+    """Writes trial artifacts into the run directory on the driver's node."""
+
+    def __init__(self, run_path: str):
+        self._root = Path(run_path)
+
+    def write(self, rel: str, data: bytes) -> None:
+        from autocompress.run import write_bytes_atomic
+
+        dest = self._root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(dest, data)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opts: RayOptions):
+    """Create the latency and artifact actors for this run; returns (latency, sink)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    sink = ArtifactSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(run_path))
+    if opts.latency_resource:
+        check_resource(opts.latency_resource)
+        latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(teacher_onnx.read_bytes(), profile, tuple(input_shape))
+    else:
+        latency = LatencyService.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
+            teacher_onnx.read_bytes(), profile, tuple(input_shape))
+    return latency, sink
+
+
+class RemoteLatency:
+    """LatencyWorker's interface over the LatencyService actor; remembers where it ran."""
+
+    def __init__(self, actor):
+        self._actor = actor
+        self.node_ids: list[str] = []
+
+    def measure(self, path: Optional[Path]):
+        data = None if path is None else Path(path).read_bytes()
+        result, node = ray.get(self._actor.measure.remote(data))
+        self.node_ids.append(node)
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- trials
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What a trial needs to rebuild the pipeline context on any node."""
+
+    task_model: Optional[str]
+    task_data: Optional[str]
+    checkpoint: Optional[str]
+    task_fingerprint: str
+    space: Any  # the bound SearchSpace
+    profile: Any
+    teacher: Any  # pipeline.TeacherBaseline of the driver (its numbers; the path is not used)
+    seed: int
+    latency: Any  # LatencyService handle
+    sink: Any  # ArtifactSink handle
+    teacher_state: Any = None  # the driver's teacher weights: every node compresses the same model
+    cpus_per_trial: float = 1.0
+
+
+_CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task, soft targets, calibration)
+
+
+def _context(setup: TrialSetup):
+    import torch
+
+    from autocompress.pipeline import PipelineContext, calibration_samples
+    from autocompress.tasks import load_task
+    from autocompress.training import teacher_logits
+
+    if setup.task_fingerprint not in _CONTEXTS:
+        task = load_task(setup.task_model, setup.task_data, setup.checkpoint, progress=lambda s: None)
+        if setup.teacher_state is not None:
+            task.teacher.load_state_dict(setup.teacher_state)
+            task.teacher.eval()
+        if task.fingerprint != setup.task_fingerprint:
+            raise CandidateError(f"setup: the task on node {ray.get_runtime_context().get_node_id()[:8]} differs from the "
+                                 f"driver's (fingerprint {task.fingerprint} != {setup.task_fingerprint})")
+        _CONTEXTS[setup.task_fingerprint] = (task, teacher_logits(task.teacher, task.train.x), calibration_samples(task).numpy())
+    task, soft, calib = _CONTEXTS[setup.task_fingerprint]
+    torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
+    return PipelineContext(task=task, profile=setup.profile, teacher=setup.teacher, soft_targets=soft, calibration=calib,
+                           _latency_worker=RemoteLatency(setup.latency))
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """The Tune trainable: build and measure one candidate, report it once (`final`), or
+    report its failure reason (a candidate that fails is not retried)."""
+    from autocompress.search import evaluate_candidate
+
+    number = int(config[_PRIVATE + "number"])
+    if _PRIVATE + "duplicate_of" in config:  # already built and measured: nothing to do
+        tune.report({"final": True, "duplicate": True, **_NO_VALUES})
+        return
+    params = {k: v for k, v in config.items() if not k.startswith(_PRIVATE)}
+    local = Path(tempfile.mkdtemp(prefix="autocompress-trial-"))
+    t0 = time.perf_counter()
+    try:
+        ctx = _context(setup)
+        cfg = setup.space.config_from_params(params)
+        outcome = evaluate_candidate(cfg, number, ctx, local, seed=setup.seed)
+        ray.get([setup.sink.write.remote(outcome.attrs[k], (local / outcome.attrs[k]).read_bytes()) for k in ("onnx", "state_dict")])
+        attrs = dict(outcome.attrs, t_total=time.perf_counter() - t0,
+                     latency_node=ctx.latency_worker.node_ids[-1], trial_node=ray.get_runtime_context().get_node_id())
+        # Tune flattens nested results for searchers: the attributes travel as one JSON string
+        tune.report({"final": True, **dict(zip(METRICS, outcome.values)), "attrs_json": json.dumps(attrs)})
+    except CandidateError as exc:
+        tune.report({"final": False, "failure_reason": str(exc), "t_total": time.perf_counter() - t0, **_NO_VALUES})
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- searcher
+
+
+class _DefineByRun:
+    """OptunaSearch's define-by-run function: our space samples through the Optuna trial;
+    a config that was already built is marked so the trial only copies its result."""
+
+    def __init__(self, space, built: dict[str, int]):
+        self.space = space
+        self.built = built
+
+    def __call__(self, trial) -> dict[str, Any]:
+        ot = trial.ot_trial
+        cfg = self.space.suggest(trial)
+        ot.set_user_attr("candidate_id", cfg.id)
+        ot.set_user_attr("description", cfg.describe())
+        extra = {_PRIVATE + "number": ot.number}
+        if cfg.id in self.built:
+            extra[_PRIVATE + "duplicate_of"] = self.built[cfg.id]
+        return extra
+
+
+class _GuardedOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna COMPLETE only for a finished candidate, FAIL (with
+    the reason) for everything else, and stores the candidate's attributes on the trial."""
+
+    def __init__(self, *args, max_acc_drop: Optional[float] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_acc_drop = max_acc_drop
+        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if config is not None:
+            self.numbers[trial_id] = self._ot_trials[trial_id].number
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # several objectives: Optuna takes no intermediate values
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        study, built = self._ot_study, self._space.built  # self._space: our _DefineByRun
+        if result and result.get("final") and not error:
+            if result.get("duplicate"):
+                src = study.trials[built[ot_trial.user_attrs["candidate_id"]]]
+                for k, v in src.user_attrs.items():
+                    if k not in ("recipe", "retry_of", "t_total", "candidate_id", "description"):
+                        ot_trial.set_user_attr(k, v)
+                ot_trial.set_user_attr("duplicate_of", src.number)
+                ot_trial.set_user_attr("t_total", 0.0)
+                study.tell(ot_trial, list(src.values))
+            else:
+                attrs = json.loads(result["attrs_json"])
+                for k, v in attrs.items():
+                    ot_trial.set_user_attr(k, v)
+                if self._max_acc_drop is not None:
+                    ot_trial.set_user_attr(_CONSTRAINT, [attrs["acc_drop_pts"] - self._max_acc_drop])
+                study.tell(ot_trial, [float(result[m]) for m in METRICS])
+                built.setdefault(ot_trial.user_attrs["candidate_id"], ot_trial.number)
+        else:
+            reason = (result or {}).get("failure_reason") or ("the trial's process failed" if error else "stopped before it finished")
+            ot_trial.set_user_attr("failure_reason", reason)
+            if result and "t_total" in result:
+                ot_trial.set_user_attr("t_total", result["t_total"])
+            study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+
+
+class _Progress(tune.Callback):
+    def __init__(self, searcher: _GuardedOptunaSearch, on_trial: Callable[[int, Optional[str]], None]):
+        self._searcher = searcher
+        self._on_trial = on_trial
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        number = self._searcher.numbers.get(trial.trial_id)
+        if number is not None:
+            self._on_trial(number, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        number = self._searcher.numbers.get(trial.trial_id)
+        if number is not None:
+            error = trial.get_error()
+            self._on_trial(number, f"the trial's process failed: {one_line(error)}" if error else "the trial's process failed")
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class RayTuneBackend(OptunaBackend):
+    """The local backend's study, storage, recipes and records; trials run through a Ray
+    Tune Tuner (see the module docstring). `setup` is what every trial needs."""
+
+    def __init__(self, storage_url: str, space, *, setup: TrialSetup, opts: RayOptions, run_path: Path, **kwargs):
+        super().__init__(storage_url, space, **kwargs)
+        self.setup = setup
+        self.opts = opts
+        self.run_path = Path(run_path)
+
+    def optimize(self, evaluate=None, *, budget: int, time_budget: Optional[float] = None,
+                 on_trial: Callable[[dict[str, Any]], None] = lambda record: None, clock=time.monotonic) -> None:
+        """Run trials until `budget` are finished (`evaluate` is unused: trials build
+        their candidates themselves from `setup`)."""
+        assert self.study is not None
+        remaining = budget - self.finished_count()
+        if remaining <= 0:
+            return
+        built = {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                 if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
+        n_done = len(self.study.trials)
+        sampler = make_sampler(self._sampler_name, seed=self._seed + n_done, constrained=self.max_acc_drop is not None)
+        storage = optuna.storages.RDBStorage(self._storage_url)
+        searcher = _GuardedOptunaSearch(
+            space=_DefineByRun(self.space, built), metric=METRICS, mode=MODES, sampler=sampler,
+            study_name=STUDY_NAME, storage=storage, max_acc_drop=self.max_acc_drop,
+        )
+
+        def report(number: int, error: Optional[str]) -> None:
+            t = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
+            if error and t.state == optuna.trial.TrialState.FAIL:
+                self.study._storage.set_trial_user_attr(t._trial_id, "failure_reason", error)
+                t = self.study._storage.get_trial(t._trial_id)
+            on_trial(self._record(t))
+
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=self.setup), {"cpu": self.opts.cpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=self.opts.max_concurrent,
+                                        time_budget_s=time_budget, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str((self.run_path / "ray").resolve()), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=1), callbacks=[_Progress(searcher, report)],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+        tuner.fit()
+
+
+class RaySession:
+    """One search's use of Ray: connect (or start a local instance), create the services,
+    describe the trials, and disconnect (a local instance is stopped) on close()."""
+
+    def __init__(self, opts: RayOptions):
+        self.opts = opts
+        try:
+            self.temp_dir = connect(opts)
+        except Exception as exc:  # noqa: BLE001 - a bad address or a cluster that is not up
+            where = f"--ray-address {opts.address}" if opts.address else "a local Ray instance"
+            raise ConnectionError(f"{where}: could not connect: {one_line(exc)}") from exc
+        if opts.latency_resource:
+            try:
+                check_resource(opts.latency_resource)
+            except ValueError:
+                ray.shutdown()
+                raise
+        self.latency_actor = None
+        self.sink = None
+
+    def latency(self, teacher_onnx: Path, profile, input_shape, run_path: Path) -> RemoteLatency:
+        self.latency_actor, self.sink = start_services(Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts)
+        return RemoteLatency(self.latency_actor)
+
+    def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str]) -> TrialSetup:
+        spec = task.spec
+        return TrialSetup(
+            task_model=spec.get("model"), task_data=spec.get("data"), checkpoint=checkpoint, task_fingerprint=task.fingerprint,
+            space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
+            teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,
+        )
+
+    def close(self) -> None:
+        ray.shutdown()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)

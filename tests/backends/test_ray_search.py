@@ -1,0 +1,88 @@
+"""The Ray Tune backend end to end on a local Ray instance started by the run: the same
+run directory as the local backend, and a SIGKILLed driver resumed without losing a
+finished trial. Marked `ray` (each search starts Ray: ~10 s, plus ~5 s per trial)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from tests.helpers import FAST_PROFILE_YAML, SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC
+from tests.test_crash import _complete
+
+pytestmark = pytest.mark.ray
+
+
+def _args(tmp_path, *extra):
+    space, profile = tmp_path / "space.yaml", tmp_path / "profile.yaml"
+    space.write_text(SPACE_YAML)
+    profile.write_text(FAST_PROFILE_YAML)
+    return [sys.executable, "-m", "autocompress.cli", "search", "--model", TINY_MODEL_SPEC, "--data", TINY_DATA_SPEC,
+            "--space", str(space), "--profile", str(profile), *map(str, extra)]
+
+
+def _env(tmp_path):
+    return {**os.environ, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache")}
+
+
+def test_ray_backend_writes_the_same_run_directory(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(_args(tmp_path, "--backend", "ray", "--budget", 4, "--max-concurrent", 2, "--out", out),
+                          capture_output=True, text=True, env=_env(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "summary.txt", "run.json", "study.db", "space.yaml", "profile.yaml"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["backend"] == "ray" and manifest["ray"]["max_concurrent"] == 2
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 4 and set(trials["state"]) <= {"COMPLETE", "FAIL"}
+    assert (trials["state"] == "COMPLETE").sum() >= 3
+    done_trials = trials[trials["state"] == "COMPLETE"]
+    assert done_trials["description"].notna().all() and (done_trials["latency_ratio"] > 0).all()
+    assert (done_trials["t_finetune"] >= 0).all()  # stage times travel back from the trial processes
+    # one node: the latency service and the trials ran where the driver is
+    assert done_trials["latency_node"].nunique() == 1 and (done_trials["trial_node"] == done_trials["latency_node"]).all()
+    front = pd.read_csv(out / "pareto.csv")
+    assert len(front) >= 1
+    for rel in front["onnx"]:
+        assert (out / rel).is_file()  # written by the artifact sink on the driver's node
+    assert "Pareto front" in done.stdout and "╭" not in done.stdout  # our progress, not Tune's tables
+    # the study is a plain Optuna study: every later command reads it like a local run
+    study = optuna.load_study(study_name="autocompress", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 4 + sum(t.state.name == "WAITING" for t in study.trials)
+
+
+def test_a_killed_ray_driver_resumes_without_losing_a_finished_trial(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_args(tmp_path, "--backend", "ray", "--budget", 30, "--max-concurrent", 1, "--out", out),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path), start_new_session=True)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.monotonic() + 300
+    try:
+        while len(_complete(storage)) < 2:
+            assert proc.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "no 2 finished trials within 300 s"
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the driver only; its local Ray instance is reaped with it
+        proc.wait()
+    before = _complete(storage)
+    budget = len(before) + 2
+    done = subprocess.run([sys.executable, "-m", "autocompress.cli", "search", "--resume", str(out), "--budget", str(budget)],
+                          capture_output=True, text=True, env=_env(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = _complete(storage)
+    assert all(after.get(n) == v for n, v in before.items()), "a finished trial changed or vanished"
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(before) <= set(trials.loc[trials["state"] == "COMPLETE", "number"])
+    interrupted = trials["interrupted"].fillna(False).astype(bool) if "interrupted" in trials else False
+    assert ((trials["state"] == "COMPLETE") | ((trials["state"] == "FAIL") & ~interrupted)).sum() == budget
+    assert json.loads((out / "run.json").read_text())["backend"] == "ray"
