@@ -241,6 +241,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             val_accuracy=ctx.teacher.val_accuracy, test_accuracy=ctx.teacher.test_accuracy,
             size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,
         )
+        if session is not None:  # where the teacher's reference timing ran
+            manifest["teacher"]["latency_node"] = ctx.latency_worker.node_ids[0]
         if resume:
             manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
         run.write_manifest(manifest)
@@ -281,6 +283,17 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
 def _open_ray(o: SearchOptions):
     """Connect to Ray for --backend ray (or start a local instance); refused with one line
     when Ray is missing, the cluster cannot be reached or lacks --latency-resource."""
+    import os
+    import sys
+
+    host = (o.ray_address or "").rpartition(":")[0]
+    if o.ray_address is None or host in ("127.0.0.1", "localhost"):
+        # keep Ray on the loopback interface; read when Ray is imported, so set it first
+        if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            import warnings
+
+            warnings.warn("Ray was imported before the search set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: it may listen beyond loopback")
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         from autocompress.backends.ray_tune import RayOptions, RaySession
     except ImportError as exc:

@@ -14,10 +14,18 @@ Three Ray actors serve the trials:
   * `ArtifactSink`, pinned to the driver's node, writes each trial's ONNX file and
     state_dict into the run directory: workers need no shared file system.
 
-Ray 2.60's `OptunaSearch` tells Optuna that a trial which reported anything is COMPLETE
-with its last values, even when it errored or a scheduler stopped it. `_GuardedOptunaSearch`
-tells COMPLETE only for a trial whose last report is a finished candidate (`final`), and
-FAIL otherwise, with the reason, so only full results enter the front.
+Ray 2.60's `OptunaSearch` tells Optuna that a trial a scheduler stopped is COMPLETE with
+its last reported values (Tune passes it the last result), and so is any trial that
+reported without error, whatever it reported. `_GuardedOptunaSearch` tells COMPLETE only
+for a trial whose last report is a finished candidate (`final`), and FAIL otherwise, with
+the reason, so only full results enter the front. (An errored trial reaches the searcher
+without its result through Tune and becomes FAIL either way; the guard does not rely on
+that.)
+
+Networking: a local instance, and a cluster addressed as 127.0.0.1 / localhost, are kept
+on the loopback interface with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which must be set
+before Ray is imported (search._open_ray does); without it Ray 2.60 swaps 127.0.0.1 for
+the machine's primary address and listens on every interface.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ def connect(opts: RayOptions) -> Optional[str]:
     temp dir of its own (returned, for removal after shutdown): never another run's."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables on the console: we print our own progress
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials resolve the task's files like the driver
     if opts.address is None:
         temp_dir = tempfile.mkdtemp(prefix="acray-")
         ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -174,6 +183,7 @@ class TrialSetup:
     sink: Any  # ArtifactSink handle
     teacher_state: Any = None  # the driver's teacher weights: every node compresses the same model
     cpus_per_trial: float = 1.0
+    cwd: Optional[str] = None  # the driver's working directory: relative task paths resolve from it
 
 
 _CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task, soft targets, calibration)
@@ -187,7 +197,16 @@ def _context(setup: TrialSetup):
     from autocompress.training import teacher_logits
 
     if setup.task_fingerprint not in _CONTEXTS:
-        task = load_task(setup.task_model, setup.task_data, setup.checkpoint, progress=lambda s: None)
+        here = os.getcwd()
+        if setup.cwd is not None and setup.task_model is not None:
+            if not os.path.isdir(setup.cwd):
+                raise CandidateError(f"setup: the driver's working directory {setup.cwd} does not exist on node "
+                                     f"{ray.get_runtime_context().get_node_id()[:8]}: put the task's files at the same paths on every node")
+            os.chdir(setup.cwd)
+        try:
+            task = load_task(setup.task_model, setup.task_data, setup.checkpoint, progress=lambda s: None)
+        finally:
+            os.chdir(here)
         if setup.teacher_state is not None:
             task.teacher.load_state_dict(setup.teacher_state)
             task.teacher.eval()
@@ -358,7 +377,7 @@ class RayTuneBackend(OptunaBackend):
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=self.opts.max_concurrent,
-                                        time_budget_s=time_budget, reuse_actors=False),
+                                        time_budget_s=time_budget, reuse_actors=True),  # a trial process keeps its loaded task
             run_config=tune.RunConfig(
                 name="tune", storage_path=str((self.run_path / "ray").resolve()), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=1), callbacks=[_Progress(searcher, report)],
@@ -398,6 +417,7 @@ class RaySession:
             task_model=spec.get("model"), task_data=spec.get("data"), checkpoint=checkpoint, task_fingerprint=task.fingerprint,
             space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
             teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,
+            cwd=os.getcwd(),
         )
 
     def close(self) -> None:
