@@ -1,17 +1,20 @@
 # make demo: install into .venv, then run the demo search (budget 100).
-# make test: install into .venv, then run the default test suite.
+# make test: install into .venv, then run the test suite CI runs (all but slow tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUDGET ?= 100
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-fast test-all install clean
 
 demo: $(STAMP)
 	$(BIN)/autocompress search --budget $(BUDGET)
 
 test: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+test-fast: $(STAMP)
 	$(BIN)/pytest -q
 
 test-all: $(STAMP)
