@@ -277,6 +277,7 @@ class _GuardedOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_acc_drop = max_acc_drop
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.pending: dict[str, Any] = {}  # errored trials waiting for their reason
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
@@ -309,30 +310,50 @@ class _GuardedOptunaSearch(OptunaSearch):
                     ot_trial.set_user_attr(_CONSTRAINT, [attrs["acc_drop_pts"] - self._max_acc_drop])
                 study.tell(ot_trial, [float(result[m]) for m in METRICS])
                 built.setdefault(ot_trial.user_attrs["candidate_id"], ot_trial.number)
+        elif error:
+            # Tune tells the callbacks what went wrong only after this call (on_trial_error):
+            # the trial stays open until fail() is given the reason (or finish_pending()).
+            self.pending[trial_id] = ot_trial
+            return
         else:
-            reason = (result or {}).get("failure_reason") or ("the trial's process failed" if error else "stopped before it finished")
-            ot_trial.set_user_attr("failure_reason", reason)
+            reason = (result or {}).get("failure_reason") or "stopped before it finished"
             if result and "t_total" in result:
                 ot_trial.set_user_attr("t_total", result["t_total"])
-            study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._fail(ot_trial, reason)
         self._completed_trials.add(trial_id)
+
+    def _fail(self, ot_trial, reason: str) -> None:
+        ot_trial.set_user_attr("failure_reason", reason)
+        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+
+    def fail(self, trial_id: str, reason: str) -> None:
+        """Record an errored trial as FAIL with `reason` (from the Tune callback)."""
+        ot_trial = self.pending.pop(trial_id, None)
+        if ot_trial is not None:
+            self._fail(ot_trial, reason)
+            self._completed_trials.add(trial_id)
+
+    def finish_pending(self) -> None:
+        for trial_id in list(self.pending):
+            self.fail(trial_id, "the trial's process failed")
 
 
 class _Progress(tune.Callback):
-    def __init__(self, searcher: _GuardedOptunaSearch, on_trial: Callable[[int, Optional[str]], None]):
+    def __init__(self, searcher: _GuardedOptunaSearch, on_trial: Callable[[int], None]):
         self._searcher = searcher
         self._on_trial = on_trial
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         number = self._searcher.numbers.get(trial.trial_id)
         if number is not None:
-            self._on_trial(number, None)
+            self._on_trial(number)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        error = trial.get_error()
+        self._searcher.fail(trial.trial_id, f"the trial's process failed: {one_line(error)}" if error else "the trial's process failed")
         number = self._searcher.numbers.get(trial.trial_id)
         if number is not None:
-            error = trial.get_error()
-            self._on_trial(number, f"the trial's process failed: {one_line(error)}" if error else "the trial's process failed")
+            self._on_trial(number)
 
 
 # --------------------------------------------------------------------------- backend
@@ -366,12 +387,9 @@ class RayTuneBackend(OptunaBackend):
             study_name=STUDY_NAME, storage=storage, max_acc_drop=self.max_acc_drop,
         )
 
-        def report(number: int, error: Optional[str]) -> None:
-            t = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
-            if error and t.state == optuna.trial.TrialState.FAIL:
-                self.study._storage.set_trial_user_attr(t._trial_id, "failure_reason", error)
-                t = self.study._storage.get_trial(t._trial_id)
-            on_trial(self._record(t))
+        def report(number: int) -> None:
+            storage = self.study._storage
+            on_trial(self._record(storage.get_trial(storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))))
 
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=self.setup), {"cpu": self.opts.cpus_per_trial})
         tuner = tune.Tuner(
@@ -384,7 +402,10 @@ class RayTuneBackend(OptunaBackend):
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            searcher.finish_pending()
 
 
 class RaySession:

@@ -48,8 +48,6 @@ def test_a_finished_candidate_is_complete_with_its_values_and_attributes():
     [
         ({**FULL, "final": False}, False, "stopped before it finished"),  # e.g. a scheduler stopped it after a rung
         ({k: v for k, v in FULL.items() if k != "final"}, False, "stopped before it finished"),
-        (FULL, True, "the trial's process failed"),  # reported, then errored
-        (None, True, "the trial's process failed"),
         ({"final": False, "failure_reason": "quantize: boom", **_NO_VALUES}, False, "quantize: boom"),
     ],
 )
@@ -84,3 +82,19 @@ def test_a_config_already_built_is_marked_and_takes_the_first_result():
     assert t.state.name == "COMPLETE" and t.values == [0.9, 0.5, 1000.0]
     assert t.user_attrs["duplicate_of"] == 0 and t.user_attrs["t_total"] == 0.0
     assert all(not math.isnan(v) for v in t.values)
+
+
+@pytest.mark.parametrize("result", [FULL, None])  # reported before it errored, or not
+def test_an_errored_trial_waits_for_its_reason_then_fails(result):
+    s = searcher()
+    s.suggest("a")
+    s.on_trial_complete("a", result=result, error=True)
+    assert states(s) == ["RUNNING"]  # Tune calls the callbacks' on_trial_error after this
+    s.fail("a", "the trial's process failed: ActorDiedError")
+    (t,) = s._ot_study.trials
+    assert t.state.name == "FAIL" and t.values is None
+    assert t.user_attrs["failure_reason"] == "the trial's process failed: ActorDiedError"
+    s.suggest("b")
+    s.on_trial_complete("b", result=None, error=True)
+    s.finish_pending()  # no callback came (the run ended): failed all the same
+    assert states(s) == ["FAIL", "FAIL"] and s._ot_study.trials[1].user_attrs["failure_reason"] == "the trial's process failed"

@@ -86,3 +86,27 @@ def test_a_killed_ray_driver_resumes_without_losing_a_finished_trial(tmp_path):
     interrupted = trials["interrupted"].fillna(False).astype(bool) if "interrupted" in trials else False
     assert ((trials["state"] == "COMPLETE") | ((trials["state"] == "FAIL") & ~interrupted)).sum() == budget
     assert json.loads((out / "run.json").read_text())["backend"] == "ray"
+
+
+DYING = str(__import__("tests.helpers", fromlist=["FIXTURES"]).FIXTURES / "dying_task.py")
+FINETUNE_ONLY = "finetune:\n  steps: 5\n  batch_size: 32\n"
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_trial_whose_process_dies_is_retried_or_recorded_as_failed(tmp_path, always):
+    space, profile, out, marker = tmp_path / "space.yaml", tmp_path / "profile.yaml", tmp_path / "run", tmp_path / "died"
+    space.write_text(FINETUNE_ONLY)
+    profile.write_text(FAST_PROFILE_YAML)
+    env = {**_env(tmp_path), "DYING_TASK_MARKER": str(marker), "DYING_TASK_ALWAYS": "1" if always else "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", "search", "--model", f"{DYING}:build_model", "--data", f"{DYING}:build_data",
+         "--space", str(space), "--profile", str(profile), "--budget", "1", "--out", str(out), "--backend", "ray"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.is_file()  # a trial process really died
+    (trial,) = pd.read_csv(out / "trials.csv").to_dict("records")
+    if always:  # died on the first try and on the retry: failed, with the reason
+        assert trial["state"] == "FAIL" and "process failed" in trial["failure_reason"]
+    else:  # died once, the retry finished it
+        assert trial["state"] == "COMPLETE" and trial["val_accuracy"] > 0
