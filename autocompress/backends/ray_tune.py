@@ -73,6 +73,10 @@ def connect(opts: RayOptions) -> Optional[str]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables on the console: we print our own progress
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials resolve the task's files like the driver
+    import logging
+
+    # Tune's own advice (Tuner.restore, missing metrics of stopped trials) does not apply: resume with --resume
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
     if opts.address is None:
         temp_dir = tempfile.mkdtemp(prefix="acray-")
         ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -406,6 +410,21 @@ class RayTuneBackend(OptunaBackend):
             tuner.fit()
         finally:
             searcher.finish_pending()
+        if self._close_interrupted(searcher):
+            raise KeyboardInterrupt  # Tune caught Ctrl-C and stopped: the CLI says so, outputs are written
+
+    def _close_interrupted(self, searcher: _GuardedOptunaSearch) -> bool:
+        """Trials Tune left running (it stops on Ctrl-C): FAIL 'interrupted', params enqueued
+        again so a resumed run builds them, as the local backend's recovery does."""
+        open_trials = [(tid, t) for tid, t in searcher._ot_trials.items() if tid not in searcher._completed_trials]
+        for tid, ot_trial in open_trials:
+            ot_trial.set_user_attr("failure_reason", "interrupted (Ctrl-C); re-enqueued")
+            ot_trial.set_user_attr("interrupted", True)
+            self.study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            searcher._completed_trials.add(tid)
+            if ot_trial.params:
+                self.study.enqueue_trial(ot_trial.params, user_attrs={"retry_of": ot_trial.number})
+        return bool(open_trials)
 
 
 class RaySession:

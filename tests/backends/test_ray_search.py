@@ -110,3 +110,26 @@ def test_a_trial_whose_process_dies_is_retried_or_recorded_as_failed(tmp_path, a
         assert trial["state"] == "FAIL" and "process failed" in trial["failure_reason"]
     else:  # died once, the retry finished it
         assert trial["state"] == "COMPLETE" and trial["val_accuracy"] > 0
+
+
+def test_ctrl_c_stops_the_ray_search_cleanly_and_keeps_what_finished(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_args(tmp_path, "--backend", "ray", "--budget", 30, "--out", out),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while len(_complete(storage)) < 2:
+        assert proc.poll() is None, "the search ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no 2 finished trials within 300 s"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; finished trials are saved (resume with --resume RUN_DIR)" in err
+    trials = pd.read_csv(out / "trials.csv")
+    assert (trials["state"] == "COMPLETE").sum() >= 2 and "RUNNING" not in set(trials["state"])
+    cut = trials[trials["failure_reason"].fillna("").str.startswith("interrupted")]
+    study = optuna.load_study(study_name="autocompress", storage=storage)
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert {t.user_attrs["retry_of"] for t in waiting if "retry_of" in t.user_attrs} == set(cut["number"])  # run again on --resume
+    assert (out / "pareto.csv").is_file() and (out / "summary.txt").is_file()
