@@ -237,7 +237,12 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     local = Path(tempfile.mkdtemp(prefix="autocompress-trial-"))
     t0 = time.perf_counter()
     try:
-        ctx = _context(setup)
+        try:
+            ctx = _context(setup)
+        except CandidateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the same on every try: recorded, not retried
+            raise CandidateError(f"setup: {one_line(exc)}") from exc
         cfg = setup.space.config_from_params(params)
         outcome = evaluate_candidate(cfg, number, ctx, local, seed=setup.seed)
         ray.get([setup.sink.write.remote(outcome.attrs[k], (local / outcome.attrs[k]).read_bytes()) for k in ("onnx", "state_dict")])
@@ -453,8 +458,10 @@ class RaySession:
 
     def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str]) -> TrialSetup:
         spec = task.spec
+        user = spec.get("kind") != "demo"  # the demo is loaded by name: no files
         return TrialSetup(
-            task_model=spec.get("model"), task_data=spec.get("data"), checkpoint=checkpoint, task_fingerprint=task.fingerprint,
+            task_model=spec.get("model") if user else None, task_data=spec.get("data") if user else None,
+            checkpoint=checkpoint, task_fingerprint=task.fingerprint,
             space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
             teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,
             cwd=os.getcwd(),

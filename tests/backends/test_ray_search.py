@@ -133,3 +133,19 @@ def test_ctrl_c_stops_the_ray_search_cleanly_and_keeps_what_finished(tmp_path):
     waiting = [t for t in study.trials if t.state.name == "WAITING"]
     assert {t.user_attrs["retry_of"] for t in waiting if "retry_of" in t.user_attrs} == set(cut["number"])  # run again on --resume
     assert (out / "pareto.csv").is_file() and (out / "summary.txt").is_file()
+
+
+def test_the_demo_runs_on_the_ray_backend(tmp_path):
+    """The built-in demo is loaded by name in the trial processes, not from files."""
+    space, out = tmp_path / "space.yaml", tmp_path / "run"
+    space.write_text("prune:\n  ratio: [0.0, 0.5]\nquantize:\n  mode: [fp32, int8]\n")
+    (tmp_path / "profile.yaml").write_text(FAST_PROFILE_YAML)
+    done = subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", "search", "--space", str(space), "--profile", str(tmp_path / "profile.yaml"),
+         "--budget", "2", "--out", str(out), "--backend", "ray"],
+        capture_output=True, text=True, env=_env(tmp_path), timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE", "COMPLETE"], trials.get("failure_reason")
+    assert (trials["val_accuracy"] > 0.5).all()
