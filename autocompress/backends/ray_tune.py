@@ -94,7 +94,7 @@ def check_resource(name: str) -> None:
                          f"start the device's node with ray start --resources '{{\"{name}\": 1}}'")
 
 
-@ray.remote(num_cpus=0, max_restarts=3)
+@ray.remote(num_cpus=0)  # its latency worker process restarts itself; the actor is not restarted
 class LatencyService:
     """Holds the teacher ONNX file and a latency worker process on its node."""
 
