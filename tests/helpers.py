@@ -42,3 +42,26 @@ def assert_state_equal(model, snapshot):
         assert now[k].shape == v.shape, k
         assert now[k].dtype == v.dtype, k
         assert now[k].equal(v), k
+
+
+def complete_trials(storage: str) -> dict[int, tuple]:
+    """number -> values of the COMPLETE trials of a run's study ({} before it exists)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name="autocompress", storage=storage)
+    except Exception:  # noqa: BLE001 - the study may not exist yet
+        return {}
+    return {t.number: tuple(t.values) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+
+
+def wait_for_complete(proc, storage: str, n: int, timeout: float) -> None:
+    """Poll until the search in `proc` has `n` finished trials; fail if it ends first or
+    `timeout` seconds pass."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(complete_trials(storage)) < n:
+        assert proc.poll() is None, "the search ended before it could be stopped"
+        assert time.monotonic() < deadline, f"no {n} finished trials within {timeout} s"
+        time.sleep(0.2)

@@ -7,12 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import optuna
 import pandas as pd
 
-from tests.helpers import FAST_PROFILE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC
+from tests.helpers import FAST_PROFILE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, complete_trials, wait_for_complete
 
 SLOW_TRIALS_SPACE = """\
 prune:
@@ -21,14 +19,6 @@ finetune:
   steps: [150, 200]
   batch_size: 32
 """
-
-
-def _complete(storage: str) -> dict[int, tuple]:
-    try:
-        study = optuna.load_study(study_name="autocompress", storage=storage)
-    except Exception:  # noqa: BLE001 - the study may not exist yet
-        return {}
-    return {t.number: tuple(t.values) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
 
 
 def test_sigkill_mid_search_then_resume_loses_nothing(tmp_path):
@@ -40,22 +30,18 @@ def test_sigkill_mid_search_then_resume_loses_nothing(tmp_path):
     proc = subprocess.Popen([*args, "--budget", "50", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache")})
     storage = f"sqlite:///{out / 'study.db'}"
-    deadline = time.monotonic() + 120
     try:
-        while len(_complete(storage)) < 3:
-            assert proc.poll() is None, "the search ended before it could be killed"
-            assert time.monotonic() < deadline, "no 3 finished trials within 120 s"
-            time.sleep(0.2)
+        wait_for_complete(proc, storage, 3, timeout=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    before = _complete(storage)
+    before = complete_trials(storage)
     assert len(before) >= 3
 
     done = subprocess.run([*args[:3], "search", "--resume", str(out), "--budget", str(len(before) + 2)],
                           capture_output=True, text=True, env={**os.environ, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr
-    after = _complete(storage)
+    after = complete_trials(storage)
     assert all(after.get(n) == v for n, v in before.items()), "a finished trial changed or vanished"
     assert len(after) >= len(before) + 2
     trials = pd.read_csv(out / "trials.csv")

@@ -71,6 +71,18 @@ def trial_params(storage_url: str, number: int) -> dict[str, Any]:
     return dict(study.trials[number].params)
 
 
+def tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int) -> None:
+    """The same candidate was already built and measured by trial `original`: `trial`
+    takes its result and attributes, marked duplicate_of."""
+    src = study.trials[original]
+    for k, v in src.user_attrs.items():
+        if k not in ("recipe", "retry_of", "t_total"):
+            trial.set_user_attr(k, v)
+    trial.set_user_attr("duplicate_of", original)
+    trial.set_user_attr("t_total", 0.0)
+    study.tell(trial, list(src.values))
+
+
 class OptunaBackend:
     """Drives one study in `storage_url`. Trials that were RUNNING when a previous driver
     died are marked FAIL ('interrupted') and their params enqueued again on resume."""
@@ -102,11 +114,23 @@ class OptunaBackend:
     def _recover_interrupted(self) -> None:
         assert self.study is not None
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            self.study._storage.set_trial_user_attr(t._trial_id, "failure_reason", "interrupted (driver stopped); re-enqueued")
-            self.study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            self.study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            if t.params:
-                self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            self._interrupt(t._trial_id, t.number, t.params, "interrupted (driver stopped); re-enqueued")
+
+    def _interrupt(self, trial_id: int, number: int, params: dict[str, Any], reason: str) -> None:
+        """A trial that did not finish: FAIL, marked interrupted (not counted against the
+        budget), its params enqueued again so the next run builds it."""
+        storage = self.study._storage  # type: ignore[union-attr]
+        storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        if params:
+            self.study.enqueue_trial(params, user_attrs={"retry_of": number})  # type: ignore[union-attr]
+
+    def built_candidates(self) -> dict[str, int]:
+        """candidate id -> number of the trial that built and measured it."""
+        assert self.study is not None
+        return {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
 
     def finished_count(self) -> int:
         """Trials that count against the budget: complete or failed, not interrupted."""
@@ -128,7 +152,7 @@ class OptunaBackend:
         (checked between trials: the trial in flight always finishes)."""
         assert self.study is not None
         start = clock()
-        built: dict[str, int] = {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
+        built = self.built_candidates()
         while self.finished_count() < budget:
             if time_budget is not None and clock() - start >= time_budget:
                 logging.getLogger(__name__).info("time budget reached")
@@ -171,15 +195,8 @@ class OptunaBackend:
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # type: ignore[union-attr]
 
     def _tell_duplicate(self, trial: optuna.Trial, original: int) -> None:
-        """The same candidate was already built and measured: reuse its result."""
         assert self.study is not None
-        src = self.study.trials[original]
-        for k, v in src.user_attrs.items():
-            if k not in ("recipe", "retry_of", "t_total"):
-                trial.set_user_attr(k, v)
-        trial.set_user_attr("duplicate_of", original)
-        trial.set_user_attr("t_total", 0.0)
-        self.study.tell(trial, list(src.values))
+        tell_duplicate(self.study, trial, original)
 
     # ---- results
     def records(self) -> list[dict[str, Any]]:

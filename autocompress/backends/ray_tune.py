@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -44,7 +44,7 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from autocompress.backends.optuna import _CONSTRAINT, DIRECTIONS, STUDY_NAME, OptunaBackend, make_sampler
+from autocompress.backends.optuna import _CONSTRAINT, DIRECTIONS, STUDY_NAME, OptunaBackend, make_sampler, tell_duplicate
 from autocompress.errors import CandidateError, one_line
 
 METRICS = ["val_accuracy", "latency_ratio", "size_bytes"]
@@ -106,16 +106,11 @@ class LatencyService:
         self._teacher.write_bytes(teacher_onnx)
         self._worker = LatencyWorker(self._teacher, profile, input_shape)
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
-    def measure(self, onnx: Optional[bytes]):
-        """(LatencyResult, node id) for a candidate file's bytes, or the teacher (None)."""
-        path = self._teacher
-        if onnx is not None:
-            path = self._dir / "candidate.onnx"
-            path.write_bytes(onnx)
-        return self._worker.measure(path), self.node_id()
+    def measure(self, onnx: bytes):
+        """(LatencyResult, node id) for an ONNX file's bytes, timed against the teacher."""
+        path = self._dir / "candidate.onnx"
+        path.write_bytes(onnx)
+        return self._worker.measure(path), ray.get_runtime_context().get_node_id()
 
 
 @ray.remote(num_cpus=0)
@@ -132,9 +127,6 @@ class ArtifactSink:
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(dest, data)
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
 
 def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opts: RayOptions):
     """Create the latency and artifact actors for this run; returns (latency, sink)."""
@@ -142,8 +134,7 @@ def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opt
 
     here = ray.get_runtime_context().get_node_id()
     sink = ArtifactSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(run_path))
-    if opts.latency_resource:
-        check_resource(opts.latency_resource)
+    if opts.latency_resource:  # RaySession checked that the cluster carries it
         latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(teacher_onnx.read_bytes(), profile, tuple(input_shape))
     else:
         latency = LatencyService.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
@@ -158,9 +149,8 @@ class RemoteLatency:
         self._actor = actor
         self.node_ids: list[str] = []
 
-    def measure(self, path: Optional[Path]):
-        data = None if path is None else Path(path).read_bytes()
-        result, node = ray.get(self._actor.measure.remote(data))
+    def measure(self, path: Path):
+        result, node = ray.get(self._actor.measure.remote(Path(path).read_bytes()))
         self.node_ids.append(node)
         return result
 
@@ -304,13 +294,7 @@ class _GuardedOptunaSearch(OptunaSearch):
         study, built = self._ot_study, self._space.built  # self._space: our _DefineByRun
         if result and result.get("final") and not error:
             if result.get("duplicate"):
-                src = study.trials[built[ot_trial.user_attrs["candidate_id"]]]
-                for k, v in src.user_attrs.items():
-                    if k not in ("recipe", "retry_of", "t_total", "candidate_id", "description"):
-                        ot_trial.set_user_attr(k, v)
-                ot_trial.set_user_attr("duplicate_of", src.number)
-                ot_trial.set_user_attr("t_total", 0.0)
-                study.tell(ot_trial, list(src.values))
+                tell_duplicate(study, ot_trial, built[ot_trial.user_attrs["candidate_id"]])
             else:
                 attrs = json.loads(result["attrs_json"])
                 for k, v in attrs.items():
@@ -386,8 +370,7 @@ class RayTuneBackend(OptunaBackend):
         remaining = budget - self.finished_count()
         if remaining <= 0:
             return
-        built = {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                 if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
+        built = self.built_candidates()
         n_done = len(self.study.trials)
         sampler = make_sampler(self._sampler_name, seed=self._seed + n_done, constrained=self.max_acc_drop is not None)
         storage = optuna.storages.RDBStorage(self._storage_url)
@@ -423,12 +406,8 @@ class RayTuneBackend(OptunaBackend):
         again so a resumed run builds them, as the local backend's recovery does."""
         open_trials = [(tid, t) for tid, t in searcher._ot_trials.items() if tid not in searcher._completed_trials]
         for tid, ot_trial in open_trials:
-            ot_trial.set_user_attr("failure_reason", "interrupted (Ctrl-C); re-enqueued")
-            ot_trial.set_user_attr("interrupted", True)
-            self.study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._interrupt(ot_trial._trial_id, ot_trial.number, ot_trial.params, "interrupted (Ctrl-C); re-enqueued")
             searcher._completed_trials.add(tid)
-            if ot_trial.params:
-                self.study.enqueue_trial(ot_trial.params, user_attrs={"retry_of": ot_trial.number})
         return bool(open_trials)
 
 

@@ -9,14 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pandas as pd
 import pytest
 
-from tests.helpers import FAST_PROFILE_YAML, SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC
-from tests.test_crash import _complete
+from tests.helpers import FIXTURES, FAST_PROFILE_YAML, SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, complete_trials, wait_for_complete
 
 pytestmark = pytest.mark.ray
 
@@ -65,21 +63,17 @@ def test_a_killed_ray_driver_resumes_without_losing_a_finished_trial(tmp_path):
     proc = subprocess.Popen(_args(tmp_path, "--backend", "ray", "--budget", 30, "--max-concurrent", 1, "--out", out),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path), start_new_session=True)
     storage = f"sqlite:///{out / 'study.db'}"
-    deadline = time.monotonic() + 300
     try:
-        while len(_complete(storage)) < 2:
-            assert proc.poll() is None, "the search ended before it could be killed"
-            assert time.monotonic() < deadline, "no 2 finished trials within 300 s"
-            time.sleep(0.5)
+        wait_for_complete(proc, storage, 2, timeout=300)
     finally:
         proc.send_signal(signal.SIGKILL)  # the driver only; its local Ray instance is reaped with it
         proc.wait()
-    before = _complete(storage)
+    before = complete_trials(storage)
     budget = len(before) + 2
     done = subprocess.run([sys.executable, "-m", "autocompress.cli", "search", "--resume", str(out), "--budget", str(budget)],
                           capture_output=True, text=True, env=_env(tmp_path), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    after = _complete(storage)
+    after = complete_trials(storage)
     assert all(after.get(n) == v for n, v in before.items()), "a finished trial changed or vanished"
     trials = pd.read_csv(out / "trials.csv")
     assert set(before) <= set(trials.loc[trials["state"] == "COMPLETE", "number"])
@@ -88,7 +82,7 @@ def test_a_killed_ray_driver_resumes_without_losing_a_finished_trial(tmp_path):
     assert json.loads((out / "run.json").read_text())["backend"] == "ray"
 
 
-DYING = str(__import__("tests.helpers", fromlist=["FIXTURES"]).FIXTURES / "dying_task.py")
+DYING = str(FIXTURES / "dying_task.py")
 FINETUNE_ONLY = "finetune:\n  steps: 5\n  batch_size: 32\n"
 
 
@@ -117,11 +111,7 @@ def test_ctrl_c_stops_the_ray_search_cleanly_and_keeps_what_finished(tmp_path):
     proc = subprocess.Popen(_args(tmp_path, "--backend", "ray", "--budget", 30, "--out", out),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     storage = f"sqlite:///{out / 'study.db'}"
-    deadline = time.monotonic() + 300
-    while len(_complete(storage)) < 2:
-        assert proc.poll() is None, "the search ended before it could be interrupted"
-        assert time.monotonic() < deadline, "no 2 finished trials within 300 s"
-        time.sleep(0.5)
+    wait_for_complete(proc, storage, 2, timeout=300)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-3000:]
