@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
     s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the study in RUN_DIR up to its (or a raised) budget")
+    f = s.add_argument_group("multi-fidelity (successive halving)")
+    f.add_argument("--fidelity", metavar="STEPS,STEPS", help="fine-tune steps per rung, e.g. 50,150: every candidate gets the first, "
+                   "only the most promising the full one; finetune.steps is then not searched")
+    f.add_argument("--reduction-factor", type=int, metavar="ETA", help="the top 1/ETA of each rung is promoted (default 3; with --fidelity)")
     r = s.add_argument_group("cluster (Ray Tune)")
     r.add_argument("--backend", choices=["optuna", "ray"], help="optuna: trials one after another here (default); ray: trials as Ray processes")
     r.add_argument("--ray-address", metavar="auto|HOST:PORT", help="join this Ray cluster (default: start a local instance for the run)")
@@ -61,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
                 out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-                latency_resource=args.latency_resource,
+                latency_resource=args.latency_resource, fidelity=args.fidelity, reduction_factor=args.reduction_factor,
             ))
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)

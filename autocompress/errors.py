@@ -24,6 +24,16 @@ class CandidateError(AutocompressError):
     """One candidate failed to build, export or measure; the search records it and goes on."""
 
 
+class CandidateStopped(AutocompressError):
+    """A candidate was not promoted at a multi-fidelity rung: not a failure; its trial is
+    PRUNED with the reason and the rung results so far."""
+
+    def __init__(self, reason: str, rung_results: list):
+        super().__init__(reason)
+        self.reason = reason
+        self.rung_results = rung_results
+
+
 def one_line(exc: BaseException, *, limit: int = 400) -> str:
     """'TypeName: first line of the message', for one-line errors and failure reasons."""
     text = str(exc).strip()

@@ -11,7 +11,7 @@ from autocompress.report import TeacherRow, format_summary, pareto_plot_info, re
 from autocompress.run import RunDir, write_text_atomic
 
 _FIRST = ["number", "state", "description", "val_accuracy", "speedup", "latency_ratio", "latency_ms", "size_bytes",
-          "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "failure_reason"]
+          "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
 
 def teacher_row(teacher) -> TeacherRow:
@@ -50,7 +50,8 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
     render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png", title=f"{run.path.name}: {int(df['state'].eq('COMPLETE').sum())} trials")
     run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
     n_failed = int(df["state"].eq("FAIL").sum())
-    note = f"{len(df)} trials, {n_failed} failed" + (f", front limited to <= {max_acc_drop} pt accuracy drop" if max_acc_drop is not None else "")
+    n_stopped = int(df["state"].eq("PRUNED").sum())  # multi-fidelity: not promoted at a rung
+    note = f"{len(df)} trials, " + (f"{n_stopped} stopped at a rung, " if n_stopped else "") + f"{n_failed} failed" + (f", front limited to <= {max_acc_drop} pt accuracy drop" if max_acc_drop is not None else "")
     summary = format_summary(front, teacher, title=f"Pareto front ({note})")
     write_text_atomic(run.path / "summary.txt", summary + "\n")
     progress("\n" + summary)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from autocompress.backends.halving import Decision, Fidelity
 from autocompress.config import CandidateConfig, DistillConfig
-from autocompress.errors import CandidateError, one_line
+from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.evaluation import LatencyResult, LatencyWorker, onnx_accuracy
 from autocompress.export import export_onnx, model_size_bytes, quantize_onnx
 from autocompress.hardware import HardwareProfile
@@ -31,7 +32,7 @@ from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logi
 from autocompress.transforms import TransformContext, apply_transform
 
 CALIBRATION_SAMPLES = 128
-STAGES = ("blocks", "warmup", "prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency")
+STAGES = ("blocks", "warmup", "prune", "lowrank", "finetune", "rungs", "export", "quantize", "accuracy", "latency")
 
 
 @dataclass
@@ -82,6 +83,7 @@ class CandidateResult:
     state_dict_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     ort_only: bool = False  # the ONNX file uses com.microsoft operators: it needs ONNX Runtime
+    rung_results: list[dict[str, Any]] = field(default_factory=list)  # multi-fidelity: the candidate's rungs before the last
 
 
 def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None) -> PipelineContext:
@@ -144,11 +146,16 @@ def _stage(name: str, seconds: dict[str, float]):
     except Exception as exc:  # noqa: BLE001 - any failure of a candidate is recorded, not fatal
         raise CandidateError(f"{name}: {one_line(exc)}") from exc
     finally:
-        seconds[name] = time.perf_counter() - t0
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int = 0) -> CandidateResult:
-    """Build, export and measure one candidate; artifacts go to `out_dir`."""
+def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int = 0,
+                    fidelity: Optional[Fidelity] = None, at_rung: Optional[Callable[[int, float, float], Decision]] = None) -> CandidateResult:
+    """Build, export and measure one candidate; artifacts go to `out_dir`.
+
+    With `fidelity` the fine-tune runs rung by rung; after each rung but the last the
+    candidate's torch val accuracy and measured latency ratio go to `at_rung(rung, acc,
+    ratio)`, and a candidate that is not promoted raises CandidateStopped."""
     task, out_dir = ctx.task, Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -168,16 +175,37 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
             recalibrate_batchnorm_(student, task.train.x)
     with _stage("lowrank", seconds):
         student = apply_transform(student, cfg.lowrank, tctx)
+    rungs = fidelity.rungs if fidelity is not None else (cfg.finetune.steps,)
+    if rungs[-1] != cfg.finetune.steps:
+        raise ValueError(f"the candidate's fine-tune ({cfg.finetune.steps} steps) is not the last rung of {rungs}")
     with _stage("finetune", seconds):
-        qat = None
+        qat, probe = None, student
         if cfg.finetune.qat and cfg.finetune.steps > 0 and cfg.quantize.active:
             from autocompress.training.qat import enable_qat_, layer_bits
 
             # BatchNorm keeps training during QAT: freezing it cost accuracy on the demo
             # (experiments/qat_vs_ptq.py); the grid follows the running statistics.
             bits = layer_bits(student, tctx.example_input, cfg.quantize)
+            if len(rungs) > 1:  # the rungs' latency probe: the same graph without fake-quant parametrizations
+                import copy
+
+                probe = copy.deepcopy(student)
             qat = enable_qat_(student, tctx.example_input, bits, freeze_bn=False)
-        distill_(student, task.train.x, task.train.y, ctx.soft_targets, cfg.finetune, cfg.distill or DistillConfig(), seed=seed)
+    rung_results: list[dict[str, Any]] = []
+    done = 0
+    for rung, steps in enumerate(rungs):
+        with _stage("finetune", seconds):  # a rung after the first: a new cosine cycle from where the last ended
+            distill_(student, task.train.x, task.train.y, ctx.soft_targets, replace(cfg.finetune, steps=steps - done),
+                     cfg.distill or DistillConfig(), seed=seed + 1_000_003 * rung)
+        done = steps
+        if rung < len(rungs) - 1:
+            with _stage("rungs", seconds):
+                acc, ratio = _rung_metrics(student, probe, cfg, ctx, out_dir / f"rung{rung}")
+            decision = at_rung(rung, acc, ratio)  # type: ignore[misc]
+            rung_results.append({"rung": rung, "steps": steps, "val_accuracy": acc, "latency_ratio": ratio, "promoted": decision.promote})
+            if not decision.promote:
+                raise CandidateStopped(decision.reason, rung_results)
+    with _stage("finetune", seconds):
         if qat is not None:
             qat.bake_()  # weights now lie on the grid the quantizer will use
         state_path = out_dir / "model.pt"
@@ -194,4 +222,33 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
         val_acc = onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
         latency = ctx.latency_worker.measure(final)
-    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only)
+    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results)
+
+
+def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: CandidateConfig, ctx: PipelineContext,
+                  probe_dir: Path) -> tuple[float, float]:
+    """(torch val accuracy of the fine-tuning model, latency ratio of `probe` exported and
+    quantized as the candidate will be) at a rung. `probe` has the candidate's graph: the
+    student itself, or with QAT a copy taken before the fake-quant parametrizations (a
+    deepcopy of a parametrized module shares its class, so baking a copy would break the
+    original). The latency depends on the graph, not on the weights' values; the probe
+    files are removed."""
+    import shutil
+
+    acc = torch_accuracy(student, ctx.task.val.x, ctx.task.val.y)
+    try:
+        onnx = export_onnx(probe, ctx.task.input_shape, probe_dir / ("model.fp32.onnx" if cfg.quantize.active else "model.onnx"))
+        if cfg.quantize.active:
+            onnx = quantize_onnx(onnx, probe_dir / "model.onnx", ctx.calibration, cfg.quantize).path
+        ratio = ctx.latency_worker.measure(onnx).ratio
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    return acc, ratio
+
+
+@torch.no_grad()
+def torch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 512) -> float:
+    """Top-1 accuracy of a torch model in eval mode (left in eval mode)."""
+    model.eval()
+    hits = sum(int((model(x[i : i + batch]).argmax(dim=1) == y[i : i + batch]).sum()) for i in range(0, len(y), batch))
+    return hits / max(1, len(y))

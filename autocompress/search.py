@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from autocompress.errors import CandidateError, ConfigError, RunDirError, TaskError, one_line
+from autocompress.errors import CandidateError, CandidateStopped, ConfigError, RunDirError, TaskError, one_line
 from autocompress.hardware import HardwareProfile, load_profile, profile_from_dict, check_available
 from autocompress.run import RunDir, default_run_dir, new_manifest, write_text_atomic
 from autocompress.space import SearchSpace, load_space
@@ -39,6 +39,8 @@ class SearchOptions:
     cpus_per_trial: Optional[float] = None
     max_concurrent: Optional[int] = None
     latency_resource: Optional[str] = None
+    fidelity: Optional[str] = None  # multi-fidelity rungs, e.g. "50,150" (fine-tune steps)
+    reduction_factor: Optional[int] = None
 
 
 DEFAULT_BUDGET = 100
@@ -70,6 +72,12 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
     if o.latency_resource is not None and not o.latency_resource.strip():
         raise ConfigError("--latency-resource must name a custom Ray resource, e.g. hw:edge")
+    if o.fidelity is not None:
+        from autocompress.backends.halving import Fidelity
+
+        Fidelity.parse(o.fidelity, o.reduction_factor)
+    elif o.reduction_factor is not None and o.resume is None:
+        raise ConfigError("--reduction-factor needs --fidelity")
 
 
 def _check_no_ray_flags(o: SearchOptions) -> None:
@@ -102,10 +110,20 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         raise RunDirError(f"--resume {run.path}: --max-acc-drop {o.max_acc_drop} differs from the run's {m.get('max_acc_drop')}")
     if o.seed is not None and o.seed != m["seed"]:
         raise RunDirError(f"--resume {run.path}: --seed {o.seed} differs from the run's {m['seed']}")
+    run_fidelity = m.get("fidelity")
+    if o.fidelity is not None or o.reduction_factor is not None:
+        from autocompress.backends.halving import Fidelity
+
+        given = Fidelity.parse(o.fidelity if o.fidelity is not None else (run_fidelity or {}).get("rungs", ""), o.reduction_factor
+                               if o.reduction_factor is not None else (run_fidelity or {}).get("reduction_factor"))
+        if run_fidelity is None or given.to_dict() != run_fidelity:
+            raise RunDirError(f"--resume {run.path}: multi-fidelity {given.to_dict()} differs from the run's {run_fidelity}")
     resolved = SearchOptions(
         model=task_spec.get("model"), data=task_spec.get("data"), checkpoint=o.checkpoint or m.get("checkpoint"),
         budget=o.budget or m["budget"], time_budget=o.time_budget, seed=m["seed"], sampler=o.sampler or m["sampler"],
         max_acc_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
+        fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
+        reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None,
     )
     if resolved.backend == "ray":
         ray_m = m.get("ray", {})
@@ -193,6 +211,15 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         profile = load_profile(o.profile or "cpu-1thread")
         if o.out is not None:
             RunDir.check_new(Path(o.out))
+    fidelity = None
+    if o.fidelity is not None:  # the fine-tune length becomes the rungs' budget: it leaves the search space
+        from autocompress.backends.halving import Fidelity
+
+        fidelity = Fidelity.parse(o.fidelity, o.reduction_factor)
+        if not resume:
+            searched = space.params["finetune.steps"].to_yaml()
+            space = space.with_fixed("finetune.steps", fidelity.full_steps)
+            progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched")
     check_space_for_profile(space, profile)
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
     check_space_for_model(space, task.teacher)
@@ -225,6 +252,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             "budget": budget, "max_acc_drop": o.max_acc_drop, "checkpoint": o.checkpoint,
             "input_shape": list(task.input_shape), "backend": backend_name,
         }
+        if fidelity is not None:
+            manifest["fidelity"] = fidelity.to_dict()
         if session is not None:
             manifest["ray"] = {"address": o.ray_address, "cpus_per_trial": session.opts.cpus_per_trial,
                                "max_concurrent": o.max_concurrent, "latency_resource": o.latency_resource}
@@ -253,13 +282,13 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         if session is None:
             from autocompress.backends.optuna import OptunaBackend
 
-            backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
+            backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop, fidelity=fidelity)
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
             setup = session.setup(task=task, space=space, profile=profile, teacher=ctx.teacher, seed=seed, checkpoint=o.checkpoint)
             backend = RayTuneBackend(run.storage_url, space, setup=setup, opts=session.opts, run_path=run.path,
-                                     sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop)
+                                     sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop, fidelity=fidelity)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
         try:
@@ -306,16 +335,17 @@ def _open_ray(o: SearchOptions):
         raise ConfigError(str(exc)) from None
 
 
-def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int):
+def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int, fidelity=None, at_rung=None):
     """Build and measure one candidate into the run's trial directory; the backend's
-    Outcome (objectives + trial attributes). CandidateError propagates, nothing left behind."""
+    Outcome (objectives + trial attributes). CandidateError (and CandidateStopped, with
+    multi-fidelity) propagates, nothing left behind."""
     from autocompress.backends import Outcome
     from autocompress.pipeline import build_candidate
 
     out_dir = RunDir(Path(run_path)).trial_dir(number)
     try:
-        res = build_candidate(cfg, ctx, out_dir, seed=seed + number)
-    except CandidateError:
+        res = build_candidate(cfg, ctx, out_dir, seed=seed + number, fidelity=fidelity, at_rung=at_rung)
+    except (CandidateError, CandidateStopped):
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
     lat = res.latency
@@ -334,6 +364,8 @@ def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int):
         "stage_seconds": res.stage_seconds,
         "ort_only": res.ort_only,
     }
+    if fidelity is not None:
+        attrs["rung_results"] = res.rung_results
     return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
 
 
@@ -342,8 +374,8 @@ def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[floa
 
     teacher = ctx.teacher
 
-    def evaluate(cfg, number: int):
-        return evaluate_candidate(cfg, number, ctx, run.path, seed=seed)
+    def evaluate(cfg, number: int, **kw):  # kw: the backend's fidelity and rung decisions
+        return evaluate_candidate(cfg, number, ctx, run.path, seed=seed, **kw)
 
     records: list[dict[str, Any]] = []
 
@@ -357,6 +389,8 @@ def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[floa
                 f"{head} val {100 * rec['val_accuracy']:6.2f}%  {1 / rec['latency_ratio']:5.2f}x  "
                 f"{rec['size_bytes'] / 1024:6.0f} KB  {rec.get('t_total', 0):5.1f}s{dup}"
             )
+        elif rec["state"] == "PRUNED":
+            progress(f"{head} {rec.get('stop_reason', 'stopped')}  {rec.get('t_total', 0):5.1f}s")
         else:
             progress(f"{head} FAILED: {rec.get('failure_reason', '?')}")
         write_trials_csv(run, backend.records(), teacher, max_acc_drop=backend.max_acc_drop)

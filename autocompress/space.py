@@ -396,6 +396,15 @@ class SearchSpace:
 
         return replace(self, block_choices=tuple((t, tuple(c)) for t, c in block_choices))
 
+    def with_fixed(self, name: str, value: Any) -> "SearchSpace":
+        """This space with parameter `name` fixed to `value` (e.g. finetune.steps when the
+        fine-tune length is the multi-fidelity budget instead of a searched parameter)."""
+        from dataclasses import replace
+
+        if name not in self.params:
+            raise KeyError(name)
+        return replace(self, params={**self.params, name: Fixed(value)})
+
     @property
     def fingerprint(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True)

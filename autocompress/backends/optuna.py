@@ -15,8 +15,9 @@ from typing import Any, Callable, Optional
 import optuna
 
 from autocompress.backends import SAMPLERS, Outcome
+from autocompress.backends.halving import Fidelity, RungBoard, board_history
 from autocompress.config import CandidateConfig
-from autocompress.errors import CandidateError, ConfigError, one_line
+from autocompress.errors import CandidateError, CandidateStopped, ConfigError, one_line
 from autocompress.space import SearchSpace
 
 STUDY_NAME = "autocompress"
@@ -80,17 +81,33 @@ def tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int) -> N
             trial.set_user_attr(k, v)
     trial.set_user_attr("duplicate_of", original)
     trial.set_user_attr("t_total", 0.0)
-    study.tell(trial, list(src.values))
+    if src.state == optuna.trial.TrialState.PRUNED:  # stopped at a rung: so is its duplicate
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, list(src.values))
+
+
+def tell_stopped(study: optuna.Study, trial: optuna.Trial, reason: str, rung_results: list) -> None:
+    """A candidate not promoted at a rung: PRUNED (never in the front), with why."""
+    trial.set_user_attr("stop_reason", reason)
+    trial.set_user_attr("rung_results", rung_results)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def _decider(board: RungBoard, number: int) -> Callable[[int, float, float], Any]:
+    return lambda rung, acc, ratio: board.decide(rung, number, acc, ratio)
 
 
 class OptunaBackend:
     """Drives one study in `storage_url`. Trials that were RUNNING when a previous driver
     died are marked FAIL ('interrupted') and their params enqueued again on resume."""
 
-    def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None):
+    def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
+                 fidelity: Optional[Fidelity] = None):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
         self.max_acc_drop = max_acc_drop
+        self.fidelity = fidelity  # multi-fidelity (backends.halving), or None: every candidate gets its full fine-tune
         self._storage_url = storage_url
         self._sampler_name = sampler
         self._seed = seed
@@ -127,15 +144,25 @@ class OptunaBackend:
             self.study.enqueue_trial(params, user_attrs={"retry_of": number})  # type: ignore[union-attr]
 
     def built_candidates(self) -> dict[str, int]:
-        """candidate id -> number of the trial that built and measured it."""
+        """candidate id -> number of the trial that built and measured it (or stopped it
+        at a rung)."""
         assert self.study is not None
-        return {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=states)
                 if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
 
-    def finished_count(self) -> int:
-        """Trials that count against the budget: complete or failed, not interrupted."""
+    def rung_board(self) -> Optional[RungBoard]:
+        """With multi-fidelity, the rungs' results so far (a resumed run ranks against them)."""
+        if self.fidelity is None:
+            return None
         assert self.study is not None
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        return RungBoard(self.fidelity, board_history(self.study.get_trials(deepcopy=False)))
+
+    def finished_count(self) -> int:
+        """Trials that count against the budget: complete, stopped at a rung or failed, not
+        interrupted."""
+        assert self.study is not None
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
         return sum(1 for t in self.study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("interrupted"))
 
     # ---- the loop
@@ -153,6 +180,7 @@ class OptunaBackend:
         assert self.study is not None
         start = clock()
         built = self.built_candidates()
+        board = self.rung_board()
         while self.finished_count() < budget:
             if time_budget is not None and clock() - start >= time_budget:
                 logging.getLogger(__name__).info("time budget reached")
@@ -170,11 +198,16 @@ class OptunaBackend:
                 self._tell_duplicate(trial, built[cfg.id])
             else:
                 t0 = time.perf_counter()
+                kw = {} if board is None else {"fidelity": self.fidelity, "at_rung": _decider(board, trial.number)}
                 try:
-                    outcome = evaluate(cfg, trial.number)
+                    outcome = evaluate(cfg, trial.number, **kw)
                 except CandidateError as exc:
                     trial.set_user_attr("t_total", time.perf_counter() - t0)
                     self._fail(trial, str(exc))
+                except CandidateStopped as stop:
+                    trial.set_user_attr("t_total", time.perf_counter() - t0)
+                    tell_stopped(self.study, trial, stop.reason, stop.rung_results)
+                    built[cfg.id] = trial.number
                 except KeyboardInterrupt:
                     self._fail(trial, "interrupted (Ctrl-C)", interrupted=True)
                     raise
@@ -208,6 +241,9 @@ class OptunaBackend:
     def _record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         rec: dict[str, Any] = {"number": t.number, "state": t.state.name}
         rec.update({f"param.{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})  # 0.7, not 0.7000000000000001
-        rec.update({k: v for k, v in t.user_attrs.items() if k not in ("stage_seconds", _CONSTRAINT, "config")})
+        rec.update({k: v for k, v in t.user_attrs.items() if k not in ("stage_seconds", _CONSTRAINT, "config", "rung_results")})
+        for r in t.user_attrs.get("rung_results", []):  # multi-fidelity: what the candidate showed at each rung
+            rec[f"rung{r['rung']}_val_accuracy"] = r["val_accuracy"]
+            rec[f"rung{r['rung']}_latency_ratio"] = r["latency_ratio"]
         rec.update({f"t_{k}": v for k, v in t.user_attrs.get("stage_seconds", {}).items()})
         return rec
