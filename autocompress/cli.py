@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus-per-trial", type=float, metavar="N", help="CPUs each trial reserves (default 1)")
     r.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: as many as the CPUs allow)")
     r.add_argument("--latency-resource", metavar="NAME", help="time latency on the node carrying this custom resource, e.g. hw:edge")
+    r.add_argument("--accuracy-on-device", action="store_true", default=None,
+                   help="measure val accuracy there too, with the profile's execution providers (with --latency-resource)")
     return p
 
 
@@ -65,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
                 out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-                latency_resource=args.latency_resource, fidelity=args.fidelity, reduction_factor=args.reduction_factor,
+                latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity, reduction_factor=args.reduction_factor,
             ))
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)

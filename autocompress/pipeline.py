@@ -54,6 +54,7 @@ class PipelineContext:
     soft_targets: torch.Tensor
     calibration: np.ndarray
     _latency_worker: Any = None
+    accuracy_on_device: bool = False  # val accuracy by the latency worker (on the device's node), not here on the CPU
 
     @property
     def calibration_tensor(self) -> torch.Tensor:
@@ -86,16 +87,19 @@ class CandidateResult:
     rung_results: list[dict[str, Any]] = field(default_factory=list)  # multi-fidelity: the candidate's rungs before the last
 
 
-def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None) -> PipelineContext:
+def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
+            accuracy_on_device: bool = False) -> PipelineContext:
     """Export and measure the teacher once; precompute teacher logits and calibration data.
     The returned context owns a latency worker (`latency(teacher_onnx_path)`, default a
-    local LatencyWorker process; anything with measure(path) and close()): close() it."""
+    local LatencyWorker process; anything with measure(path) and close()): close() it.
+    accuracy_on_device: val accuracies (the teacher's too) come from the worker's
+    accuracy(path), i.e. from the device's node."""
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
-    val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
     worker = latency(path) if latency is not None else LatencyWorker(path, profile, task.input_shape)
     try:
         self_timing = worker.measure(path)
+        val_acc = worker.accuracy(path) if accuracy_on_device else onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
     except Exception:
         worker.close()
         raise
@@ -107,6 +111,7 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Opt
         soft_targets=teacher_logits(task.teacher, task.train.x),
         calibration=calibration_samples(task).numpy(),
         _latency_worker=worker,
+        accuracy_on_device=accuracy_on_device,
     )
 
 
@@ -202,7 +207,8 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
             with _stage("rungs", seconds):
                 acc, ratio = _rung_metrics(student, probe, cfg, ctx, out_dir / f"rung{rung}")
             decision = at_rung(rung, acc, ratio)  # type: ignore[misc]
-            rung_results.append({"rung": rung, "steps": steps, "val_accuracy": acc, "latency_ratio": ratio, "promoted": decision.promote})
+            rung_results.append({"rung": rung, "steps": steps, "val_accuracy": acc, "latency_ratio": ratio, "promoted": decision.promote,
+                                 "place": decision.position + 1, "of": decision.n})
             if not decision.promote:
                 raise CandidateStopped(decision.reason, rung_results)
     with _stage("finetune", seconds):
@@ -219,7 +225,7 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
             ort_only = quantize_onnx(fp32, final, ctx.calibration, cfg.quantize).ort_only
             os.remove(fp32)
     with _stage("accuracy", seconds):
-        val_acc = onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
+        val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
         latency = ctx.latency_worker.measure(final)
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results)

@@ -39,6 +39,7 @@ class SearchOptions:
     cpus_per_trial: Optional[float] = None
     max_concurrent: Optional[int] = None
     latency_resource: Optional[str] = None
+    accuracy_on_device: Optional[bool] = None  # val accuracy on the --latency-resource node too
     fidelity: Optional[str] = None  # multi-fidelity rungs, e.g. "50,150" (fine-tune steps)
     reduction_factor: Optional[int] = None
 
@@ -72,6 +73,8 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
     if o.latency_resource is not None and not o.latency_resource.strip():
         raise ConfigError("--latency-resource must name a custom Ray resource, e.g. hw:edge")
+    if o.accuracy_on_device and o.latency_resource is None and o.resume is None:
+        raise ConfigError("--accuracy-on-device needs --latency-resource (the device's node)")
     if o.fidelity is not None:
         from autocompress.backends.halving import Fidelity
 
@@ -82,7 +85,8 @@ def _check_options(o: SearchOptions) -> None:
 
 def _check_no_ray_flags(o: SearchOptions) -> None:
     for flag, value in (("--ray-address", o.ray_address), ("--cpus-per-trial", o.cpus_per_trial),
-                        ("--max-concurrent", o.max_concurrent), ("--latency-resource", o.latency_resource)):
+                        ("--max-concurrent", o.max_concurrent), ("--latency-resource", o.latency_resource),
+                        ("--accuracy-on-device", o.accuracy_on_device or None)):
         if value is not None:
             raise ConfigError(f"{flag} needs --backend ray")
 
@@ -130,7 +134,11 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         resolved = replace(
             resolved, ray_address=o.ray_address or ray_m.get("address"), cpus_per_trial=o.cpus_per_trial or ray_m.get("cpus_per_trial"),
             max_concurrent=o.max_concurrent or ray_m.get("max_concurrent"), latency_resource=o.latency_resource or ray_m.get("latency_resource"),
+            accuracy_on_device=bool(ray_m.get("accuracy_on_device")),
         )
+        if o.accuracy_on_device is not None and bool(o.accuracy_on_device) != resolved.accuracy_on_device:
+            raise RunDirError(f"--resume {run.path}: --accuracy-on-device differs from the run's (accuracy was measured "
+                              f"{'on the device' if resolved.accuracy_on_device else 'on the driver'}): the front would mix both")
     else:
         _check_no_ray_flags(o)
     return m, space, profile, resolved
@@ -256,14 +264,16 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             manifest["fidelity"] = fidelity.to_dict()
         if session is not None:
             manifest["ray"] = {"address": o.ray_address, "cpus_per_trial": session.opts.cpus_per_trial,
-                               "max_concurrent": o.max_concurrent, "latency_resource": o.latency_resource}
+                               "max_concurrent": o.max_concurrent, "latency_resource": o.latency_resource,
+                               "accuracy_on_device": bool(o.accuracy_on_device)}
         from autocompress.pipeline import prepare
 
         progress(f"Run directory: {run.path}")
         progress(f"Measuring the teacher under profile {profile.name!r} ...")
         try:
-            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, task.input_shape, run.path))
-            ctx = prepare(task, profile, run.path, latency=remote)
+            val = (task.val.x.numpy(), task.val.y.numpy())
+            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, task.input_shape, run.path, val))
+            ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device))
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
             raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
@@ -272,6 +282,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         )
         if session is not None:  # where the teacher's reference timing ran
             manifest["teacher"]["latency_node"] = ctx.latency_worker.node_ids[0]
+            if o.accuracy_on_device:
+                manifest["teacher"]["accuracy_node"] = ctx.latency_worker.accuracy_node_ids[0]
         if resume:
             manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
         run.write_manifest(manifest)
@@ -328,7 +340,7 @@ def _open_ray(o: SearchOptions):
     except ImportError as exc:
         raise ConfigError(f"--backend ray needs Ray Tune ({one_line(exc)}); install it with: pip install 'autocompress[ray]'") from None
     opts = RayOptions(address=o.ray_address, cpus_per_trial=o.cpus_per_trial or 1.0, max_concurrent=o.max_concurrent,
-                      latency_resource=o.latency_resource)
+                      latency_resource=o.latency_resource, accuracy_on_device=bool(o.accuracy_on_device))
     try:
         return RaySession(opts)
     except (ConnectionError, ValueError) as exc:

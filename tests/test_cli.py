@@ -193,6 +193,13 @@ BAD_INPUT = {
     "model function raises": (_raising_model, ["RuntimeError", "cannot find weights.pt"]),
     "model without data": (lambda tmp, i: ["search", "--model", TINY_MODEL_SPEC], ["--model and --data"]),
     "max-acc-drop out of range": (lambda tmp, i: search_args(i, "--max-acc-drop", 150), ["--max-acc-drop"]),
+    "one fidelity rung": (lambda tmp, i: search_args(i, "--fidelity", 10), ["--fidelity", "'10'"]),
+    "decreasing fidelity rungs": (lambda tmp, i: search_args(i, "--fidelity", "10,5"), ["--fidelity", "'10,5'"]),
+    "reduction factor 1": (lambda tmp, i: search_args(i, "--fidelity", "5,10", "--reduction-factor", 1), ["--reduction-factor", "1"]),
+    "accuracy on device without ray": (lambda tmp, i: search_args(i, "--accuracy-on-device"), ["--accuracy-on-device needs --backend ray"]),
+    "accuracy on device without a device": (
+        lambda tmp, i: search_args(i, "--backend", "ray", "--accuracy-on-device"), ["--accuracy-on-device needs --latency-resource"]),
+    "reduction factor alone": (lambda tmp, i: search_args(i, "--reduction-factor", 3), ["--reduction-factor needs --fidelity"]),
 }
 
 

@@ -150,3 +150,62 @@ def test_block_warmup_runs_as_its_own_stage_and_the_weights_reload(prepared, tin
     assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)
     no_warmup = build_candidate(dataclasses.replace(cfg, blocks=BlockConfig(blocks.choices)), prepared, tmp_path / "n", seed=0)
     assert "warmup" not in no_warmup.stage_seconds
+
+
+def _rung_recorder(promote: bool):
+    from autocompress.backends.halving import Decision
+
+    calls = []
+
+    def at_rung(rung, acc, ratio):
+        calls.append((rung, acc, ratio))
+        return Decision(promote, 0 if promote else 1, 2, 1, "promoted" if promote else "stopped at rung 0: place 2 of 2")
+
+    return calls, at_rung
+
+
+def test_a_candidate_not_promoted_at_a_rung_stops_with_its_rung_results(prepared, tmp_path):
+    from autocompress.backends.halving import Fidelity
+    from autocompress.errors import CandidateStopped
+
+    calls, at_rung = _rung_recorder(False)
+    with pytest.raises(CandidateStopped) as stop:
+        build_candidate(KD_INT8, prepared, tmp_path / "s", fidelity=Fidelity((4, 10)), at_rung=at_rung)
+    (rung, acc, ratio), = calls
+    assert rung == 0 and 0.0 <= acc <= 1.0 and 0.0 < ratio < 5.0
+    assert stop.value.reason == "stopped at rung 0: place 2 of 2"
+    assert stop.value.rung_results == [{"rung": 0, "steps": 4, "val_accuracy": acc, "latency_ratio": ratio, "promoted": False,
+                                        "place": 2, "of": 2}]
+    assert not (tmp_path / "s" / "model.onnx").exists() and not (tmp_path / "s" / "rung0").exists()  # no probe left behind
+
+
+def test_a_promoted_candidate_finishes_the_full_pipeline(prepared, tmp_path):
+    from autocompress.backends.halving import Fidelity
+
+    calls, at_rung = _rung_recorder(True)
+    res = build_candidate(KD_INT8, prepared, tmp_path / "p", fidelity=Fidelity((4, 10)), at_rung=at_rung)
+    assert len(calls) == 1 and res.onnx_path.is_file() and 0.0 <= res.val_accuracy <= 1.0
+    assert res.rung_results[0]["promoted"] is True and res.rung_results[0]["steps"] == 4
+    assert res.stage_seconds["rungs"] > 0 and res.stage_seconds["finetune"] > 0
+    # the rung's latency probe had the candidate's graph: same quantized graph, similar ratio
+    assert abs(calls[0][2] - res.latency.ratio) < 0.5
+
+
+def test_rungs_must_end_at_the_candidates_fine_tune(prepared, tmp_path):
+    from autocompress.backends.halving import Fidelity
+
+    with pytest.raises(ValueError, match="not the last rung"):
+        build_candidate(KD_INT8, prepared, tmp_path / "x", fidelity=Fidelity((4, 20)), at_rung=_rung_recorder(True)[1])
+
+
+def test_qat_with_rungs_builds_and_its_weights_reload(prepared, tiny_task, tmp_path):
+    # the rung probe must not be a deepcopy of the parametrized student: baking one breaks the other
+    from autocompress.backends.halving import Fidelity
+    from autocompress.pipeline import rebuild_student
+
+    cfg = dataclasses.replace(KD_INT8, prune=PruneConfig(0.25), finetune=FinetuneConfig(steps=10, lr=1e-3, batch_size=32, qat=True),
+                              quantize=QuantizeConfig("int8", "int8", "qdq", "minmax"))
+    res = build_candidate(cfg, prepared, tmp_path / "q", fidelity=Fidelity((4, 10)), at_rung=_rung_recorder(True)[1])
+    model = rebuild_student(tiny_task, cfg)
+    model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
+    assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)

@@ -5,20 +5,24 @@ A `tune.Tuner` runs the trials as Ray processes; its search algorithm is Ray's
 same sampler and the same three directions as the local backend), so trials.csv,
 pareto.csv, resume and every later command work the same on both backends.
 
-Three Ray actors serve the trials:
+Ray actors serve the trials:
   * `LatencyService` times candidates against the teacher (the teacher's own reference
     timing included) with the usual interleaved protocol. With `latency_resource` it
     requests that custom resource, so it runs on the node that carries the target device
-    (`ray start --resources '{"hw:edge": 1}'`); trials may fine-tune anywhere. One actor
-    answers one call at a time, so measurements never overlap each other.
+    (`ray start --resources '{"hw:edge": 1}'`); trials may fine-tune anywhere. With
+    --accuracy-on-device it also runs the val accuracy there. One actor answers one call
+    at a time, so measurements never overlap each other.
   * `ArtifactSink`, pinned to the driver's node, writes each trial's ONNX file and
     state_dict into the run directory: workers need no shared file system.
+  * with multi-fidelity, a `RungBoard` (backends.halving) on the driver's node holds every
+    rung's results and answers each trial's promotion question.
 
 Ray 2.60's `OptunaSearch` tells Optuna that a trial a scheduler stopped is COMPLETE with
 its last reported values (Tune passes it the last result), and so is any trial that
 reported without error, whatever it reported. `_GuardedOptunaSearch` tells COMPLETE only
-for a trial whose last report is a finished candidate (`final`), and FAIL otherwise, with
-the reason, so only full results enter the front. (An errored trial reaches the searcher
+for a trial whose last report is a finished candidate (`final`), PRUNED for one our
+multi-fidelity stage stopped at a rung (`stopped`), and FAIL otherwise, with the reason,
+so only full results enter the front. (An errored trial reaches the searcher
 without its result through Tune and becomes FAIL either way; the guard does not rely on
 that.)
 
@@ -44,8 +48,9 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from autocompress.backends.optuna import _CONSTRAINT, DIRECTIONS, STUDY_NAME, OptunaBackend, make_sampler, tell_duplicate
-from autocompress.errors import CandidateError, one_line
+from autocompress.backends.halving import RungBoard, board_history
+from autocompress.backends.optuna import _CONSTRAINT, DIRECTIONS, STUDY_NAME, OptunaBackend, make_sampler, tell_duplicate, tell_stopped
+from autocompress.errors import CandidateError, CandidateStopped, one_line
 
 METRICS = ["val_accuracy", "latency_ratio", "size_bytes"]
 MODES = ["max" if d == "maximize" else "min" for d in DIRECTIONS]
@@ -64,6 +69,7 @@ class RayOptions:
     cpus_per_trial: float = 1.0
     max_concurrent: Optional[int] = None  # None: as many as the cluster's CPUs allow
     latency_resource: Optional[str] = None  # e.g. "hw:edge"
+    accuracy_on_device: bool = False  # val accuracy measured by the latency service too (on the device's node)
     num_cpus: Optional[int] = None  # for a local instance (default: all cores)
 
 
@@ -98,12 +104,14 @@ def check_resource(name: str) -> None:
 class LatencyService:
     """Holds the teacher ONNX file and a latency worker process on its node."""
 
-    def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...]):
+    def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...], val=None):
         from autocompress.evaluation import LatencyWorker
 
         self._dir = Path(tempfile.mkdtemp(prefix="autocompress-latency-"))
         self._teacher = self._dir / "teacher.onnx"
         self._teacher.write_bytes(teacher_onnx)
+        self._profile = profile
+        self._val = val  # (x, y) numpy arrays when accuracy is measured on the device too
         self._worker = LatencyWorker(self._teacher, profile, input_shape)
 
     def measure(self, onnx: bytes):
@@ -111,6 +119,22 @@ class LatencyService:
         path = self._dir / "candidate.onnx"
         path.write_bytes(onnx)
         return self._worker.measure(path), ray.get_runtime_context().get_node_id()
+
+    def accuracy(self, onnx: bytes):
+        """(val accuracy, node id) of an ONNX file's bytes, run on this node with the
+        profile's execution providers (one call at a time: never during a timing)."""
+        from autocompress.evaluation import onnx_accuracy
+
+        if self._val is None:
+            raise RuntimeError("the latency service was started without the validation split (--accuracy-on-device)")
+        path = self._dir / "candidate-accuracy.onnx"
+        path.write_bytes(onnx)
+        acc = onnx_accuracy(path, self._val[0], self._val[1], providers=tuple(self._profile.providers))
+        return acc, ray.get_runtime_context().get_node_id()
+
+    def close(self) -> None:
+        self._worker.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @ray.remote(num_cpus=0)
@@ -128,17 +152,18 @@ class ArtifactSink:
         write_bytes_atomic(dest, data)
 
 
-def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opts: RayOptions):
-    """Create the latency and artifact actors for this run; returns (latency, sink)."""
+def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opts: RayOptions, val=None):
+    """Create the latency and artifact actors for this run; returns (latency, sink).
+    `val`: the (x, y) validation arrays, for accuracy on the device's node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
     sink = ArtifactSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(run_path))
     if opts.latency_resource:  # RaySession checked that the cluster carries it
-        latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(teacher_onnx.read_bytes(), profile, tuple(input_shape))
+        latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(teacher_onnx.read_bytes(), profile, tuple(input_shape), val)
     else:
         latency = LatencyService.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
-            teacher_onnx.read_bytes(), profile, tuple(input_shape))
+            teacher_onnx.read_bytes(), profile, tuple(input_shape), val)
     return latency, sink
 
 
@@ -148,11 +173,18 @@ class RemoteLatency:
     def __init__(self, actor):
         self._actor = actor
         self.node_ids: list[str] = []
+        self.accuracy_node_ids: list[str] = []
 
     def measure(self, path: Path):
         result, node = ray.get(self._actor.measure.remote(Path(path).read_bytes()))
         self.node_ids.append(node)
         return result
+
+    def accuracy(self, path: Path) -> float:
+        """Val accuracy of the ONNX file at `path`, measured on the service's node."""
+        acc, node = ray.get(self._actor.accuracy.remote(Path(path).read_bytes()))
+        self.accuracy_node_ids.append(node)
+        return acc
 
     def close(self) -> None:
         pass
@@ -178,6 +210,7 @@ class TrialSetup:
     teacher_state: Any = None  # the driver's teacher weights: every node compresses the same model
     cpus_per_trial: float = 1.0
     cwd: Optional[str] = None  # the driver's working directory: relative task paths resolve from it
+    accuracy_on_device: bool = False
 
 
 _CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task, soft targets, calibration)
@@ -211,12 +244,14 @@ def _context(setup: TrialSetup):
     task, soft, calib = _CONTEXTS[setup.task_fingerprint]
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     return PipelineContext(task=task, profile=setup.profile, teacher=setup.teacher, soft_targets=soft, calibration=calib,
-                           _latency_worker=RemoteLatency(setup.latency))
+                           _latency_worker=RemoteLatency(setup.latency), accuracy_on_device=setup.accuracy_on_device)
 
 
-def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+def run_trial(config: dict[str, Any], setup: TrialSetup, fidelity=None, board=None) -> None:
     """The Tune trainable: build and measure one candidate, report it once (`final`), or
-    report its failure reason (a candidate that fails is not retried)."""
+    report its failure reason (a candidate that fails is not retried). With multi-fidelity
+    the rung decisions come from `board` (a RungBoard actor) and a candidate that is not
+    promoted reports `stopped`."""
     from autocompress.search import evaluate_candidate
 
     number = int(config[_PRIVATE + "number"])
@@ -234,12 +269,20 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         except Exception as exc:  # noqa: BLE001 - the same on every try: recorded, not retried
             raise CandidateError(f"setup: {one_line(exc)}") from exc
         cfg = setup.space.config_from_params(params)
-        outcome = evaluate_candidate(cfg, number, ctx, local, seed=setup.seed)
+        kw = {}
+        if fidelity is not None:
+            kw = {"fidelity": fidelity, "at_rung": lambda rung, acc, ratio: ray.get(board.decide.remote(rung, number, acc, ratio))}
+        outcome = evaluate_candidate(cfg, number, ctx, local, seed=setup.seed, **kw)
         ray.get([setup.sink.write.remote(outcome.attrs[k], (local / outcome.attrs[k]).read_bytes()) for k in ("onnx", "state_dict")])
         attrs = dict(outcome.attrs, t_total=time.perf_counter() - t0,
                      latency_node=ctx.latency_worker.node_ids[-1], trial_node=ray.get_runtime_context().get_node_id())
+        if setup.accuracy_on_device:
+            attrs["accuracy_node"] = ctx.latency_worker.accuracy_node_ids[-1]
         # Tune flattens nested results for searchers: the attributes travel as one JSON string
         tune.report({"final": True, **dict(zip(METRICS, outcome.values)), "attrs_json": json.dumps(attrs)})
+    except CandidateStopped as stop:
+        attrs = {"rung_results": stop.rung_results, "t_total": time.perf_counter() - t0}
+        tune.report({"final": False, "stopped": True, "stop_reason": stop.reason, "attrs_json": json.dumps(attrs), **_NO_VALUES})
     except CandidateError as exc:
         tune.report({"final": False, "failure_reason": str(exc), "t_total": time.perf_counter() - t0, **_NO_VALUES})
     finally:
@@ -303,6 +346,11 @@ class _GuardedOptunaSearch(OptunaSearch):
                     ot_trial.set_user_attr(_CONSTRAINT, [attrs["acc_drop_pts"] - self._max_acc_drop])
                 study.tell(ot_trial, [float(result[m]) for m in METRICS])
                 built.setdefault(ot_trial.user_attrs["candidate_id"], ot_trial.number)
+        elif result and result.get("stopped") and not error:  # not promoted at a rung: never in the front
+            attrs = json.loads(result["attrs_json"])
+            ot_trial.set_user_attr("t_total", attrs["t_total"])
+            tell_stopped(study, ot_trial, result["stop_reason"], attrs["rung_results"])
+            built.setdefault(ot_trial.user_attrs["candidate_id"], ot_trial.number)
         elif error:
             # Tune tells the callbacks what went wrong only after this call (on_trial_error):
             # the trial stays open until fail() is given the reason (or finish_pending()).
@@ -383,7 +431,15 @@ class RayTuneBackend(OptunaBackend):
             storage = self.study._storage
             on_trial(self._record(storage.get_trial(storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))))
 
-        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=self.setup), {"cpu": self.opts.cpus_per_trial})
+        board = None
+        if self.fidelity is not None:  # one rung board for all trials, on the driver's node, seeded with the study's rungs
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = ray.get_runtime_context().get_node_id()
+            board = ray.remote(num_cpus=0)(RungBoard).options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
+                self.fidelity, board_history(self.study.get_trials(deepcopy=False)))
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=self.setup, fidelity=self.fidelity, board=board),
+                                        {"cpu": self.opts.cpus_per_trial})
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=self.opts.max_concurrent,
@@ -431,8 +487,9 @@ class RaySession:
         self.latency_actor = None
         self.sink = None
 
-    def latency(self, teacher_onnx: Path, profile, input_shape, run_path: Path) -> RemoteLatency:
-        self.latency_actor, self.sink = start_services(Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts)
+    def latency(self, teacher_onnx: Path, profile, input_shape, run_path: Path, val=None) -> RemoteLatency:
+        self.latency_actor, self.sink = start_services(Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts,
+                                                       val if self.opts.accuracy_on_device else None)
         return RemoteLatency(self.latency_actor)
 
     def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str]) -> TrialSetup:
@@ -443,10 +500,15 @@ class RaySession:
             checkpoint=checkpoint, task_fingerprint=task.fingerprint,
             space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
             teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,
-            cwd=os.getcwd(),
+            cwd=os.getcwd(), accuracy_on_device=self.opts.accuracy_on_device,
         )
 
     def close(self) -> None:
+        if self.latency_actor is not None:  # its temp dir and latency worker; the actor ends with the driver
+            try:
+                ray.get(self.latency_actor.close.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - a dead actor or node: nothing left to tidy from here
+                pass
         ray.shutdown()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 
 
-def onnx_predict(path: str | Path, x: np.ndarray, *, batch: int = 256, threads: int = 0) -> np.ndarray:
-    """Predicted class per row of `x`, by ONNX Runtime on the CPU (threads 0 = ORT default)."""
+def onnx_predict(path: str | Path, x: np.ndarray, *, batch: int = 256, threads: int = 0,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> np.ndarray:
+    """Predicted class per row of `x`, by ONNX Runtime (threads 0 = ORT default; by
+    default on the CPU, or on a hardware profile's execution providers)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=list(providers))
     name = sess.get_inputs()[0].name
     x = np.ascontiguousarray(x, dtype=np.float32)
     preds = [sess.run(None, {name: x[i : i + batch]})[0].argmax(axis=1) for i in range(0, len(x), batch)]

@@ -1,8 +1,8 @@
 """The Ray backend on a loopback cluster it did not start: two nodes on 127.0.0.1 with
 token authentication, the head carrying the custom resource hw:edge and no CPUs, so the
 trials (1 CPU each) run on the worker node, while every latency measurement (the
-teacher's reference included) runs on the node with hw:edge, shown by node ids. Marked
-`ray`."""
+teacher's reference included) and, with --accuracy-on-device, every val accuracy runs on
+the node with hw:edge, shown by node ids. Marked `ray`."""
 
 from __future__ import annotations
 
@@ -41,16 +41,17 @@ def test_search_on_the_cluster_times_latency_only_on_the_resource_node(cluster, 
     done = subprocess.run(
         [sys.executable, "-m", "autocompress.cli", "search", "--model", TINY_MODEL_SPEC, "--data", TINY_DATA_SPEC,
          "--space", str(space), "--profile", str(profile), "--budget", "6", "--out", str(out), "--backend", "ray",
-         "--ray-address", cluster.address, "--latency-resource", "hw:edge", "--max-concurrent", "3"],
+         "--ray-address", cluster.address, "--latency-resource", "hw:edge", "--accuracy-on-device", "--max-concurrent", "3"],
         capture_output=True, text=True, env={**cluster.env, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache")}, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["teacher"]["latency_node"] == edge
+    assert manifest["teacher"]["latency_node"] == edge and manifest["teacher"]["accuracy_node"] == edge
     trials = pd.read_csv(out / "trials.csv")
     built = trials[(trials["state"] == "COMPLETE") & trials["duplicate_of"].isna()]
     assert len(built) >= 3
     assert set(built["latency_node"]) == {edge}  # measured on the device's node ...
+    assert set(built["accuracy_node"]) == {edge}  # (accuracy too, as asked) ...
     assert set(built["trial_node"]) == {worker}  # ... while fine-tuning ran on the other one
     front = pd.read_csv(out / "pareto.csv")
     assert len(front) >= 1 and all((out / rel).is_file() for rel in front["onnx"])

@@ -98,3 +98,25 @@ def test_an_errored_trial_waits_for_its_reason_then_fails(result):
     s.on_trial_complete("b", result=None, error=True)
     s.finish_pending()  # no callback came (the run ended): failed all the same
     assert states(s) == ["FAIL", "FAIL"] and s._ot_study.trials[1].user_attrs["failure_reason"] == "the trial's process failed"
+
+
+def test_a_candidate_stopped_at_a_rung_is_pruned_with_its_rung_results_never_complete():
+    s = searcher()
+    s.suggest("a")
+    rungs = [{"rung": 0, "steps": 4, "val_accuracy": 0.7, "latency_ratio": 0.4, "promoted": False, "place": 2, "of": 2}]
+    s.on_trial_complete("a", result={"final": False, "stopped": True, "stop_reason": "stopped at rung 0 (4 steps): place 2 of 2",
+                                     "attrs_json": json.dumps({"rung_results": rungs, "t_total": 1.5}), **_NO_VALUES})
+    (t,) = s._ot_study.trials
+    assert t.state.name == "PRUNED" and t.values is None
+    assert t.user_attrs["rung_results"] == rungs and t.user_attrs["stop_reason"].startswith("stopped at rung 0")
+    assert t.user_attrs["t_total"] == 1.5
+    rec = OptunaBackend._record(t)
+    assert rec["rung0_val_accuracy"] == 0.7 and rec["state"] == "PRUNED"
+
+
+def test_a_stopped_trial_that_also_errored_waits_for_its_reason_and_fails():
+    s = searcher()
+    s.suggest("a")
+    s.on_trial_complete("a", result={"final": False, "stopped": True, "stop_reason": "x", "attrs_json": "{}", **_NO_VALUES}, error=True)
+    s.fail("a", "the trial's process failed")
+    assert states(s) == ["FAIL"]

@@ -139,3 +139,29 @@ def test_the_demo_runs_on_the_ray_backend(tmp_path):
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["state"]) == ["COMPLETE", "COMPLETE"], trials.get("failure_reason")
     assert (trials["val_accuracy"] > 0.5).all()
+
+
+def test_multi_fidelity_on_ray_prunes_stopped_candidates_and_keeps_them_off_the_front(tmp_path):
+    """Rung decisions come from one board actor; a stopped trial ends PRUNED (Ray's
+    OptunaSearch alone would have told COMPLETE with its last report)."""
+    out = tmp_path / "run"
+    args = _args(tmp_path, "--backend", "ray", "--budget", 6, "--max-concurrent", 2, "--fidelity", "4,10", "--reduction-factor", 4, "--out", out)
+    space = tmp_path / "space.yaml"  # a searched learning rate: few duplicates
+    space.write_text(SPACE_YAML.replace("  batch_size: 32\n", "  batch_size: 32\n  lr: {low: 1.0e-4, high: 3.0e-3, log: true}\n"))
+    done = subprocess.run(args, capture_output=True, text=True, env=_env(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="autocompress", storage=f"sqlite:///{out / 'study.db'}")
+    finished = [t for t in study.trials if t.state.name != "WAITING"]
+    assert len(finished) == 6 and {t.state.name for t in finished} <= {"COMPLETE", "PRUNED", "FAIL"}
+    pruned = [t for t in finished if t.state.name == "PRUNED"]
+    assert pruned, [t.user_attrs.get("rung_results") for t in finished]
+    for t in pruned:
+        assert t.values is None and t.user_attrs["rung_results"][0]["promoted"] is False
+    for t in finished:
+        if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs:
+            assert t.user_attrs["rung_results"][0]["promoted"] is True
+    # one board for all trials: every decision saw the results reported before it
+    ns = sorted(t.user_attrs["rung_results"][0]["of"] for t in finished if "duplicate_of" not in t.user_attrs and "rung_results" in t.user_attrs)
+    assert ns[-1] == len(ns)
+    front = pd.read_csv(out / "pareto.csv")
+    assert set(front["number"]) <= {t.number for t in finished if t.state.name == "COMPLETE"}
