@@ -1,4 +1,5 @@
-"""Command line: `autocompress search ...`. User errors print one line and exit 2."""
+"""Command line: `autocompress search ...`, `autocompress profiles`, `autocompress verify
+RUN_DIR`. User errors print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--latency-resource", metavar="NAME", help="time latency on the node carrying this custom resource, e.g. hw:edge")
     r.add_argument("--accuracy-on-device", action="store_true", default=None,
                    help="measure val accuracy there too, with the profile's execution providers (with --latency-resource)")
+    sub.add_parser("profiles", help="list the built-in hardware profiles and whether each runs here")
+    v = sub.add_parser("verify", help="re-measure a run's front points here and compare with what the run recorded",
+                       description="Exit code 1 when a front point's speedup is not reproduced within ±7% (±15% under 0.1 ms).")
+    v.add_argument("run_dir", metavar="RUN_DIR")
+    v.add_argument("--profile", metavar="NAME|FILE", help="hardware profile to measure with (default: the run's)")
+    v.add_argument("--repeats", type=int, default=5, metavar="N", help="independent measurements per point; the median is compared (default 5)")
     return p
 
 
@@ -69,6 +76,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity, reduction_factor=args.reduction_factor,
             ))
+        elif args.command == "profiles":
+            from autocompress.hardware import profiles_table
+
+            print(profiles_table())
+        elif args.command == "verify":
+            from autocompress.verify import VerifyOptions, verify
+
+            table = verify(VerifyOptions(args.run_dir, profile=args.profile, repeats=args.repeats))
+            return 0 if table.empty or table["reproduced"].all() else 1
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,14 +1,16 @@
 """Hardware profiles: how a candidate is timed (execution providers, threads, batch,
-warmup, repeats, passes). YAML in, validated on load; built-ins live in
-autocompress/profiles/. onnxruntime is imported only when a session is made."""
+input shape, CPU cores, warmup, repeats, passes). YAML in, validated on load; built-ins
+live in autocompress/profiles/ (`autocompress profiles` lists them). onnxruntime is
+imported only when a session is made."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from autocompress.errors import ConfigError
 
@@ -29,13 +31,31 @@ class HardwareProfile:
     batch_size: int = 1
     warmup: int = 20
     repeats: int = 40
-    passes: int = 7
+    passes: int = 7  # at least this many block pairs ...
+    max_passes: int = 31  # ... and more until the ratio's 95% interval is within target_ci, up to this many
+    target_ci: float = 0.03  # relative half-width of the ratio's 95% confidence interval
     graph_optimization: str = "all"
+    input_shape: Optional[tuple[int, ...]] = None  # one sample's shape for timing (default: the task's)
+    cpu_affinity: Optional[tuple[int, ...]] = None  # cores the timing process may run on (default: any)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["providers"] = list(self.providers)
+        for key in ("input_shape", "cpu_affinity"):  # unset: left out (older runs' fingerprints stay valid)
+            if d[key] is None:
+                del d[key]
+            else:
+                d[key] = list(d[key])
         return d
+
+    def timing_shape(self, task_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One sample's input shape for timing: the profile's override or the task's."""
+        return tuple(self.input_shape) if self.input_shape is not None else tuple(task_shape)
+
+    def pin_process(self) -> None:
+        """Restrict the calling process to `cpu_affinity` (no-op when unset)."""
+        if self.cpu_affinity is not None:
+            os.sched_setaffinity(0, set(self.cpu_affinity))
 
     @property
     def fingerprint(self) -> str:
@@ -71,6 +91,7 @@ _INT_FIELDS = {
     "warmup": (0, 100_000),
     "repeats": (1, 100_000),
     "passes": (1, 1000),
+    "max_passes": (1, 1000),
 }
 
 
@@ -94,6 +115,13 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"{key} must be an integer in [{lo}, {hi}], got {v!r} ({source})")
             kw[key] = v
+    if "target_ci" in data:
+        v = data["target_ci"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ConfigError(f"target_ci must be a number in (0, 1) (relative half-width, e.g. 0.03), got {v!r} ({source})")
+        kw["target_ci"] = float(v)
+    if kw.get("max_passes", 31) < kw.get("passes", 7):
+        raise ConfigError(f"max_passes must be >= passes, got max_passes {kw.get('max_passes', 31)} < passes {kw.get('passes', 7)} ({source})")
     if "graph_optimization" in data:
         v = data["graph_optimization"]
         if v not in _OPT_LEVELS:
@@ -104,12 +132,21 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
         if not isinstance(v, list) or not v or not all(isinstance(p, str) for p in v):
             raise ConfigError(f"providers must be a non-empty list of names, got {v!r} ({source})")
         kw["providers"] = tuple(v)
+    for key, what, lo in (("input_shape", "sizes >= 1 (one sample, without the batch)", 1), ("cpu_affinity", "distinct core numbers >= 0", 0)):
+        v = data.get(key)
+        if v is None:
+            continue
+        if (not isinstance(v, list) or not v or not all(isinstance(i, int) and not isinstance(i, bool) and i >= lo for i in v)
+                or (key == "cpu_affinity" and len(set(v)) != len(v))):
+            raise ConfigError(f"{key} must be a non-empty list of {what}, got {v!r} ({source})")
+        kw[key] = tuple(v)
     return HardwareProfile(**kw)
 
 
 # Weight bit widths whose quantized ONNX files each execution provider runs. Checked here
 # for the CPU EP of ONNX Runtime 1.32 (int4: QDQ with com.microsoft Q/DQ, run as
 # DequantizeLinear -> float Conv). Providers not listed are not assumed to run any.
+# The CUDA EP's quantized kernels were not checked on a GPU: it is held to fp32.
 SUPPORTED_BITS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("fp32", "int8", "int4")}
 
 
@@ -119,22 +156,57 @@ def supported_bits(profile: HardwareProfile) -> tuple[str, ...]:
 
 
 def check_available(profile: HardwareProfile) -> None:
-    """Refuse a profile whose execution providers this onnxruntime cannot run."""
+    """Refuse a profile this machine cannot run: an execution provider this onnxruntime
+    lacks (e.g. CUDA without a GPU build), or CPU cores this process may not use."""
+    why = unavailable_reason(profile)
+    if why:
+        raise ConfigError(f"profile {profile.name!r}: {why}")
+
+
+def unavailable_reason(profile: HardwareProfile) -> Optional[str]:
+    """Why `profile` cannot run here, or None."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     missing = [p for p in profile.providers if p not in available]
     if missing:
-        raise ConfigError(
-            f"profile {profile.name!r}: execution provider {missing[0]!r} is not available here; available: {available}"
-        )
+        return f"execution provider {missing[0]!r} is not available here; available: {available}"
+    if profile.cpu_affinity is not None:
+        usable = sorted(os.sched_getaffinity(0))
+        outside = [c for c in profile.cpu_affinity if c not in usable]
+        if outside:
+            return f"cpu_affinity core {outside[0]} is not available here; usable cores: {usable}"
+    return None
 
 
 def builtin_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+def profiles_table() -> str:
+    """The built-in profiles, one line each, with whether each can run on this machine."""
+    rows, notes = [("name", "providers", "threads", "batch", "runs here", "description")], []
+    for name in builtin_profiles():
+        p = read_profile(name)
+        why = unavailable_reason(p)
+        if why:
+            notes.append(f"{p.name}: {why}")
+        rows.append((p.name, ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
+                     "all" if p.intra_op_threads == 0 else str(p.intra_op_threads), str(p.batch_size), "yes" if why is None else "no", p.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", *notes, "Use one with --profile NAME, or give a YAML file."])
+
+
 def load_profile(name_or_path: str = "cpu-1thread") -> HardwareProfile:
+    """A built-in profile by name or a YAML file, validated and checked to run here."""
+    profile = read_profile(name_or_path)
+    check_available(profile)
+    return profile
+
+
+def read_profile(name_or_path: str) -> HardwareProfile:
+    """A built-in profile by name or a YAML file, validated (not checked against this machine)."""
     import yaml
 
     path = Path(name_or_path)
@@ -148,6 +220,4 @@ def load_profile(name_or_path: str = "cpu-1thread") -> HardwareProfile:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    profile = profile_from_dict(data, source=str(path))
-    check_available(profile)
-    return profile
+    return profile_from_dict(data, source=str(path))

@@ -10,7 +10,7 @@ import pandas as pd
 from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
 from autocompress.run import RunDir, write_text_atomic
 
-_FIRST = ["number", "state", "description", "val_accuracy", "speedup", "latency_ratio", "latency_ms", "size_bytes",
+_FIRST = ["number", "state", "description", "val_accuracy", "speedup", "not_faster", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
 
@@ -43,7 +43,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
         onnx_accuracy(run.path / p, test.x.numpy(), test.y.numpy()) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
-    cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "latency_ratio", "latency_ms",
+    cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_ratio", "latency_ratio_recorded", "latency_ms",
             "size_bytes", "size_reduction", "acc_drop_pts", "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))
     write_text_atomic(run.path / "pareto.csv", front[[c for c in cols if c in front]].to_csv(index=False))
@@ -52,7 +52,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
     n_failed = int(df["state"].eq("FAIL").sum())
     n_stopped = int(df["state"].eq("PRUNED").sum())  # multi-fidelity: not promoted at a rung
     note = f"{len(df)} trials, " + (f"{n_stopped} stopped at a rung, " if n_stopped else "") + f"{n_failed} failed" + (f", front limited to <= {max_acc_drop} pt accuracy drop" if max_acc_drop is not None else "")
-    summary = format_summary(front, teacher, title=f"Pareto front ({note})")
+    summary = format_summary(front, teacher, title=f"Pareto front ({note})", trials=df)
     write_text_atomic(run.path / "summary.txt", summary + "\n")
     progress("\n" + summary)
     progress(f"\nResults in {run.path}: pareto.csv, pareto.png, trials.csv; ONNX + state_dict per front point under trials/")

@@ -24,7 +24,7 @@ import torch
 from autocompress.backends.halving import Decision, Fidelity
 from autocompress.config import CandidateConfig, DistillConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
-from autocompress.evaluation import LatencyResult, LatencyWorker, onnx_accuracy
+from autocompress.evaluation import CachedLatency, LatencyResult, LatencyWorker, onnx_accuracy
 from autocompress.export import export_onnx, model_size_bytes, quantize_onnx
 from autocompress.hardware import HardwareProfile
 from autocompress.tasks import Task
@@ -65,7 +65,7 @@ class PipelineContext:
     def latency_worker(self) -> LatencyWorker:
         """The process that times candidates against the teacher (started on first use)."""
         if self._latency_worker is None:
-            self._latency_worker = LatencyWorker(self.teacher.onnx_path, self.profile, self.task.input_shape)
+            self._latency_worker = CachedLatency(LatencyWorker(self.teacher.onnx_path, self.profile, self.task.input_shape), self.profile)
         return self._latency_worker
 
     def close(self) -> None:
@@ -96,7 +96,7 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Opt
     accuracy(path), i.e. from the device's node."""
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
-    worker = latency(path) if latency is not None else LatencyWorker(path, profile, task.input_shape)
+    worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.input_shape), profile)
     try:
         self_timing = worker.measure(path)
         val_acc = worker.accuracy(path) if accuracy_on_device else onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())

@@ -47,7 +47,7 @@ def tiny_task():
 def fast_profile():
     from autocompress.hardware import HardwareProfile
 
-    return HardwareProfile(name="fast", warmup=2, repeats=5, passes=3)
+    return HardwareProfile(name="fast", warmup=2, repeats=5, passes=3, max_passes=3)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ TINY_TASK = FIXTURES / "tiny_task.py"
 TINY_MODEL_SPEC = f"{TINY_TASK}:build_model"
 TINY_DATA_SPEC = f"{TINY_TASK}:build_data"
 
-FAST_PROFILE_YAML = "name: fast\nwarmup: 2\nrepeats: 5\npasses: 3\n"
+FAST_PROFILE_YAML = "name: fast\nwarmup: 2\nrepeats: 5\npasses: 3\nmax_passes: 3\n"
 
 # A small search space for end-to-end runs: few fine-tune steps, three prune ratios.
 SPACE_YAML = """\

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from autocompress.errors import ConfigError
-from autocompress.hardware import PROFILES_DIR, HardwareProfile, builtin_profiles, check_available, load_profile, profile_from_dict
+from autocompress.hardware import PROFILES_DIR, HardwareProfile, builtin_profiles, check_available, load_profile, profile_from_dict, read_profile
 
 
 def test_builtin_cpu_1thread_loads_as_documented():
@@ -49,6 +49,13 @@ def test_profile_from_a_yaml_path(tmp_path):
         ({"name": "x", "providers": "CPUExecutionProvider"}, ["providers must be a non-empty list"]),
         ({"name": "x", "providers": []}, ["providers must be a non-empty list"]),
         ({"name": "x", "providers": [1]}, ["providers must be a non-empty list"]),
+        ({"name": "x", "input_shape": [3, 0]}, ["input_shape must be a non-empty list of sizes >= 1", "[3, 0]"]),
+        ({"name": "x", "input_shape": "3x32x32"}, ["input_shape must be a non-empty list", "'3x32x32'"]),
+        ({"name": "x", "cpu_affinity": [0, 0]}, ["cpu_affinity must be a non-empty list of distinct core numbers", "[0, 0]"]),
+        ({"name": "x", "cpu_affinity": [-1]}, ["cpu_affinity must be a non-empty list", "[-1]"]),
+        ({"name": "x", "target_ci": 0}, ["target_ci must be a number in (0, 1)", "0"]),
+        ({"name": "x", "target_ci": "3%"}, ["target_ci must be a number in (0, 1)", "'3%'"]),
+        ({"name": "x", "passes": 9, "max_passes": 5}, ["max_passes must be >= passes", "5 < passes 9"]),
         (["name", "x"], ["hardware profile must be a mapping"]),
     ],
 )
@@ -102,3 +109,46 @@ def test_session_options_follow_the_profile(tmp_path):
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert HardwareProfile(name="t", graph_optimization="disable").session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+def test_every_builtin_profile_loads_or_is_refused_with_the_reason():
+    assert {"cpu-1thread", "cpu-all-cores", "cpu-batch32", "cuda"} <= set(builtin_profiles())
+    assert load_profile("cpu-all-cores").intra_op_threads == 0
+    assert load_profile("cpu-batch32").batch_size == 32
+    cuda = read_profile("cuda")
+    assert cuda.providers[0] == "CUDAExecutionProvider"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ConfigError, match="profile 'cuda': execution provider 'CUDAExecutionProvider' is not available here"):
+            load_profile("cuda")
+    for name in builtin_profiles():  # every built-in documents itself and round-trips
+        p = read_profile(name)
+        assert p.description and profile_from_dict(p.to_dict()) == p
+
+
+def test_profiles_command_lists_every_builtin_and_whether_it_runs_here(capsys):
+    from autocompress.cli import main
+
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith(("Use", " "))}
+    for name in builtin_profiles():
+        assert name in rows
+    assert rows["cpu-1thread"].split()[4] == "yes"
+    cuda_here = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert rows["cuda"].split()[4] == ("yes" if cuda_here else "no")
+    assert cuda_here or "cuda: execution provider 'CUDAExecutionProvider' is not available here" in out
+
+
+def test_cpu_affinity_outside_this_machine_is_refused(tmp_path):
+    import os
+
+    usable = sorted(os.sched_getaffinity(0))
+    path = tmp_path / "pinned.yaml"
+    path.write_text(f"name: pinned\ncpu_affinity: [{usable[0]}, {max(usable) + 64}]\n")
+    with pytest.raises(ConfigError, match=f"cpu_affinity core {max(usable) + 64} is not available here"):
+        load_profile(str(path))
+    path.write_text(f"name: pinned\ncpu_affinity: [{usable[0]}]\ninput_shape: [3, 32, 32]\n")
+    p = load_profile(str(path))
+    assert p.cpu_affinity == (usable[0],) and p.timing_shape((1, 8, 8)) == (3, 32, 32)
+    assert load_profile().timing_shape((1, 8, 8)) == (1, 8, 8)
+    assert "cpu_affinity" not in load_profile().to_dict()  # unset fields leave older fingerprints alone

@@ -105,20 +105,21 @@ class LatencyService:
     """Holds the teacher ONNX file and a latency worker process on its node."""
 
     def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...], val=None):
-        from autocompress.evaluation import LatencyWorker
+        from autocompress.evaluation import CachedLatency, LatencyWorker
 
         self._dir = Path(tempfile.mkdtemp(prefix="autocompress-latency-"))
         self._teacher = self._dir / "teacher.onnx"
         self._teacher.write_bytes(teacher_onnx)
         self._profile = profile
         self._val = val  # (x, y) numpy arrays when accuracy is measured on the device too
-        self._worker = LatencyWorker(self._teacher, profile, input_shape)
+        self._worker = CachedLatency(LatencyWorker(self._teacher, profile, input_shape), profile)
 
-    def measure(self, onnx: bytes):
-        """(LatencyResult, node id) for an ONNX file's bytes, timed against the teacher."""
+    def measure(self, onnx: bytes, fresh: bool = False):
+        """(LatencyResult, node id) for an ONNX file's bytes, timed against the teacher
+        (an identical file under the same profile: the earlier result, unless `fresh`)."""
         path = self._dir / "candidate.onnx"
         path.write_bytes(onnx)
-        return self._worker.measure(path), ray.get_runtime_context().get_node_id()
+        return self._worker.measure(path, fresh=fresh), ray.get_runtime_context().get_node_id()
 
     def accuracy(self, onnx: bytes):
         """(val accuracy, node id) of an ONNX file's bytes, run on this node with the
@@ -175,8 +176,8 @@ class RemoteLatency:
         self.node_ids: list[str] = []
         self.accuracy_node_ids: list[str] = []
 
-    def measure(self, path: Path):
-        result, node = ray.get(self._actor.measure.remote(Path(path).read_bytes()))
+    def measure(self, path: Path, *, fresh: bool = False):
+        result, node = ray.get(self._actor.measure.remote(Path(path).read_bytes(), fresh))
         self.node_ids.append(node)
         return result
 

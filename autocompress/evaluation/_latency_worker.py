@@ -22,6 +22,7 @@ def main() -> int:
         reference_path, profile, input_shape = pickle.load(proto_in)
     except EOFError:
         return 0
+    profile.pin_process()  # the profile's cpu_affinity, if any: this process only times
     reference = profile.session(reference_path)
     while True:
         try:

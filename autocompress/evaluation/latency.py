@@ -5,10 +5,17 @@ absolute times taken at different moments are not comparable. Timing the referen
 (the teacher) and the candidate in alternating blocks (R C R C ...) and taking the
 median of per-pass ratios cancels the drift; absolute milliseconds are derived from the
 reference for display only.
+
+How many passes: at least the profile's `passes`; then more, one pair of blocks at a time,
+until the 95% confidence interval of the median per-pass ratio (distribution-free, from
+order statistics) has a relative half-width <= `target_ci`, or `max_passes` is reached
+(`converged` says which). A candidate whose interval does not lie below 1 is not faster
+than the teacher beyond noise (`not_faster`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
@@ -27,17 +34,57 @@ class LatencyResult:
     candidate_spread: float  # (p90 - p10) / median of the candidate's single-run times
     reference_median_ms: float
     passes: int
+    ratio_low: float = float("nan")  # 95% confidence interval of the ratio (nan: too few passes)
+    ratio_high: float = float("nan")
+    converged: bool = False  # the interval reached the target width before max_passes
+    cached: bool = False  # the same file was timed before under the same profile: that result
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    @property
+    def ci_halfwidth(self) -> float:
+        """Relative half-width of the ratio's confidence interval (inf when undefined)."""
+        return relative_halfwidth(self.ratio, self.ratio_low, self.ratio_high)
 
-def summarize_interleaved(ref_blocks: Sequence[Sequence[float]], cand_blocks: Sequence[Sequence[float]]) -> LatencyResult:
+    @property
+    def not_faster(self) -> bool:
+        """Not below the reference beyond noise: the interval reaches 1 (or is undefined
+        and the ratio is >= 1)."""
+        return self.ratio_high >= 1.0 if not math.isnan(self.ratio_high) else self.ratio >= 1.0
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: the order statistics
+    (x_(k), x_(n+1-k)) with the largest k such that P(Binomial(n, 1/2) < k) <= (1 -
+    confidence) / 2. (nan, nan) when n is too small for any k (n < 6 at 95%)."""
+    x = np.sort(np.asarray(values, dtype=float))
+    n, alpha = len(x), (1.0 - confidence) / 2
+    k, tail = 0, 0.0
+    while True:
+        nxt = tail + math.comb(n, k) / 2.0**n  # P(B < k + 1)
+        if nxt > alpha or k + 1 > n // 2:
+            break
+        tail, k = nxt, k + 1
+    if k == 0:
+        return float("nan"), float("nan")
+    return float(x[k - 1]), float(x[n - k])
+
+
+def relative_halfwidth(center: float, low: float, high: float) -> float:
+    if math.isnan(low) or math.isnan(high) or center <= 0:
+        return math.inf
+    return (high - low) / 2.0 / center
+
+
+def summarize_interleaved(ref_blocks: Sequence[Sequence[float]], cand_blocks: Sequence[Sequence[float]], *,
+                          converged: bool = False) -> LatencyResult:
     """Pure summary of interleaved block timings (seconds per run)."""
     if len(ref_blocks) != len(cand_blocks) or not ref_blocks:
         raise ValueError("need the same, non-zero number of reference and candidate blocks")
     ratios = np.array([np.median(c) / np.median(r) for r, c in zip(ref_blocks, cand_blocks)])
     ratio = float(np.median(ratios))
+    low, high = median_interval(ratios)
     cand = np.concatenate([np.asarray(c, dtype=float) for c in cand_blocks]) * 1e3
     ref = np.concatenate([np.asarray(r, dtype=float) for r in ref_blocks]) * 1e3
     med = float(np.median(cand))
@@ -50,6 +97,9 @@ def summarize_interleaved(ref_blocks: Sequence[Sequence[float]], cand_blocks: Se
         candidate_spread=float((p90 - p10) / med),
         reference_median_ms=float(np.median(ref)),
         passes=len(ratios),
+        ratio_low=low,
+        ratio_high=high,
+        converged=converged,
     )
 
 
@@ -71,35 +121,43 @@ def measure_interleaved(
     reference_session=None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyResult:
-    """Time candidate vs reference under `profile`: warm both up, then `passes` pairs of
-    blocks, alternating which goes first to cancel order effects. The reference block has
-    `repeats` runs; the other model's block gets as many runs as make it last about as
-    long (from the warm-up medians, within [repeats / 20, repeats * 20]), so both blocks see
-    the same stretch of CPU-speed drift, however different the two models' speeds."""
+    """Time candidate vs reference ONNX files under `profile` (see time_interleaved)."""
     ref_sess = reference_session or profile.session(reference_path)
     cand_sess = profile.session(candidate_path)
-    x = np.random.default_rng(0).standard_normal((profile.batch_size, *input_shape)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((profile.batch_size, *profile.timing_shape(input_shape))).astype(np.float32)
     ref_feed = {ref_sess.get_inputs()[0].name: x}
     cand_feed = {cand_sess.get_inputs()[0].name: x}
+    return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock)
 
-    def run_ref():
-        return ref_sess.run(None, ref_feed)
 
-    def run_cand():
-        return cand_sess.run(None, cand_feed)
-
+def time_interleaved(run_ref: Callable[[], object], run_cand: Callable[[], object], profile: HardwareProfile, *,
+                     clock: Callable[[], float] = time.perf_counter) -> LatencyResult:
+    """Warm both up, then pairs of blocks, alternating which goes first to cancel order
+    effects, for `passes` pairs and then until the ratio's confidence interval is within
+    `target_ci` (or `max_passes`). The reference block has `repeats` runs; the other
+    model's block gets as many runs as make it last about as long (from the warm-up
+    medians, within [repeats / 20, repeats * 20]), so both blocks see the same stretch of
+    CPU-speed drift, however different the two models' speeds."""
     warm_ref = _time_block(run_ref, max(profile.warmup, 3), clock)
     warm_cand = _time_block(run_cand, max(profile.warmup, 3), clock)
     cand_repeats = balanced_repeats(profile.repeats, float(np.median(warm_ref[-3:])), float(np.median(warm_cand[-3:])))
-    ref_blocks, cand_blocks = [], []
-    for p in range(profile.passes):
+    ref_blocks: list[list[float]] = []
+    cand_blocks: list[list[float]] = []
+    converged = False
+    for p in range(max(profile.passes, profile.max_passes)):
         if p % 2 == 0:
             ref_blocks.append(_time_block(run_ref, profile.repeats, clock))
             cand_blocks.append(_time_block(run_cand, cand_repeats, clock))
         else:
             cand_blocks.append(_time_block(run_cand, cand_repeats, clock))
             ref_blocks.append(_time_block(run_ref, profile.repeats, clock))
-    return summarize_interleaved(ref_blocks, cand_blocks)
+        if p + 1 >= profile.passes:
+            ratios = [float(np.median(c) / np.median(r)) for r, c in zip(ref_blocks, cand_blocks)]
+            low, high = median_interval(ratios)
+            if relative_halfwidth(float(np.median(ratios)), low, high) <= profile.target_ci:
+                converged = True
+                break
+    return summarize_interleaved(ref_blocks, cand_blocks, converged=converged)
 
 
 def balanced_repeats(repeats: int, ref_seconds: float, cand_seconds: float) -> int:
@@ -108,6 +166,42 @@ def balanced_repeats(repeats: int, ref_seconds: float, cand_seconds: float) -> i
         return repeats * 20
     n = round(repeats * ref_seconds / cand_seconds)
     return int(min(max(n, max(1, repeats // 20)), repeats * 20))
+
+
+class CachedLatency:
+    """measure(path) keyed by the ONNX file's content hash and the profile: an identical
+    model is timed once (the answer is marked `cached`). `fresh=True` times it again
+    (the end-of-search re-measurement of the front). Other attributes are the wrapped
+    worker's."""
+
+    def __init__(self, worker, profile: HardwareProfile):
+        self._worker = worker
+        self._profile_key = profile.fingerprint
+        self._seen: dict[str, LatencyResult] = {}
+        self.hits = 0
+
+    def key(self, data: bytes) -> str:
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest() + ":" + self._profile_key
+
+    def measure(self, path, *, fresh: bool = False) -> LatencyResult:
+        from dataclasses import replace
+        from pathlib import Path
+
+        key = self.key(Path(path).read_bytes())
+        if not fresh and key in self._seen:
+            self.hits += 1
+            return replace(self._seen[key], cached=True)
+        result = self._worker.measure(path)
+        self._seen[key] = result
+        return result
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._worker, name)
 
 
 class LatencyWorker:

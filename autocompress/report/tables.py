@@ -58,12 +58,19 @@ def _pct(v: Any) -> str:
     return "   n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:6.2f}"
 
 
-def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front") -> str:
+def flag_column(df: pd.DataFrame, col: str) -> pd.Series:
+    """A boolean column that may be missing or have gaps (False there)."""
+    return df[col].astype("boolean").fillna(False).astype(bool) if col in df else pd.Series(False, index=df.index)
+
+
+def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front", trials: Optional[pd.DataFrame] = None) -> str:
     """Teacher row, then each front point: speedup, size reduction, val and test accuracy.
     A point whose ONNX file uses com.microsoft operators (runs on ONNX Runtime only) is
-    marked with '†'."""
-    ort_only = front["ort_only"].fillna(False).astype(bool) if "ort_only" in front else pd.Series(False, index=front.index)
-    labels = {i: str(d) + (" †" if ort_only[i] else "") for i, d in front.get("description", pd.Series(dtype=str)).items()}
+    marked with '†', one that is not faster than the teacher beyond measurement noise with
+    '‡'. With `trials`, a last line counts the built candidates that were not faster."""
+    ort_only = flag_column(front, "ort_only")
+    slow = flag_column(front, "not_faster")
+    labels = {i: str(d) + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "") for i, d in front.get("description", pd.Series(dtype=str)).items()}
     w = max([46, *(len(v) for v in labels.values())])
     head = f"{'trial':>5}  {'candidate':<{w}} {'speedup':>8} {'latency':>9} {'size':>9} {'smaller':>8} {'val %':>6} {'test %':>6}"
     lines = [title, head, "-" * len(head)]
@@ -79,4 +86,12 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
         )
     if ort_only.any():
         lines.append("† uses com.microsoft operators (ONNX Runtime's QOperator contrib ops, or 4-bit Q/DQ below opset 21): runs on ONNX Runtime only")
+    if slow.any():
+        lines.append("‡ not faster than the teacher beyond measurement noise (the ratio's 95% interval reaches 1)")
+    if trials is not None and "not_faster" in trials:
+        built = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
+        flagged = built[flag_column(built, "not_faster")]
+        if len(flagged):
+            examples = "; ".join(f"#{int(r['number'])} {r['description']} ({1 / r['latency_ratio']:.2f}x)" for _, r in flagged.head(3).iterrows())
+            lines.append(f"Not faster than the teacher on this profile: {len(flagged)} of {len(built)} built candidates, e.g. {examples}")
     return "\n".join(lines)

@@ -58,6 +58,72 @@ def test_summary_rejects_mismatched_or_empty_blocks():
         summarize_interleaved([[1.0], [1.0]], [[1.0]])
 
 
+# --------------------------------------------------------------------------- stopping rule (fake clock)
+
+
+class FakeModels:
+    """Two 'models' whose runs advance a fake clock: the reference takes 1 ms, the
+    candidate `ratio` ms times a per-run noise factor drawn from `noise`."""
+
+    def __init__(self, ratio: float, noise: float, seed: int = 0):
+        self.t = 0.0
+        self.ratio, self.noise = ratio, noise
+        self.rng = np.random.default_rng(seed)
+
+    def clock(self) -> float:
+        return self.t
+
+    def run_ref(self) -> None:
+        self.t += 1e-3
+
+    def run_cand(self) -> None:
+        self.t += 1e-3 * self.ratio * (1 + self.noise * self.rng.standard_normal())
+
+
+def test_median_interval_uses_binomial_order_statistics():
+    from autocompress.evaluation.latency import median_interval
+
+    assert all(np.isnan(median_interval([1.0, 2.0, 3.0, 4.0, 5.0])))  # n = 5: no 95% interval exists
+    assert median_interval([5.0, 1.0, 4.0, 2.0, 3.0, 7.0, 6.0]) == (1.0, 7.0)  # n = 7: min and max (98.4%)
+    assert median_interval(list(range(1, 21))) == (6.0, 15.0)  # n = 20: k = 6 (P(B < 6) = 2.1% <= 2.5% < P(B < 7))
+
+
+def test_a_quiet_measurement_stops_at_the_minimum_passes():
+    from autocompress.evaluation.latency import time_interleaved
+
+    m = FakeModels(ratio=0.5, noise=0.001)
+    p = HardwareProfile(name="t", warmup=3, repeats=10, passes=7, max_passes=31, target_ci=0.03)
+    r = time_interleaved(m.run_ref, m.run_cand, p, clock=m.clock)
+    assert r.passes == 7 and r.converged
+    assert r.ratio == pytest.approx(0.5, rel=0.01) and r.ratio_low <= r.ratio <= r.ratio_high
+    assert r.ci_halfwidth <= 0.03 and not r.not_faster
+
+
+def test_a_noisy_measurement_goes_on_until_the_interval_is_tight_or_max_passes():
+    from autocompress.evaluation.latency import time_interleaved
+
+    noisy = HardwareProfile(name="t", warmup=3, repeats=3, passes=7, max_passes=25, target_ci=0.03)
+    m = FakeModels(0.8, 0.4)
+    r = time_interleaved(m.run_ref, m.run_cand, noisy, clock=m.clock)
+    assert r.passes == 25 and not r.converged and r.ci_halfwidth > 0.03  # gave up at max_passes
+    loose = HardwareProfile(name="t", warmup=3, repeats=3, passes=7, max_passes=25, target_ci=0.5)
+    m2 = FakeModels(0.8, 0.4)
+    r2 = time_interleaved(m2.run_ref, m2.run_cand, loose, clock=m2.clock)
+    assert r2.converged and 7 <= r2.passes < 25 and r2.ci_halfwidth <= 0.5
+
+
+def test_not_faster_means_the_interval_reaches_one():
+    from autocompress.evaluation.latency import time_interleaved
+
+    p = HardwareProfile(name="t", warmup=3, repeats=10, passes=7, max_passes=9)
+    same = FakeModels(1.0, 0.05)
+    assert time_interleaved(same.run_ref, same.run_cand, p, clock=same.clock).not_faster  # equal speed: not faster
+    slower = FakeModels(1.3, 0.01)
+    assert time_interleaved(slower.run_ref, slower.run_cand, p, clock=slower.clock).not_faster
+    faster = FakeModels(0.9, 0.01)
+    assert not time_interleaved(faster.run_ref, faster.run_cand, p, clock=faster.clock).not_faster  # 10% faster, 1% noise
+
+
 # --------------------------------------------------------------------------- real ORT
 
 
@@ -83,7 +149,7 @@ def conv_models(tmp_path_factory):
     return small, big
 
 
-PROFILE = HardwareProfile(name="test", warmup=5, repeats=15, passes=5)
+PROFILE = HardwareProfile(name="test", warmup=5, repeats=15, passes=5, max_passes=5)
 
 
 def test_a_model_against_itself_has_ratio_near_one(conv_models):
@@ -106,7 +172,7 @@ def test_a_four_times_bigger_model_is_slower(conv_models):
 
 def test_reference_session_is_reused_and_batch_size_honoured(conv_models):
     small, big = conv_models
-    profile = HardwareProfile(name="b4", warmup=1, repeats=3, passes=2, batch_size=4)
+    profile = HardwareProfile(name="b4", warmup=1, repeats=3, passes=2, max_passes=2, batch_size=4)
     ref_sess = profile.session(big)
     r = measure_interleaved("/nonexistent/reference.onnx", small, profile, (3, 24, 24), reference_session=ref_sess)
     assert r.passes == 2 and r.ratio < 1.0  # timed against the given (big) session, not the path
@@ -149,3 +215,47 @@ def test_latency_worker_does_not_import_torch():
 
     code = "import sys, autocompress.evaluation._latency_worker as w; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_latency_worker_runs_on_the_profiles_cores(conv_models):
+    from autocompress.evaluation import LatencyWorker
+
+    small, _ = conv_models
+    core = sorted(os.sched_getaffinity(0))[-1]
+    pinned = HardwareProfile(name="pinned", warmup=1, repeats=3, passes=2, max_passes=2, cpu_affinity=(core,))
+    with LatencyWorker(small, pinned, (3, 24, 24)) as worker:
+        worker.measure(small)
+        assert os.sched_getaffinity(worker._proc.pid) == {core}
+
+
+def test_the_profiles_input_shape_is_the_one_timed(conv_models):
+    small, _ = conv_models
+    wrong = HardwareProfile(name="shape", warmup=1, repeats=2, passes=2, max_passes=2, input_shape=(3, 24, 25))
+    with pytest.raises(Exception, match="25|dimension|Invalid"):
+        measure_interleaved(small, small, wrong, (3, 24, 24))  # the exported graph is fixed at 24x24: the override was used
+
+
+def test_an_identical_file_is_timed_once_unless_fresh(tmp_path):
+    from autocompress.evaluation import CachedLatency
+
+    class CountingWorker:  # stands in for the timing process in this pure-logic test
+        def __init__(self):
+            self.calls = []
+
+        def measure(self, path):
+            self.calls.append(path)
+            return LatencyResult(0.5, 0.01, 1.0, 1.1, 0.1, 2.0, 7, 0.49, 0.51, True)
+
+    a, b, c = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "c.onnx"
+    a.write_bytes(b"graph-1")
+    b.write_bytes(b"graph-1")  # same content, other file: the same model
+    c.write_bytes(b"graph-2")
+    worker = CountingWorker()
+    cache = CachedLatency(worker, HardwareProfile(name="p"))
+    assert not cache.measure(a).cached
+    assert cache.measure(b).cached and cache.hits == 1
+    assert not cache.measure(c).cached
+    assert not cache.measure(a, fresh=True).cached  # the deliberate re-measurement
+    assert worker.calls == [a, c, a]
+    other = CachedLatency(worker, HardwareProfile(name="p", batch_size=8))
+    assert other.key(b"graph-1") != cache.key(b"graph-1")  # keyed by the profile too

@@ -152,3 +152,18 @@ def test_plot_info_shows_block_choices_per_front_point(tmp_path):
     by_label = dict(zip(info["front"]["labels"], info["front"]["blocks"]))
     assert by_label["0"] == "sk/mb3k5" and by_label["1"] == "-/dw3" and by_label["5"] == ""
     assert render_pareto_png(info, tmp_path / "p.png").stat().st_size > 0
+
+
+def test_summary_flags_points_that_are_not_faster_and_counts_them():
+    front = pd.DataFrame([
+        {"number": 1, "description": "int8 qdq/s8", "speedup": 0.95, "latency_ratio": 1.05, "latency_ms": 1.0, "size_bytes": 100,
+         "size_reduction": 4.0, "val_accuracy": 0.99, "not_faster": True},
+        {"number": 2, "description": "prune 0.5", "speedup": 2.0, "latency_ratio": 0.5, "latency_ms": 0.5, "size_bytes": 200,
+         "size_reduction": 2.0, "val_accuracy": 0.98, "not_faster": False},
+    ])
+    trials = front.assign(state="COMPLETE", duplicate_of=float("nan"))
+    text = format_summary(front, TeacherRow(1.0, None, 1.0, 400), trials=trials)
+    lines = text.splitlines()
+    assert any("int8 qdq/s8 ‡" in line for line in lines) and not any("prune 0.5 ‡" in line for line in lines)
+    assert "‡ not faster than the teacher beyond measurement noise" in text
+    assert "Not faster than the teacher on this profile: 1 of 2 built candidates, e.g. #1 int8 qdq/s8 (0.95x)" in text
