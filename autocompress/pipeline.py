@@ -55,6 +55,17 @@ class PipelineContext:
     calibration: np.ndarray
     _latency_worker: Any = None
     accuracy_on_device: bool = False  # val accuracy by the latency worker (on the device's node), not here on the CPU
+    gate: Any = None  # with busy() and step(): CPU work that a latency measurement on the same cores must not overlap
+
+    def busy(self):
+        """Held while this candidate's build computes (the latency worker's calls step out of it)."""
+        from contextlib import nullcontext
+
+        return self.gate.busy() if self.gate is not None else nullcontext()
+
+    @property
+    def between_steps(self) -> Optional[Callable[[], None]]:
+        return self.gate.step if self.gate is not None else None
 
     @property
     def calibration_tensor(self) -> torch.Tensor:
@@ -160,8 +171,18 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
 
     With `fidelity` the fine-tune runs rung by rung; after each rung but the last the
     candidate's torch val accuracy and measured latency ratio go to `at_rung(rung, acc,
-    ratio)`, and a candidate that is not promoted raises CandidateStopped."""
-    task, out_dir = ctx.task, Path(out_dir)
+    ratio)`, and a candidate that is not promoted raises CandidateStopped.
+
+    With `ctx.gate` (concurrent trials on the latency device's cores) the whole build
+    holds it, the fine-tune steps aside between steps when a measurement waits, and the
+    latency worker's own calls step out of it."""
+    with ctx.busy():
+        return _build(cfg, ctx, Path(out_dir), seed=seed, fidelity=fidelity, at_rung=at_rung)
+
+
+def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int, fidelity: Optional[Fidelity],
+           at_rung: Optional[Callable[[int, float, float], Decision]]) -> CandidateResult:
+    task = ctx.task
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     torch.manual_seed(seed)
@@ -201,7 +222,7 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
     for rung, steps in enumerate(rungs):
         with _stage("finetune", seconds):  # a rung after the first: a new cosine cycle from where the last ended
             distill_(student, task.train.x, task.train.y, ctx.soft_targets, replace(cfg.finetune, steps=steps - done),
-                     cfg.distill or DistillConfig(), seed=seed + 1_000_003 * rung)
+                     cfg.distill or DistillConfig(), seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps)
         done = steps
         if rung < len(rungs) - 1:
             with _stage("rungs", seconds):

@@ -24,6 +24,7 @@ STUDY_NAME = "autocompress"
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 _CONSTRAINT = "constraint"
 REMEASURED = "remeasured"  # study attribute: trial number -> end-of-search latency re-measurement
+_NOT_IN_RECORDS = {"stage_seconds", _CONSTRAINT, "config", "rung_results", "measure_windows", "busy_windows"}  # kept on the trial only
 
 # The classic recipes a user would try by hand; enqueued first so the front is never worse.
 _INT8 = {"quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"], "quantize.calibration": "minmax"}
@@ -264,7 +265,7 @@ class OptunaBackend:
     def _record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         rec: dict[str, Any] = {"number": t.number, "state": t.state.name}
         rec.update({f"param.{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})  # 0.7, not 0.7000000000000001
-        rec.update({k: v for k, v in t.user_attrs.items() if k not in ("stage_seconds", _CONSTRAINT, "config", "rung_results")})
+        rec.update({k: v for k, v in t.user_attrs.items() if k not in _NOT_IN_RECORDS})
         for r in t.user_attrs.get("rung_results", []):  # multi-fidelity: what the candidate showed at each rung
             rec[f"rung{r['rung']}_val_accuracy"] = r["val_accuracy"]
             rec[f"rung{r['rung']}_latency_ratio"] = r["latency_ratio"]

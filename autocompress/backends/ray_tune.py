@@ -104,7 +104,7 @@ def check_resource(name: str) -> None:
 class LatencyService:
     """Holds the teacher ONNX file and a latency worker process on its node."""
 
-    def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...], val=None):
+    def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...], val=None, quiet=None):
         from autocompress.evaluation import CachedLatency, LatencyWorker
 
         self._dir = Path(tempfile.mkdtemp(prefix="autocompress-latency-"))
@@ -112,6 +112,7 @@ class LatencyService:
         self._teacher.write_bytes(teacher_onnx)
         self._profile = profile
         self._val = val  # (x, y) numpy arrays when accuracy is measured on the device too
+        self._quiet = quiet  # QuietPhase: trials on this node pause while it measures
         self._worker = CachedLatency(LatencyWorker(self._teacher, profile, input_shape), profile)
 
     def measure(self, onnx: bytes, fresh: bool = False):
@@ -119,7 +120,19 @@ class LatencyService:
         (an identical file under the same profile: the earlier result, unless `fresh`)."""
         path = self._dir / "candidate.onnx"
         path.write_bytes(onnx)
-        return self._worker.measure(path, fresh=fresh), ray.get_runtime_context().get_node_id()
+        if self._quiet is not None:
+            ray.get(self._quiet.measure_begin.remote())
+        t0 = time.time()
+        try:
+            result = self._worker.measure(path, fresh=fresh)
+        finally:
+            t1 = time.time()
+            if self._quiet is not None:
+                ray.get(self._quiet.measure_end.remote())
+        return result, ray.get_runtime_context().get_node_id(), (t0, t1)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def accuracy(self, onnx: bytes):
         """(val accuracy, node id) of an ONNX file's bytes, run on this node with the
@@ -139,6 +152,146 @@ class LatencyService:
 
 
 @ray.remote(num_cpus=0)
+class QuietPhase:
+    """Latency measurement and trials' CPU work on the same node take turns (a
+    readers-writer lock: any number of trials compute at once; a measurement waits until
+    none does, and trials that want to start wait while a measurement is pending or
+    running). Trials step aside between fine-tune steps (`checkpoint`). A holder that
+    vanished (a killed trial) cannot block measurements for more than `stale_s`."""
+
+    def __init__(self, stale_s: float = 60.0):
+        self._holders: dict[str, float] = {}  # trial token -> last time it was heard of
+        self._waiting = 0
+        self._measuring = False
+        self._cond = None
+        self._stale_s = stale_s
+
+    def _c(self):
+        import asyncio
+
+        if self._cond is None:  # made on the actor's event loop
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    def _drop_stale(self) -> None:
+        now = time.monotonic()
+        for token in [t for t, seen in self._holders.items() if now - seen > self._stale_s]:
+            del self._holders[token]
+
+    async def train_begin(self, token: str) -> None:
+        c = self._c()
+        async with c:
+            await c.wait_for(lambda: not self._measuring and self._waiting == 0)
+            self._holders[token] = time.monotonic()
+
+    async def train_end(self, token: str) -> None:
+        c = self._c()
+        async with c:
+            self._holders.pop(token, None)
+            c.notify_all()
+
+    async def checkpoint(self, token: str) -> bool:
+        """Called by a computing trial now and then: steps aside (returns True) if a
+        measurement is waiting, else only says it is alive."""
+        if self._waiting == 0 and not self._measuring:
+            self._holders[token] = time.monotonic()
+            return False
+        await self.train_end(token)
+        await self.train_begin(token)
+        return True
+
+    async def measure_begin(self) -> None:
+        import asyncio
+
+        c = self._c()
+        async with c:
+            self._waiting += 1
+            try:
+                while self._holders or self._measuring:
+                    try:
+                        await asyncio.wait_for(c.wait(), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        self._drop_stale()
+            finally:
+                self._waiting -= 1
+            self._measuring = True
+
+    async def measure_end(self) -> None:
+        c = self._c()
+        async with c:
+            self._measuring = False
+            c.notify_all()
+
+
+class QuietGate:
+    """A trial's side of QuietPhase: `busy()` while it computes (reentrant), `step()`
+    between fine-tune steps (asks the actor at most every `every_s` seconds), and
+    `paused()` around its own calls to the latency service. Records the intervals it
+    computed (wall clock) in `windows`."""
+
+    def __init__(self, actor, every_s: float = 0.2):
+        import uuid
+
+        self._actor = actor
+        self._token = uuid.uuid4().hex
+        self._every = every_s
+        self._depth = 0
+        self._start = 0.0
+        self._last = 0.0
+        self.windows: list[tuple[float, float]] = []
+
+    def _acquire(self) -> None:
+        ray.get(self._actor.train_begin.remote(self._token))
+        self._start = self._last = time.time()
+
+    def _release(self) -> None:
+        self.windows.append((self._start, time.time()))
+        ray.get(self._actor.train_end.remote(self._token))
+
+    def busy(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def held():
+            if self._depth == 0:
+                self._acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._release()
+
+        return held()
+
+    def step(self) -> None:
+        now = time.time()
+        if self._depth == 0 or now - self._last < self._every:
+            return
+        self._last = now
+        if ray.get(self._actor.checkpoint.remote(self._token)):
+            self.windows.append((self._start, now))  # it stepped aside from `now` until just now
+            self._start = self._last = time.time()
+
+    def paused(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def out():
+            if self._depth == 0:
+                yield
+                return
+            self._release()
+            try:
+                yield
+            finally:
+                self._acquire()
+
+        return out()
+
+
+@ray.remote(num_cpus=0)
 class ArtifactSink:
     """Writes trial artifacts into the run directory on the driver's node."""
 
@@ -154,36 +307,50 @@ class ArtifactSink:
 
 
 def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opts: RayOptions, val=None):
-    """Create the latency and artifact actors for this run; returns (latency, sink).
-    `val`: the (x, y) validation arrays, for accuracy on the device's node."""
+    """Create the latency, artifact and quiet-phase actors for this run; returns
+    (latency, sink, quiet, the latency service's node id). `val`: the (x, y) validation
+    arrays, for accuracy on the device's node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    sink = ArtifactSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(run_path))
+    pinned = NodeAffinitySchedulingStrategy(here, soft=False)
+    sink = ArtifactSink.options(scheduling_strategy=pinned).remote(str(run_path))
+    quiet = QuietPhase.options(scheduling_strategy=pinned).remote()
+    args = (teacher_onnx.read_bytes(), profile, tuple(input_shape), val, quiet)
     if opts.latency_resource:  # RaySession checked that the cluster carries it
-        latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(teacher_onnx.read_bytes(), profile, tuple(input_shape), val)
+        latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(*args)
     else:
-        latency = LatencyService.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
-            teacher_onnx.read_bytes(), profile, tuple(input_shape), val)
-    return latency, sink
+        latency = LatencyService.options(scheduling_strategy=pinned).remote(*args)
+    return latency, sink, quiet, ray.get(latency.node_id.remote())
 
 
 class RemoteLatency:
-    """LatencyWorker's interface over the LatencyService actor; remembers where it ran."""
+    """LatencyWorker's interface over the LatencyService actor; remembers where and when
+    it measured. With a QuietGate, a call steps out of the trial's busy phase."""
 
-    def __init__(self, actor):
+    def __init__(self, actor, gate: Optional[QuietGate] = None):
+        from contextlib import nullcontext
+
         self._actor = actor
+        self._gate = gate
+        self._pause = gate.paused if gate is not None else nullcontext
         self.node_ids: list[str] = []
         self.accuracy_node_ids: list[str] = []
+        self.windows: list[tuple[float, float]] = []
 
     def measure(self, path: Path, *, fresh: bool = False):
-        result, node = ray.get(self._actor.measure.remote(Path(path).read_bytes(), fresh))
+        data = Path(path).read_bytes()
+        with self._pause():
+            result, node, window = ray.get(self._actor.measure.remote(data, fresh))
         self.node_ids.append(node)
+        self.windows.append(window)
         return result
 
     def accuracy(self, path: Path) -> float:
         """Val accuracy of the ONNX file at `path`, measured on the service's node."""
-        acc, node = ray.get(self._actor.accuracy.remote(Path(path).read_bytes()))
+        data = Path(path).read_bytes()
+        with self._pause():
+            acc, node = ray.get(self._actor.accuracy.remote(data))
         self.accuracy_node_ids.append(node)
         return acc
 
@@ -212,6 +379,8 @@ class TrialSetup:
     cpus_per_trial: float = 1.0
     cwd: Optional[str] = None  # the driver's working directory: relative task paths resolve from it
     accuracy_on_device: bool = False
+    quiet: Any = None  # QuietPhase handle: trials on the latency node take turns with measurements
+    latency_node: Optional[str] = None
 
 
 _CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task, soft targets, calibration)
@@ -244,8 +413,10 @@ def _context(setup: TrialSetup):
         _CONTEXTS[setup.task_fingerprint] = (task, teacher_logits(task.teacher, task.train.x), calibration_samples(task).numpy())
     task, soft, calib = _CONTEXTS[setup.task_fingerprint]
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
+    here = ray.get_runtime_context().get_node_id()
+    gate = QuietGate(setup.quiet) if setup.quiet is not None and here == setup.latency_node else None  # same cores as the timing
     return PipelineContext(task=task, profile=setup.profile, teacher=setup.teacher, soft_targets=soft, calibration=calib,
-                           _latency_worker=RemoteLatency(setup.latency), accuracy_on_device=setup.accuracy_on_device)
+                           _latency_worker=RemoteLatency(setup.latency, gate), accuracy_on_device=setup.accuracy_on_device, gate=gate)
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup, fidelity=None, board=None) -> None:
@@ -279,6 +450,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, fidelity=None, board=No
                      latency_node=ctx.latency_worker.node_ids[-1], trial_node=ray.get_runtime_context().get_node_id())
         if setup.accuracy_on_device:
             attrs["accuracy_node"] = ctx.latency_worker.accuracy_node_ids[-1]
+        # wall-clock intervals: when this trial computed on the latency node, and when its latencies were timed
+        attrs["measure_windows"] = ctx.latency_worker.windows
+        if ctx.gate is not None:
+            attrs["busy_windows"] = ctx.gate.windows
         # Tune flattens nested results for searchers: the attributes travel as one JSON string
         tune.report({"final": True, **dict(zip(METRICS, outcome.values)), "attrs_json": json.dumps(attrs)})
     except CandidateStopped as stop:
@@ -487,10 +662,12 @@ class RaySession:
                 raise
         self.latency_actor = None
         self.sink = None
+        self.quiet = None
+        self.latency_node: Optional[str] = None
 
     def latency(self, teacher_onnx: Path, profile, input_shape, run_path: Path, val=None) -> RemoteLatency:
-        self.latency_actor, self.sink = start_services(Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts,
-                                                       val if self.opts.accuracy_on_device else None)
+        self.latency_actor, self.sink, self.quiet, self.latency_node = start_services(
+            Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts, val if self.opts.accuracy_on_device else None)
         return RemoteLatency(self.latency_actor)
 
     def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str]) -> TrialSetup:
@@ -501,7 +678,7 @@ class RaySession:
             checkpoint=checkpoint, task_fingerprint=task.fingerprint,
             space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
             teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,
-            cwd=os.getcwd(), accuracy_on_device=self.opts.accuracy_on_device,
+            cwd=os.getcwd(), accuracy_on_device=self.opts.accuracy_on_device, quiet=self.quiet, latency_node=self.latency_node,
         )
 
     def close(self) -> None:

@@ -5,6 +5,8 @@ and T^2 keeps the soft term's gradient scale independent of T (Hinton et al., 20
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,9 +50,12 @@ def distill_(
     distill: DistillConfig,
     *,
     seed: int = 0,
+    between_steps: Optional[Callable[[], None]] = None,
 ) -> nn.Module:
     """Fine-tune `student` in place for `finetune.steps` steps of Adam (cosine-decayed
-    learning rate) on minibatches of (x, y) with precomputed teacher logits."""
+    learning rate) on minibatches of (x, y) with precomputed teacher logits.
+    `between_steps()` is called after every step (e.g. to let a latency measurement on
+    the same cores go first)."""
     if finetune.steps <= 0:
         return student.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -69,6 +74,8 @@ def distill_(
         loss.backward()
         opt.step()
         sched.step()
+        if between_steps is not None:
+            between_steps()
     return student.eval()
 
 

@@ -56,6 +56,15 @@ def test_ray_backend_writes_the_same_run_directory(tmp_path):
     # the study is a plain Optuna study: every later command reads it like a local run
     study = optuna.load_study(study_name="autocompress", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 4 + sum(t.state.name == "WAITING" for t in study.trials)
+    # one machine: a latency measurement never overlapped any trial's computing (wall-clock intervals)
+    busy = [(t.number, tuple(w)) for t in study.trials for w in t.user_attrs.get("busy_windows", [])]
+    timed = [(t.number, tuple(w)) for t in study.trials for w in t.user_attrs.get("measure_windows", [])]
+    assert busy and timed
+    for n, (m0, m1) in timed:
+        for k, (b0, b1) in busy:
+            assert not (m0 < b1 and b0 < m1), f"trial {n}'s measurement {m0:.3f}-{m1:.3f} overlaps trial {k}'s work {b0:.3f}-{b1:.3f}"
+    # ... while the two trials did compute at the same time otherwise
+    assert any(a != b and w[0] < v[1] and v[0] < w[1] for a, w in busy for b, v in busy)
 
 
 def test_a_killed_ray_driver_resumes_without_losing_a_finished_trial(tmp_path):
