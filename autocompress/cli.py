@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
     s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the study in RUN_DIR up to its (or a raised) budget")
+    s.add_argument("--latency", choices=["measured", "predicted"], help="measured (default): timed under --profile; "
+                   "predicted: from --table, nothing is timed (verify the front on the device later)")
+    s.add_argument("--table", metavar="TABLE.json", help="device latency table (autocompress profile-device); with measured latency "
+                   "its predictions are recorded next to the measurements, for autocompress audit")
     f = s.add_argument_group("multi-fidelity (successive halving)")
     f.add_argument("--fidelity", metavar="STEPS,STEPS", help="fine-tune steps per rung, e.g. 50,150: every candidate gets the first, "
                    "only the most promising the full one; finetune.steps is then not searched")
@@ -55,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--accuracy-on-device", action="store_true", default=None,
                    help="measure val accuracy there too, with the profile's execution providers (with --latency-resource)")
     sub.add_parser("profiles", help="list the built-in hardware profiles and whether each runs here")
+    d = sub.add_parser("profile-device", help="measure this device's per-layer latency table for --latency predicted / audit",
+                       description="Samples candidates from the search space, times them and each of their layer configurations "
+                                   "here (as ratios), and writes the table the latency predictor uses.")
+    d.add_argument("--out", required=True, metavar="TABLE.json")
+    d.add_argument("--profile", metavar="NAME|FILE", help="hardware profile (default: cpu-1thread)")
+    d.add_argument("--model", metavar="FILE.py:FN")
+    d.add_argument("--data", metavar="FILE.py:FN")
+    d.add_argument("--checkpoint", metavar="FILE")
+    d.add_argument("--space", metavar="NAME|FILE", help="search space whose layer configurations to time (default: default)")
+    d.add_argument("--samples", type=int, default=30, metavar="N", help="candidates sampled and timed whole, to fit the overhead (default 30)")
+    d.add_argument("--seed", type=int, default=0)
+    a = sub.add_parser("audit", help="compare predicted latency and FLOPs with measured latency for every trial of a run")
+    a.add_argument("run_dir", metavar="RUN_DIR")
     v = sub.add_parser("verify", help="re-measure a run's front points here and compare with what the run recorded",
                        description="Exit code 1 when a front point's speedup is not reproduced within ±7% (±15% under 0.1 ms).")
     v.add_argument("run_dir", metavar="RUN_DIR")
@@ -74,12 +91,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
                 out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-                latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity, reduction_factor=args.reduction_factor,
+                latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
+                latency=args.latency, table=args.table, reduction_factor=args.reduction_factor,
             ))
         elif args.command == "profiles":
             from autocompress.hardware import profiles_table
 
             print(profiles_table())
+        elif args.command == "profile-device":
+            from autocompress.profile_device import ProfileDeviceOptions, profile_device
+
+            profile_device(ProfileDeviceOptions(out=args.out, profile=args.profile, model=args.model, data=args.data, checkpoint=args.checkpoint,
+                                                space=args.space, samples=args.samples, seed=args.seed))
+        elif args.command == "audit":
+            from autocompress.audit import audit
+
+            audit(args.run_dir)
         elif args.command == "verify":
             from autocompress.verify import VerifyOptions, verify
 

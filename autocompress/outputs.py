@@ -10,7 +10,7 @@ import pandas as pd
 from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
 from autocompress.run import RunDir, write_text_atomic
 
-_FIRST = ["number", "state", "description", "val_accuracy", "speedup", "not_faster", "latency_ratio", "latency_ms", "size_bytes",
+_FIRST = ["number", "state", "description", "val_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
 
@@ -43,15 +43,21 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
         onnx_accuracy(run.path / p, test.x.numpy(), test.y.numpy()) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
-    cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_ratio", "latency_ratio_recorded", "latency_ms",
-            "size_bytes", "size_reduction", "acc_drop_pts", "ort_only", "onnx", "state_dict"]
+    cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio",
+            "latency_ratio_recorded", "latency_ratio_predicted", "macs_ratio", "latency_ms", "size_bytes", "size_reduction", "acc_drop_pts",
+            "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))
     write_text_atomic(run.path / "pareto.csv", front[[c for c in cols if c in front]].to_csv(index=False))
-    render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png", title=f"{run.path.name}: {int(df['state'].eq('COMPLETE').sum())} trials")
+    predicted = "latency_source" in df and bool(df["latency_source"].eq("predicted").any())
+    label = " · latency PREDICTED from a device table, not measured" if predicted else ""
+    render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png",
+                      title=f"{run.path.name}: {int(df['state'].eq('COMPLETE').sum())} trials{label}")
     run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
     n_failed = int(df["state"].eq("FAIL").sum())
     n_stopped = int(df["state"].eq("PRUNED").sum())  # multi-fidelity: not promoted at a rung
     note = f"{len(df)} trials, " + (f"{n_stopped} stopped at a rung, " if n_stopped else "") + f"{n_failed} failed" + (f", front limited to <= {max_acc_drop} pt accuracy drop" if max_acc_drop is not None else "")
+    if predicted:
+        note += "; latency PREDICTED from a device table (not measured): check it on the device with autocompress verify"
     summary = format_summary(front, teacher, title=f"Pareto front ({note})", trials=df)
     write_text_atomic(run.path / "summary.txt", summary + "\n")
     progress("\n" + summary)

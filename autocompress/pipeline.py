@@ -56,6 +56,16 @@ class PipelineContext:
     _latency_worker: Any = None
     accuracy_on_device: bool = False  # val accuracy by the latency worker (on the device's node), not here on the CPU
     gate: Any = None  # with busy() and step(): CPU work that a latency measurement on the same cores must not overlap
+    table: Any = None  # evaluation.predictor.LatencyTable: predictions recorded next to (or instead of) measurements
+    predicted: bool = False  # latency comes from `table`, nothing is timed
+    teacher_macs: int = 0
+
+    def predict(self, layers) -> LatencyResult:
+        """A LatencyResult from the table (labelled predicted; no interval, no passes)."""
+        ratio = self.table.predict_ratio(layers)[0]
+        ms = ratio * self.teacher.latency_ms
+        nan = float("nan")
+        return LatencyResult(ratio, 0.0, ms, ms, 0.0, self.teacher.latency_ms, 0, nan, nan, False, False, "predicted")
 
     def busy(self):
         """Held while this candidate's build computes (the latency worker's calls step out of it)."""
@@ -96,17 +106,30 @@ class CandidateResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     ort_only: bool = False  # the ONNX file uses com.microsoft operators: it needs ONNX Runtime
     rung_results: list[dict[str, Any]] = field(default_factory=list)  # multi-fidelity: the candidate's rungs before the last
+    macs: int = 0  # multiply-accumulates of its Conv/Linear layers (the FLOPs proxy)
+    predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, layers it had to estimate)
 
 
 def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
-            accuracy_on_device: bool = False) -> PipelineContext:
+            accuracy_on_device: bool = False, table=None, predicted: bool = False) -> PipelineContext:
     """Export and measure the teacher once; precompute teacher logits and calibration data.
     The returned context owns a latency worker (`latency(teacher_onnx_path)`, default a
     local LatencyWorker process; anything with measure(path) and close()): close() it.
     accuracy_on_device: val accuracies (the teacher's too) come from the worker's
-    accuracy(path), i.e. from the device's node."""
+    accuracy(path), i.e. from the device's node. table: a device latency table whose
+    predictions are recorded too; predicted: latency from it only (nothing timed; the
+    teacher's milliseconds are the table's)."""
+    from autocompress.config import QuantizeConfig
+    from autocompress.evaluation.predictor import layer_configs
+
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
+    teacher_macs = sum(l.macs for l in layer_configs(task.teacher, task.train.x[:2], QuantizeConfig()))
+    if predicted:
+        val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
+        baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_units * table.reference_ms)
+        return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train.x),
+                               calibration=calibration_samples(task).numpy(), table=table, predicted=True, teacher_macs=teacher_macs)
     worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.input_shape), profile)
     try:
         self_timing = worker.measure(path)
@@ -123,6 +146,8 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Opt
         calibration=calibration_samples(task).numpy(),
         _latency_worker=worker,
         accuracy_on_device=accuracy_on_device,
+        table=table,
+        teacher_macs=teacher_macs,
     )
 
 
@@ -248,8 +273,13 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
     with _stage("accuracy", seconds):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
-        latency = ctx.latency_worker.measure(final)
-    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results)
+        from autocompress.evaluation.predictor import layer_configs
+
+        layers = layer_configs(student, tctx.example_input, cfg.quantize)
+        latency = ctx.predict(layers) if ctx.predicted else ctx.latency_worker.measure(final)
+        predicted = ctx.table.predict_ratio(layers) if ctx.table is not None else None
+    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results,
+                           macs=sum(l.macs for l in layers), predicted=predicted)
 
 
 def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: CandidateConfig, ctx: PipelineContext,
@@ -263,6 +293,10 @@ def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: Candida
     import shutil
 
     acc = torch_accuracy(student, ctx.task.val.x, ctx.task.val.y)
+    if ctx.predicted:
+        from autocompress.evaluation.predictor import layer_configs
+
+        return acc, ctx.predict(layer_configs(probe, ctx.task.train.x[:2], cfg.quantize)).ratio
     try:
         onnx = export_onnx(probe, ctx.task.input_shape, probe_dir / ("model.fp32.onnx" if cfg.quantize.active else "model.onnx"))
         if cfg.quantize.active:

@@ -40,6 +40,8 @@ class SearchOptions:
     max_concurrent: Optional[int] = None
     latency_resource: Optional[str] = None
     accuracy_on_device: Optional[bool] = None  # val accuracy on the --latency-resource node too
+    latency: Optional[str] = None  # "measured" (default) or "predicted" (from --table)
+    table: Optional[str] = None  # a device latency table (autocompress profile-device)
     fidelity: Optional[str] = None  # multi-fidelity rungs, e.g. "50,150" (fine-tune steps)
     reduction_factor: Optional[int] = None
 
@@ -75,6 +77,12 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError("--latency-resource must name a custom Ray resource, e.g. hw:edge")
     if o.accuracy_on_device and o.latency_resource is None and o.resume is None:
         raise ConfigError("--accuracy-on-device needs --latency-resource (the device's node)")
+    if o.latency is not None and o.latency not in ("measured", "predicted"):
+        raise ConfigError(f"--latency must be measured or predicted, got {o.latency!r}")
+    if o.latency == "predicted" and o.table is None and o.resume is None:
+        raise ConfigError("--latency predicted needs --table TABLE.json (make one on the device with autocompress profile-device)")
+    if o.latency == "predicted" and o.backend == "ray":
+        raise ConfigError("--latency predicted runs with the local backend (nothing is timed, no device is needed)")
     if o.fidelity is not None:
         from autocompress.backends.halving import Fidelity
 
@@ -126,6 +134,7 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         model=task_spec.get("model"), data=task_spec.get("data"), checkpoint=o.checkpoint or m.get("checkpoint"),
         budget=o.budget or m["budget"], time_budget=o.time_budget, seed=m["seed"], sampler=o.sampler or m["sampler"],
         max_acc_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
+        latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
         fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
         reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None,
     )
@@ -229,6 +238,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             space = space.with_fixed("finetune.steps", fidelity.full_steps)
             progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched")
     check_space_for_profile(space, profile)
+    table = _load_table(o, profile)
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
     check_space_for_model(space, task.teacher)
     space, notes = bind_space(space, task)
@@ -262,6 +272,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         }
         if fidelity is not None:
             manifest["fidelity"] = fidelity.to_dict()
+        if table is not None:
+            manifest["latency"] = {"mode": o.latency or "measured", "table": str(Path(o.table).resolve()), "table_profile": table.profile}
         if session is not None:
             manifest["ray"] = {"address": o.ray_address, "cpus_per_trial": session.opts.cpus_per_trial,
                                "max_concurrent": o.max_concurrent, "latency_resource": o.latency_resource,
@@ -273,13 +285,16 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         try:
             val = (task.val.x.numpy(), task.val.y.numpy())
             remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, task.input_shape, run.path, val))
-            ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device))
+            ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
+                          table=table, predicted=o.latency == "predicted")
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
             raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
             val_accuracy=ctx.teacher.val_accuracy, test_accuracy=ctx.teacher.test_accuracy,
             size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,
         )
+        if ctx.predicted:
+            manifest["teacher"]["latency_source"] = "predicted"
         if session is not None:  # where the teacher's reference timing ran
             manifest["teacher"]["latency_node"] = ctx.latency_worker.node_ids[0]
             if o.accuracy_on_device:
@@ -298,7 +313,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
-            setup = session.setup(task=task, space=space, profile=profile, teacher=ctx.teacher, seed=seed, checkpoint=o.checkpoint)
+            setup = session.setup(task=task, space=space, profile=profile, teacher=ctx.teacher, seed=seed, checkpoint=o.checkpoint,
+                                  table=table, teacher_macs=ctx.teacher_macs)
             backend = RayTuneBackend(run.storage_url, space, setup=setup, opts=session.opts, run_path=run.path,
                                      sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop, fidelity=fidelity)
         backend.open(new=not resume)
@@ -373,6 +389,9 @@ def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int, fide
         "latency_converged": lat.converged,
         "not_faster": lat.not_faster,  # not below the teacher's latency beyond noise
         "latency_cached": lat.cached,  # an identical file was timed before: its result
+        "latency_source": lat.source,  # measured, or predicted from a device table
+        "macs": res.macs,
+        "macs_ratio": res.macs / ctx.teacher_macs if ctx.teacher_macs else float("nan"),  # the FLOPs proxy of the latency ratio
         "candidate_median_ms": lat.candidate_median_ms,
         "candidate_p90_ms": lat.candidate_p90_ms,
         "candidate_spread": lat.candidate_spread,
@@ -384,6 +403,8 @@ def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int, fide
     }
     if fidelity is not None:
         attrs["rung_results"] = res.rung_results
+    if res.predicted is not None:
+        attrs["latency_ratio_predicted"], attrs["predicted_layers_estimated"] = res.predicted
     return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
 
 
@@ -433,7 +454,10 @@ def remeasure_front(backend, ctx, run: RunDir, *, progress=print) -> list[tuple[
     from autocompress.report import trials_frame
     from autocompress.report.tables import flag_column
 
-    changes = []
+    changes: list[tuple[int, float, float]] = []
+    if getattr(ctx, "predicted", False):
+        progress("Latency was predicted (not measured): check the front on the device with autocompress verify")
+        return changes
     while True:
         df = trials_frame(backend.records(), teacher_row(ctx.teacher), max_acc_drop=backend.max_acc_drop)
         todo = df[df["pareto"] & ~flag_column(df, "remeasured")]
@@ -453,6 +477,19 @@ def remeasure_front(backend, ctx, run: RunDir, *, progress=print) -> list[tuple[
                                          "latency_passes": r.passes, "not_faster": r.not_faster})
             changes.append((n, float(row["latency_ratio"]), r.ratio))
             progress(f"  #{n}: {1 / row['latency_ratio']:.2f}x -> {1 / r.ratio:.2f}x ({100 * (r.ratio / row['latency_ratio'] - 1):+.1f}% latency)")
+
+
+def _load_table(o: SearchOptions, profile: HardwareProfile):
+    """The --table for this run (None without one); refused when made for another profile."""
+    if o.table is None:
+        return None
+    from autocompress.evaluation.predictor import LatencyTable
+
+    table = LatencyTable.load(o.table)
+    if table.profile_fingerprint != profile.fingerprint:
+        raise ConfigError(f"--table {o.table} was made for profile {table.profile!r} ({table.profile_fingerprint}); "
+                          f"this run uses {profile.name!r} ({profile.fingerprint}): make one with autocompress profile-device --profile {profile.name}")
+    return table
 
 
 def task_for_run(run_dir: str | Path):

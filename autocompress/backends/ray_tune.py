@@ -381,6 +381,8 @@ class TrialSetup:
     accuracy_on_device: bool = False
     quiet: Any = None  # QuietPhase handle: trials on the latency node take turns with measurements
     latency_node: Optional[str] = None
+    table: Any = None  # a device latency table: its predictions are recorded next to the measurements
+    teacher_macs: int = 0
 
 
 _CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task, soft targets, calibration)
@@ -416,7 +418,8 @@ def _context(setup: TrialSetup):
     here = ray.get_runtime_context().get_node_id()
     gate = QuietGate(setup.quiet) if setup.quiet is not None and here == setup.latency_node else None  # same cores as the timing
     return PipelineContext(task=task, profile=setup.profile, teacher=setup.teacher, soft_targets=soft, calibration=calib,
-                           _latency_worker=RemoteLatency(setup.latency, gate), accuracy_on_device=setup.accuracy_on_device, gate=gate)
+                           _latency_worker=RemoteLatency(setup.latency, gate), accuracy_on_device=setup.accuracy_on_device, gate=gate,
+                           table=setup.table, teacher_macs=setup.teacher_macs)
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup, fidelity=None, board=None) -> None:
@@ -670,7 +673,7 @@ class RaySession:
             Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts, val if self.opts.accuracy_on_device else None)
         return RemoteLatency(self.latency_actor)
 
-    def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str]) -> TrialSetup:
+    def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str], table=None, teacher_macs: int = 0) -> TrialSetup:
         spec = task.spec
         user = spec.get("kind") != "demo"  # the demo is loaded by name: no files
         return TrialSetup(
@@ -679,6 +682,7 @@ class RaySession:
             space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
             teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,
             cwd=os.getcwd(), accuracy_on_device=self.opts.accuracy_on_device, quiet=self.quiet, latency_node=self.latency_node,
+            table=table, teacher_macs=teacher_macs,
         )
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """The latency worker process (see evaluation.latency.LatencyWorker).
 
 Protocol over stdin/stdout, pickled: first (reference_path, profile, input_shape); then one
-candidate path per request, answered with (True, LatencyResult) or (False, message).
+(candidate path, candidate input shape or None) per request, answered with (True,
+LatencyResult) or (False, message).
 End of input ends the worker. Anything printed goes to stderr, never into the protocol."""
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ def main() -> int:
     reference = profile.session(reference_path)
     while True:
         try:
-            path = pickle.load(proto_in)
+            path, shape = pickle.load(proto_in)
         except EOFError:
             return 0
         try:
-            reply = (True, measure_interleaved(reference_path, path, profile, input_shape, reference_session=reference))
+            reply = (True, measure_interleaved(reference_path, path, profile, input_shape, reference_session=reference, candidate_shape=shape))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as this candidate's failure
             reply = (False, one_line(exc))
         pickle.dump(reply, proto_out)

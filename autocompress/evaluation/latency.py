@@ -38,6 +38,7 @@ class LatencyResult:
     ratio_high: float = float("nan")
     converged: bool = False  # the interval reached the target width before max_passes
     cached: bool = False  # the same file was timed before under the same profile: that result
+    source: str = "measured"  # or "predicted" (from a device latency table, evaluation.predictor)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -119,14 +120,19 @@ def measure_interleaved(
     input_shape: tuple[int, ...],
     *,
     reference_session=None,
+    candidate_shape: tuple[int, ...] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyResult:
-    """Time candidate vs reference ONNX files under `profile` (see time_interleaved)."""
+    """Time candidate vs reference ONNX files under `profile` (see time_interleaved).
+    `candidate_shape`: the candidate's own sample shape when it differs from the
+    reference's (e.g. one layer timed against a reference layer)."""
     ref_sess = reference_session or profile.session(reference_path)
     cand_sess = profile.session(candidate_path)
-    x = np.random.default_rng(0).standard_normal((profile.batch_size, *profile.timing_shape(input_shape))).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((profile.batch_size, *profile.timing_shape(input_shape))).astype(np.float32)
+    xc = x if candidate_shape is None else rng.standard_normal((profile.batch_size, *candidate_shape)).astype(np.float32)
     ref_feed = {ref_sess.get_inputs()[0].name: x}
-    cand_feed = {cand_sess.get_inputs()[0].name: x}
+    cand_feed = {cand_sess.get_inputs()[0].name: xc}
     return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock)
 
 
@@ -230,13 +236,13 @@ class LatencyWorker:
         pickle.dump(self._args, self._proc.stdin)
         self._proc.stdin.flush()
 
-    def measure(self, candidate_path) -> LatencyResult:
+    def measure(self, candidate_path, *, candidate_shape: tuple[int, ...] | None = None) -> LatencyResult:
         import pickle
 
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         try:
-            pickle.dump(str(candidate_path), self._proc.stdin)
+            pickle.dump((str(candidate_path), candidate_shape), self._proc.stdin)
             self._proc.stdin.flush()
             ok, payload = pickle.load(self._proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError):

@@ -1,0 +1,98 @@
+"""`autocompress audit RUN_DIR`: how well do the proxies track measured latency? For every
+built trial of a run searched with measured latency and `--table`, compare the latency
+ratio the device table predicted and the FLOPs (multiply-accumulates) ratio with the
+measured latency ratio: Spearman rank correlation, share within ±10%, and a plot.
+Writes audit.json and audit.png into the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from autocompress.errors import RunDirError
+from autocompress.run import RunDir, write_text_atomic
+
+TOLERANCE = 0.10
+
+
+def audit_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """The built, measured trials with a prediction: number, measured, predicted, macs_ratio."""
+    done = trials[trials["state"].eq("COMPLETE") & trials.get("duplicate_of", pd.Series(index=trials.index, dtype=float)).isna()]
+    if "latency_source" in done:
+        done = done[done["latency_source"].eq("measured")]
+    measured = done["latency_ratio_recorded"].fillna(done["latency_ratio"]) if "latency_ratio_recorded" in done else done["latency_ratio"]
+    return pd.DataFrame({"number": done["number"], "measured": measured, "predicted": done["latency_ratio_predicted"],
+                         "macs_ratio": done["macs_ratio"]}).dropna()
+
+
+def audit_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    """Pure: the numbers the audit reports."""
+    from autocompress.evaluation.predictor import spearman, within
+
+    return {
+        "trials": int(len(frame)),
+        "predictor_spearman": spearman(frame["predicted"], frame["measured"]),
+        "predictor_within_10pct": within(frame["predicted"], frame["measured"], TOLERANCE),
+        "flops_spearman": spearman(frame["macs_ratio"], frame["measured"]),
+        "flops_within_10pct": within(frame["macs_ratio"], frame["measured"], TOLERANCE),
+        "predictor_median_abs_error": float((frame["predicted"] / frame["measured"] - 1).abs().median()),
+        "flops_median_abs_error": float((frame["macs_ratio"] / frame["measured"] - 1).abs().median()),
+    }
+
+
+def audit(run_dir: str | Path, *, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    run = RunDir.open_existing(Path(run_dir))
+    path = run.path / "trials.csv"
+    if not path.is_file():
+        raise RunDirError(f"{run.path}: no trials.csv yet")
+    trials = pd.read_csv(path)
+    if "latency_ratio_predicted" not in trials:
+        raise RunDirError(f"{run.path}: no predictions recorded; search with measured latency and --table TABLE.json "
+                          f"(autocompress profile-device) to audit the predictor")
+    if "latency_source" in trials and not trials["latency_source"].eq("measured").any():
+        raise RunDirError(f"{run.path}: latency was predicted, not measured, in this run; measure its front with autocompress verify")
+    frame = audit_frame(trials)
+    stats = audit_stats(frame)
+    manifest = run.read_manifest()
+    stats.update(run=str(run.path), table=manifest.get("latency", {}).get("table"), profile=manifest.get("profile"))
+    write_text_atomic(run.path / "audit.json", json.dumps(stats, indent=1) + "\n")
+    _plot(frame, stats, run.path / "audit.png")
+    progress(f"Audit of {stats['trials']} measured trials of {run.path}:")
+    progress(f"  device-table predictor: Spearman {stats['predictor_spearman']:.3f}, "
+             f"{100 * stats['predictor_within_10pct']:.0f}% within ±10% (median error {100 * stats['predictor_median_abs_error']:.1f}%)")
+    progress(f"  FLOPs (MACs ratio):     Spearman {stats['flops_spearman']:.3f}, "
+             f"{100 * stats['flops_within_10pct']:.0f}% within ±10% (median error {100 * stats['flops_median_abs_error']:.1f}%)")
+    progress(f"  audit.json, audit.png in {run.path}")
+    return stats
+
+
+def _plot(frame: pd.DataFrame, stats: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    lo = float(min(frame[["measured", "predicted", "macs_ratio"]].min().min(), 1.0)) * 0.8 if len(frame) else 0.01
+    hi = float(max(frame[["measured", "predicted", "macs_ratio"]].max().max(), 1.0)) * 1.25 if len(frame) else 2.0
+    for ax, col, name, key in ((axes[0], "predicted", "device-table prediction", "predictor"), (axes[1], "macs_ratio", "FLOPs (MACs) ratio", "flops")):
+        ax.scatter(frame["measured"], frame[col], s=14, alpha=0.7)
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.2, label="±10%")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("measured latency ratio to the teacher")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name}: Spearman {stats[key + '_spearman']:.2f}, {100 * stats[key + '_within_10pct']:.0f}% within ±10%", fontsize=9)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["audit", "audit_frame", "audit_stats"]
