@@ -49,6 +49,7 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     from autocompress.search import bind_space, check_space_for_model, check_space_for_profile
     from autocompress.space import load_space
     from autocompress.tasks import load_task
+    from autocompress.training import recalibrate_batchnorm_
 
     if o.samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {o.samples}")
@@ -83,6 +84,9 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
                 study.tell(trial, 0.0)
                 try:
                     student = rebuild_student(task, cfg)
+                    # running statistics as after the search's fine-tune: fresh blocks' identical BatchNorms would export
+                    # as shared (Identity) biases, which ORT's QOperator quantizer cannot read
+                    recalibrate_batchnorm_(student, task.train.x)
                     path = export_onnx(student, task.input_shape, work / "c.fp32.onnx" if cfg.quantize.active else work / "c.onnx")
                     if cfg.quantize.active:
                         path = quantize_onnx(path, work / "c.onnx", calib, cfg.quantize).path
