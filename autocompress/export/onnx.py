@@ -39,7 +39,33 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
             )
     finally:
         model.train(was_training)
+    _unshare_biases(path)
     return path
+
+
+def _unshare_biases(path: Path) -> None:
+    """The exporter writes identical constants once and aliases the others through Identity
+    nodes; two convolutions whose folded biases are equal (freshly initialised BatchNorms)
+    then take their bias from an Identity, which ORT's QOperator quantizer cannot read (it
+    looks for an initializer). Give each such bias its own initializer (a few floats); the
+    file is rewritten only when there is one."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    bias_inputs = {n.input[2] for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
+    outputs = {o.name for o in graph.output}
+    aliases = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits and n.output[0] in bias_inputs and n.output[0] not in outputs]
+    if not aliases:
+        return
+    for node in aliases:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    onnx.save(proto, str(path))
 
 
 def model_size_bytes(path: str | Path) -> int:

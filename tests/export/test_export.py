@@ -122,3 +122,29 @@ def test_model_size_counts_external_data(tiny_task, teacher_onnx, tmp_path):
     # and the external-data model is still the same model
     a = onnx_accuracy(one, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
     assert a == onnx_accuracy(teacher_onnx, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+
+
+def test_equal_folded_biases_are_not_aliased_and_qoperator_quantization_works(tmp_path):
+    """Fresh BatchNorms fold to equal biases, which the exporter would share through
+    Identity nodes; ORT's QOperator quantizer needs each conv's bias as an initializer."""
+    import numpy as np
+    import onnx
+    import torch
+    from torch import nn
+
+    from autocompress.config import QuantizeConfig
+    from autocompress.export import export_onnx, quantize_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                          nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    path = export_onnx(model, (3, 8, 8), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    inits = {t.name for t in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 3 and all(n.input[2] in inits for n in convs)
+    assert not any(n.op_type == "Identity" for n in proto.graph.node)
+    calib = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    report = quantize_onnx(path, tmp_path / "q.onnx", calib, QuantizeConfig("int8", "uint8", "qoperator", "minmax", ("fp32", "int8", "fp32")))
+    assert report.path.is_file()
