@@ -1,8 +1,11 @@
-"""`autocompress audit RUN_DIR`: how well do the proxies track measured latency? For every
-built trial of a run searched with measured latency and `--table`, compare the latency
-ratio the device table predicted and the FLOPs (multiply-accumulates) ratio with the
-measured latency ratio: Spearman rank correlation, share within ±10%, and a plot.
-Writes audit.json and audit.png into the run directory."""
+"""`autocompress audit RUN_DIR [--table T]`: how well do the proxies track measured latency?
+For every built trial of a run searched with measured latency, compare the latency ratio
+a device table predicts and the FLOPs (multiply-accumulates) ratio with the measured
+latency ratio: Spearman rank correlation, share within ±10%, and a plot. The predictions
+are the ones recorded during the search (`search --table`), or, with `--table`, made now
+from each trial's architecture (rebuilt from its parameters: latency depends on the
+graph, not on the trained weights). Writes audit.json and audit.png into the run
+directory."""
 
 from __future__ import annotations
 
@@ -43,21 +46,55 @@ def audit_stats(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def audit(run_dir: str | Path, *, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """`trials` with latency_ratio_predicted and macs_ratio made now from `table_path`, for
+    every complete trial (its architecture rebuilt from the study's parameters)."""
+    import yaml
+
+    from autocompress.backends.optuna import trial_params
+    from autocompress.config import QuantizeConfig
+    from autocompress.errors import ConfigError
+    from autocompress.evaluation.predictor import LatencyTable, layer_configs
+    from autocompress.pipeline import rebuild_student
+    from autocompress.search import bind_space, task_for_run
+    from autocompress.space import SearchSpace
+
+    table = LatencyTable.load(table_path)
+    manifest = run.read_manifest()
+    if table.profile_fingerprint != manifest.get("profile_fingerprint"):
+        raise ConfigError(f"--table {table_path} was made for profile {table.profile!r}; the run used {manifest.get('profile')!r}")
+    task = task_for_run(run.path)
+    space, _ = bind_space(SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text())), task)
+    example = task.train.x[:2]
+    teacher_macs = sum(l.macs for l in layer_configs(task.teacher, example, QuantizeConfig()))
+    out = trials.copy()
+    todo = out.index[out["state"].eq("COMPLETE")]
+    progress(f"Predicting {len(todo)} trials' latency from {table_path} ...")
+    for i in todo:
+        cfg = space.config_from_params(trial_params(run.storage_url, int(out.at[i, "number"])))
+        layers = layer_configs(rebuild_student(task, cfg), example, cfg.quantize)
+        out.at[i, "latency_ratio_predicted"] = table.predict_ratio(layers)[0]
+        out.at[i, "macs_ratio"] = sum(l.macs for l in layers) / teacher_macs
+    return out
+
+
+def audit(run_dir: str | Path, *, table: str | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
     run = RunDir.open_existing(Path(run_dir))
     path = run.path / "trials.csv"
     if not path.is_file():
         raise RunDirError(f"{run.path}: no trials.csv yet")
     trials = pd.read_csv(path)
+    if table is not None:
+        trials = predict_trials(run, trials, table, progress=progress)
     if "latency_ratio_predicted" not in trials:
-        raise RunDirError(f"{run.path}: no predictions recorded; search with measured latency and --table TABLE.json "
-                          f"(autocompress profile-device) to audit the predictor")
+        raise RunDirError(f"{run.path}: no predictions recorded; give --table TABLE.json (autocompress profile-device) "
+                          f"to predict them now")
     if "latency_source" in trials and not trials["latency_source"].eq("measured").any():
         raise RunDirError(f"{run.path}: latency was predicted, not measured, in this run; measure its front with autocompress verify")
     frame = audit_frame(trials)
     stats = audit_stats(frame)
     manifest = run.read_manifest()
-    stats.update(run=str(run.path), table=manifest.get("latency", {}).get("table"), profile=manifest.get("profile"))
+    stats.update(run=str(run.path), table=table or manifest.get("latency", {}).get("table"), profile=manifest.get("profile"))
     write_text_atomic(run.path / "audit.json", json.dumps(stats, indent=1) + "\n")
     _plot(frame, stats, run.path / "audit.png")
     progress(f"Audit of {stats['trials']} measured trials of {run.path}:")

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("audit", help="compare predicted latency and FLOPs with measured latency for every trial of a run")
     a.add_argument("run_dir", metavar="RUN_DIR")
+    a.add_argument("--table", metavar="TABLE.json", help="predict every trial now from this table (default: the predictions recorded by search --table)")
     v = sub.add_parser("verify", help="re-measure a run's front points here and compare with what the run recorded",
                        description="Exit code 1 when a front point's speedup is not reproduced within ±7% (±15% under 0.1 ms).")
     v.add_argument("run_dir", metavar="RUN_DIR")
@@ -106,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "audit":
             from autocompress.audit import audit
 
-            audit(args.run_dir)
+            audit(args.run_dir, table=args.table)
         elif args.command == "verify":
             from autocompress.verify import VerifyOptions, verify
 

@@ -53,6 +53,24 @@ def test_a_measured_search_with_a_table_records_predictions_and_audit_compares(t
     assert "device-table predictor: Spearman" in printed and "FLOPs (MACs ratio):" in printed
 
 
+def test_audit_predicts_a_runs_trials_from_their_parameters(table, cli_inputs, tmp_path, capsys):
+    """audit --table rebuilds each trial's architecture: the same predictions as the ones
+    recorded during a search with that table (latency depends on the graph only)."""
+    out = tmp_path / "run"
+    assert main(search_args(cli_inputs, "--budget", 4, "--table", table, "--out", out)) == 0
+    recorded = pd.read_csv(out / "trials.csv").set_index("number")
+    assert main(["audit", str(out), "--table", str(table)]) == 0
+    from autocompress.audit import predict_trials
+    from autocompress.run import RunDir
+
+    again = predict_trials(RunDir(out), recorded.reset_index(), str(table), progress=lambda s: None).set_index("number")
+    done = recorded["state"] == "COMPLETE"
+    assert again.loc[done, "latency_ratio_predicted"].to_numpy() == pytest.approx(recorded.loc[done, "latency_ratio_predicted"].to_numpy())
+    assert again.loc[done, "macs_ratio"].to_numpy() == pytest.approx(recorded.loc[done, "macs_ratio"].to_numpy())
+    stats = json.loads((out / "audit.json").read_text())
+    assert stats["table"] == str(table)
+
+
 def test_a_predicted_search_times_nothing_and_says_so(table, cli_inputs, tmp_path, capsys):
     out = tmp_path / "run"
     capsys.readouterr()

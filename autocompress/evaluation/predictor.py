@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -117,11 +118,34 @@ class LatencyTable:
         return cls(**d)
 
     # ---- prediction
+    @cached_property
+    def _family_lines(self) -> dict[tuple, tuple[float, float]]:
+        """Per layer family with entries at two or more sizes: (a, b) of units = a + b *
+        MACs, least squares (a: the layer's fixed cost, b >= 0)."""
+        groups: dict[tuple, list[tuple[int, float]]] = {}
+        for key, d in self.layers.items():
+            layer = LayerConfig.from_dict(d)
+            groups.setdefault(layer.family, []).append((layer.macs, self.entries[key]))
+        lines = {}
+        for family, pts in groups.items():
+            x, y = (np.array(v, dtype=float) for v in zip(*pts))
+            if len(set(x)) < 2:
+                continue
+            b, a = np.polyfit(x, y, 1)
+            if b > 0:
+                lines[family] = (float(a), float(b))
+        return lines
+
     def layer_units(self, layer: LayerConfig) -> tuple[float, bool]:
-        """(entry for `layer`, True) if in the table, else (estimate from the nearest
-        entry of the same family scaled by MACs, False); nan when no entry is alike."""
+        """(entry for `layer`, True) if in the table, else (False and) an estimate from its
+        family: the family's affine fit in MACs when it has entries at several sizes,
+        else the nearest entry scaled by MACs; nan when no entry is alike."""
         if layer.key in self.entries:
             return self.entries[layer.key], True
+        line = self._family_lines.get(layer.family)
+        if line is not None:
+            a, b = line
+            return max(a + b * layer.macs, 1e-6), False
         best, best_gap = None, np.inf
         for key, d in self.layers.items():
             other = LayerConfig.from_dict(d)

@@ -103,3 +103,13 @@ def test_audit_stats_on_a_small_frame():
     assert s["trials"] == 4 and s["predictor_spearman"] == pytest.approx(1.0)
     assert s["predictor_within_10pct"] == pytest.approx(0.75)  # 0.7 vs 0.6 is 17% off
     assert s["flops_spearman"] == pytest.approx(0.8) and s["flops_within_10pct"] == pytest.approx(0.0)
+
+
+def test_a_family_with_several_sizes_is_interpolated_affinely_in_macs():
+    small = LayerConfig("conv", 8, 8, (3, 3), (1, 1), 1, (8, 8))
+    big = LayerConfig("conv", 8, 32, (3, 3), (1, 1), 1, (8, 8))  # 4x the MACs
+    t = LatencyTable("p", "fp", {small.key: 1.0, big.key: 2.5}, {l.key: l.to_dict() for l in (small, big)}, teacher_units=10.0)
+    mid = LayerConfig("conv", 8, 16, (3, 3), (1, 1), 1, (8, 8))  # 2x small's MACs: on the line through both
+    units, hit = t.layer_units(mid)
+    assert not hit and units == pytest.approx(1.0 + (2.5 - 1.0) / 3)  # a fixed cost plus a per-MAC cost, not 2 x 1.0
+    assert t.layer_units(small) == (1.0, True)
