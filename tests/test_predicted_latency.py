@@ -107,3 +107,17 @@ def test_a_table_for_another_profile_is_refused(table, cli_inputs, tmp_path, cap
                  "--budget", "2", "--table", str(table), "--out", str(out)]) == 2  # default profile cpu-1thread, table for 'fast'
     err = capsys.readouterr().err
     assert "was made for profile 'fast'" in err and "cpu-1thread" in err and not out.exists()
+
+
+def test_multi_fidelity_with_predicted_latency_ranks_rungs_on_predictions(table, cli_inputs, tmp_path):
+    import optuna
+
+    out = tmp_path / "run"
+    assert main(search_args(cli_inputs, "--budget", 5, "--latency", "predicted", "--table", table,
+                            "--fidelity", "4,10", "--reduction-factor", 2, "--out", out)) == 0
+    study = optuna.load_study(study_name="autocompress", storage=f"sqlite:///{out / 'study.db'}")
+    decided = [t for t in study.trials if t.user_attrs.get("rung_results") and "duplicate_of" not in t.user_attrs]
+    assert decided and {t.state.name for t in decided} <= {"COMPLETE", "PRUNED"}
+    for t in decided:
+        if t.state.name == "COMPLETE":  # the rung's latency is the prediction for the same graph as the final one
+            assert t.user_attrs["rung_results"][0]["latency_ratio"] == pytest.approx(t.user_attrs["latency_ratio"])
