@@ -49,29 +49,26 @@ def audit_stats(frame: pd.DataFrame) -> dict[str, Any]:
 def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progress: Callable[[str], None] = print) -> pd.DataFrame:
     """`trials` with latency_ratio_predicted and macs_ratio made now from `table_path`, for
     every complete trial (its architecture rebuilt from the study's parameters)."""
-    import yaml
+    import optuna
 
-    from autocompress.backends.optuna import trial_params
-    from autocompress.config import QuantizeConfig
-    from autocompress.errors import ConfigError
-    from autocompress.evaluation.predictor import LatencyTable, layer_configs
+    from autocompress.backends.optuna import STUDY_NAME
+    from autocompress.evaluation.predictor import LatencyTable, layer_configs, model_macs
     from autocompress.pipeline import rebuild_student
-    from autocompress.search import bind_space, task_for_run
-    from autocompress.space import SearchSpace
+    from autocompress.search import run_space, task_for_run
 
-    table = LatencyTable.load(table_path)
     manifest = run.read_manifest()
-    if table.profile_fingerprint != manifest.get("profile_fingerprint"):
-        raise ConfigError(f"--table {table_path} was made for profile {table.profile!r}; the run used {manifest.get('profile')!r}")
+    table = LatencyTable.load_for(table_path, manifest.get("profile"), manifest.get("profile_fingerprint"))
     task = task_for_run(run.path)
-    space, _ = bind_space(SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text())), task)
+    space = run_space(run, task)
     example = task.train.x[:2]
-    teacher_macs = sum(l.macs for l in layer_configs(task.teacher, example, QuantizeConfig()))
+    teacher_macs = model_macs(task.teacher, example)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = {t.number: t.params for t in optuna.load_study(study_name=STUDY_NAME, storage=run.storage_url).trials}  # one read
     out = trials.copy()
     todo = out.index[out["state"].eq("COMPLETE")]
     progress(f"Predicting {len(todo)} trials' latency from {table_path} ...")
     for i in todo:
-        cfg = space.config_from_params(trial_params(run.storage_url, int(out.at[i, "number"])))
+        cfg = space.config_from_params(params[int(out.at[i, "number"])])
         layers = layer_configs(rebuild_student(task, cfg), example, cfg.quantize)
         out.at[i, "latency_ratio_predicted"] = table.predict_ratio(layers)[0]
         out.at[i, "macs_ratio"] = sum(l.macs for l in layers) / teacher_macs

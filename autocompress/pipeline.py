@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -119,12 +119,11 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Opt
     accuracy(path), i.e. from the device's node. table: a device latency table whose
     predictions are recorded too; predicted: latency from it only (nothing timed; the
     teacher's milliseconds are the table's)."""
-    from autocompress.config import QuantizeConfig
-    from autocompress.evaluation.predictor import layer_configs
+    from autocompress.evaluation.predictor import model_macs
 
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
-    teacher_macs = sum(l.macs for l in layer_configs(task.teacher, task.train.x[:2], QuantizeConfig()))
+    teacher_macs = model_macs(task.teacher, task.train.x[:2])
     if predicted:
         val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
         baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_units * table.reference_ms)
@@ -262,14 +261,8 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
             qat.bake_()  # weights now lie on the grid the quantizer will use
         state_path = out_dir / "model.pt"
         torch.save(student.state_dict(), state_path)
-    final = out_dir / "model.onnx"
-    with _stage("export", seconds):
-        fp32 = export_onnx(student, task.input_shape, out_dir / ("model.fp32.onnx" if cfg.quantize.active else "model.onnx"))
-    ort_only = False
-    if cfg.quantize.active:
-        with _stage("quantize", seconds):
-            ort_only = quantize_onnx(fp32, final, ctx.calibration, cfg.quantize).ort_only
-            os.remove(fp32)
+    final, ort_only = export_deployable(student, cfg.quantize, task.input_shape, ctx.calibration, out_dir,
+                                        stage=lambda name: _stage(name, seconds))
     with _stage("accuracy", seconds):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
@@ -280,6 +273,22 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
         predicted = ctx.table.predict_ratio(layers) if ctx.table is not None else None
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results,
                            macs=sum(l.macs for l in layers), predicted=predicted)
+
+
+def export_deployable(model: torch.nn.Module, quantize, input_shape: tuple[int, ...], calibration: np.ndarray, out_dir: Path, *,
+                      stage: Callable[[str], Any] = lambda name: nullcontext()) -> tuple[Path, bool]:
+    """`model` as deployed: out_dir/model.onnx, exported and, when `quantize` is active,
+    quantized (the float file removed). (path, ort_only). `stage(name)` wraps the
+    'export' and 'quantize' steps (the pipeline times them)."""
+    final = Path(out_dir) / "model.onnx"
+    with stage("export"):
+        fp32 = export_onnx(model, input_shape, final.with_name("model.fp32.onnx") if quantize.active else final)
+    if not quantize.active:
+        return final, False
+    with stage("quantize"):
+        ort_only = quantize_onnx(fp32, final, calibration, quantize).ort_only
+        os.remove(fp32)
+    return final, ort_only
 
 
 def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: CandidateConfig, ctx: PipelineContext,
@@ -298,9 +307,7 @@ def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: Candida
 
         return acc, ctx.predict(layer_configs(probe, ctx.task.train.x[:2], cfg.quantize)).ratio
     try:
-        onnx = export_onnx(probe, ctx.task.input_shape, probe_dir / ("model.fp32.onnx" if cfg.quantize.active else "model.onnx"))
-        if cfg.quantize.active:
-            onnx = quantize_onnx(onnx, probe_dir / "model.onnx", ctx.calibration, cfg.quantize).path
+        onnx, _ = export_deployable(probe, cfg.quantize, ctx.task.input_shape, ctx.calibration, probe_dir)
         ratio = ctx.latency_worker.measure(onnx).ratio
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)

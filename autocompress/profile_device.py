@@ -43,9 +43,9 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     from autocompress.evaluation import LatencyWorker
     from autocompress.evaluation.predictor import (REFERENCE_LAYER, LatencyTable, export_layer, fit_overhead, layer_configs,
                                                    single_layer_module, time_layers, within)
-    from autocompress.export import export_onnx, quantize_onnx
+    from autocompress.export import export_onnx
     from autocompress.hardware import load_profile
-    from autocompress.pipeline import calibration_samples, rebuild_student
+    from autocompress.pipeline import calibration_samples, export_deployable, rebuild_student
     from autocompress.search import bind_space, check_space_for_model, check_space_for_profile
     from autocompress.space import load_space
     from autocompress.tasks import load_task
@@ -75,7 +75,7 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
         teacher_layers = layer_configs(task.teacher, example, QuantizeConfig())
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=o.seed))
-        samples = []  # (layers, measured ratio to the teacher, description)
+        samples = []  # (layers, measured ratio to the teacher)
         progress(f"Timing {o.samples} sampled candidates against the teacher under profile {profile.name!r} ...")
         with LatencyWorker(teacher_onnx, profile, task.input_shape) as worker:
             while len(samples) < o.samples and len(study.trials) < 5 * o.samples:
@@ -87,11 +87,8 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
                     # running statistics as after the search's fine-tune: fresh blocks' identical BatchNorms would export
                     # as shared (Identity) biases, which ORT's QOperator quantizer cannot read
                     recalibrate_batchnorm_(student, task.train.x)
-                    path = export_onnx(student, task.input_shape, work / "c.fp32.onnx" if cfg.quantize.active else work / "c.onnx")
-                    if cfg.quantize.active:
-                        path = quantize_onnx(path, work / "c.onnx", calib, cfg.quantize).path
-                    ratio = worker.measure(path).ratio
-                    samples.append((layer_configs(student, example, cfg.quantize), ratio, cfg.describe()))
+                    path, _ = export_deployable(student, cfg.quantize, task.input_shape, calib, work / "candidate")
+                    samples.append((layer_configs(student, example, cfg.quantize), worker.measure(path).ratio))
                 except Exception as exc:  # noqa: BLE001 - a candidate the model cannot take: skip it, say so
                     progress(f"  skipped a sample ({one_line(exc)})")
                     continue

@@ -455,7 +455,7 @@ def remeasure_front(backend, ctx, run: RunDir, *, progress=print) -> list[tuple[
     from autocompress.report.tables import flag_column
 
     changes: list[tuple[int, float, float]] = []
-    if getattr(ctx, "predicted", False):
+    if ctx.predicted:
         progress("Latency was predicted (not measured): check the front on the device with autocompress verify")
         return changes
     while True:
@@ -485,11 +485,7 @@ def _load_table(o: SearchOptions, profile: HardwareProfile):
         return None
     from autocompress.evaluation.predictor import LatencyTable
 
-    table = LatencyTable.load(o.table)
-    if table.profile_fingerprint != profile.fingerprint:
-        raise ConfigError(f"--table {o.table} was made for profile {table.profile!r} ({table.profile_fingerprint}); "
-                          f"this run uses {profile.name!r} ({profile.fingerprint}): make one with autocompress profile-device --profile {profile.name}")
-    return table
+    return LatencyTable.load_for(o.table, profile.name, profile.fingerprint)
 
 
 def task_for_run(run_dir: str | Path):
@@ -501,6 +497,12 @@ def task_for_run(run_dir: str | Path):
     if spec.get("kind") == "demo":
         return load_task(progress=lambda s: None)
     return load_task(spec["model"], spec["data"], m.get("checkpoint"), progress=lambda s: None)
+
+
+def run_space(run: RunDir, task) -> SearchSpace:
+    """The run's search space, bound to its task's model as in the search."""
+    space, _ = bind_space(SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text())), task)
+    return space
 
 
 def load_trial_model(run_dir: str | Path, number: int, *, task=None):
@@ -516,10 +518,8 @@ def load_trial_model(run_dir: str | Path, number: int, *, task=None):
     weights = run.trial_dir(number) / "model.pt"
     if not weights.is_file():
         raise RunDirError(f"{run.path}: trial {number} has no saved model (only front points keep theirs)")
-    space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()))
     task = task if task is not None else task_for_run(run.path)
-    space, _ = bind_space(space, task)
-    cfg = space.config_from_params(trial_params(run.storage_url, number))
+    cfg = run_space(run, task).config_from_params(trial_params(run.storage_url, number))
     model = rebuild_student(task, cfg)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()

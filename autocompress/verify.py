@@ -42,6 +42,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
     """Re-measure the run's front; returns the comparison table (also written to
     verify.csv). Raises RunDirError for a directory that is not a finished run."""
     from autocompress.evaluation import LatencyWorker, onnx_accuracy
+    from autocompress.evaluation.latency import not_faster
     from autocompress.hardware import check_available, load_profile, profile_from_dict
     from autocompress.search import task_for_run
 
@@ -79,7 +80,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
             recorded = float(p["latency_ratio"])
             tol = tolerance_for(recorded * float(manifest["teacher"]["latency_ms"]))
             rel = recorded / ratio - 1.0  # re-measured speedup vs recorded speedup
-            not_faster = hi >= 1.0 if pd.notna(hi) else ratio >= 1.0
+            slow = not_faster(ratio, hi)
             rows.append({
                 "number": int(p["number"]), "description": p["description"],
                 "speedup_recorded": 1.0 / recorded, "speedup_remeasured": 1.0 / ratio, "speedup_change": rel,
@@ -88,12 +89,12 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
                 "latency_ms_remeasured": ratio * teacher_ms,
                 "val_accuracy_recorded": float(p["val_accuracy"]), "val_accuracy_remeasured": acc,
                 "not_faster_recorded": bool(p["not_faster"]) if pd.notna(p.get("not_faster")) else None,
-                "not_faster_remeasured": not_faster, "ratio_low": lo, "ratio_high": hi,
+                "not_faster_remeasured": slow, "ratio_low": lo, "ratio_high": hi,
             })
             r = rows[-1]
             progress(f"  #{r['number']:<4} {r['speedup_recorded']:6.2f}x -> {r['speedup_remeasured']:6.2f}x ({100 * rel:+5.1f}%, "
                      f"±{100 * tol:.0f}% {'ok' if r['reproduced'] else 'NOT REPRODUCED'})  val {100 * r['val_accuracy_recorded']:.2f}% -> "
-                     f"{100 * acc:.2f}%" + ("  not faster" if not_faster else ""))
+                     f"{100 * acc:.2f}%" + ("  not faster" if slow else ""))
     table = pd.DataFrame(rows)
     write_text_atomic(run.path / "verify.csv", table.to_csv(index=False))
     n_ok = int(table["reproduced"].sum()) if len(table) else 0

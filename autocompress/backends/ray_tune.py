@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -248,22 +249,17 @@ class QuietGate:
         self.windows.append((self._start, time.time()))
         ray.get(self._actor.train_end.remote(self._token))
 
+    @contextmanager
     def busy(self):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def held():
+        if self._depth == 0:
+            self._acquire()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
             if self._depth == 0:
-                self._acquire()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._release()
-
-        return held()
+                self._release()
 
     def step(self) -> None:
         now = time.time()
@@ -274,21 +270,16 @@ class QuietGate:
             self.windows.append((self._start, now))  # it stepped aside from `now` until just now
             self._start = self._last = time.time()
 
+    @contextmanager
     def paused(self):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def out():
-            if self._depth == 0:
-                yield
-                return
-            self._release()
-            try:
-                yield
-            finally:
-                self._acquire()
-
-        return out()
+        if self._depth == 0:
+            yield
+            return
+        self._release()
+        try:
+            yield
+        finally:
+            self._acquire()
 
 
 @ray.remote(num_cpus=0)
@@ -329,10 +320,7 @@ class RemoteLatency:
     it measured. With a QuietGate, a call steps out of the trial's busy phase."""
 
     def __init__(self, actor, gate: Optional[QuietGate] = None):
-        from contextlib import nullcontext
-
         self._actor = actor
-        self._gate = gate
         self._pause = gate.paused if gate is not None else nullcontext
         self.node_ids: list[str] = []
         self.accuracy_node_ids: list[str] = []

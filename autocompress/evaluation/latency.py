@@ -50,9 +50,13 @@ class LatencyResult:
 
     @property
     def not_faster(self) -> bool:
-        """Not below the reference beyond noise: the interval reaches 1 (or is undefined
-        and the ratio is >= 1)."""
-        return self.ratio_high >= 1.0 if not math.isnan(self.ratio_high) else self.ratio >= 1.0
+        return not_faster(self.ratio, self.ratio_high)
+
+
+def not_faster(ratio: float, ratio_high: float) -> bool:
+    """Not below the reference beyond noise: the ratio's interval reaches 1 (or, with no
+    interval, the ratio is >= 1)."""
+    return ratio_high >= 1.0 if not math.isnan(ratio_high) else ratio >= 1.0
 
 
 def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:

@@ -102,6 +102,17 @@ class LatencyTable:
         write_text_atomic(Path(path), json.dumps(d, indent=1) + "\n")
 
     @classmethod
+    def load_for(cls, path: str | Path, profile_name: str, profile_fingerprint: str) -> "LatencyTable":
+        """load(), refused (ConfigError) when the table was made under another profile."""
+        from autocompress.errors import ConfigError
+
+        table = cls.load(path)
+        if table.profile_fingerprint != profile_fingerprint:
+            raise ConfigError(f"--table {path} was made for profile {table.profile!r} ({table.profile_fingerprint}); this run uses "
+                              f"{profile_name!r} ({profile_fingerprint}): make one with autocompress profile-device --profile {profile_name}")
+        return table
+
+    @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
         from autocompress.errors import ConfigError
 
@@ -119,15 +130,21 @@ class LatencyTable:
 
     # ---- prediction
     @cached_property
-    def _family_lines(self) -> dict[tuple, tuple[float, float]]:
-        """Per layer family with entries at two or more sizes: (a, b) of units = a + b *
-        MACs, least squares (a: the layer's fixed cost, b >= 0)."""
+    def _families(self) -> dict[tuple, list[tuple[int, float]]]:
+        """Layer family -> (MACs, units) of its entries (parsed once per table)."""
         groups: dict[tuple, list[tuple[int, float]]] = {}
         for key, d in self.layers.items():
             layer = LayerConfig.from_dict(d)
-            groups.setdefault(layer.family, []).append((layer.macs, self.entries[key]))
+            if layer.macs > 0:
+                groups.setdefault(layer.family, []).append((layer.macs, self.entries[key]))
+        return groups
+
+    @cached_property
+    def _family_lines(self) -> dict[tuple, tuple[float, float]]:
+        """Per layer family with entries at two or more sizes: (a, b) of units = a + b *
+        MACs, least squares (a: the layer's fixed cost, b >= 0)."""
         lines = {}
-        for family, pts in groups.items():
+        for family, pts in self._families.items():
             x, y = (np.array(v, dtype=float) for v in zip(*pts))
             if len(set(x)) < 2:
                 continue
@@ -146,17 +163,11 @@ class LatencyTable:
         if line is not None:
             a, b = line
             return max(a + b * layer.macs, 1e-6), False
-        best, best_gap = None, np.inf
-        for key, d in self.layers.items():
-            other = LayerConfig.from_dict(d)
-            if other.family != layer.family or other.macs <= 0:
-                continue
-            gap = abs(np.log(layer.macs / other.macs))
-            if gap < best_gap:
-                best, best_gap = other, gap
-        if best is None:
+        pts = self._families.get(layer.family)
+        if not pts:
             return float("nan"), False
-        return self.entries[best.key] * layer.macs / best.macs, False
+        macs, units = min(pts, key=lambda p: abs(np.log(layer.macs / p[0])))
+        return units * layer.macs / macs, False
 
     def predict_units(self, layers: Sequence[LayerConfig]) -> tuple[float, int]:
         """(predicted latency in reference-layer units, how many layers were estimated)."""
@@ -231,6 +242,13 @@ def layer_configs(model, example_input, quantize_cfg) -> list[LayerConfig]:
             out.append(LayerConfig("conv", m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride), m.groups,
                                    (int(shape[-2]), int(shape[-1])), **q))
     return out
+
+
+def model_macs(model, example_input) -> int:
+    """Multiply-accumulates of the model's Conv2d / Linear layers for one sample."""
+    from autocompress.config import QuantizeConfig
+
+    return sum(l.macs for l in layer_configs(model, example_input, QuantizeConfig()))
 
 
 def single_layer_module(layer: LayerConfig):
