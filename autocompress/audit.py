@@ -4,8 +4,8 @@ a device table predicts and the FLOPs (multiply-accumulates) ratio with the meas
 latency ratio: Spearman rank correlation, share within ±10%, and a plot. The predictions
 are the ones recorded during the search (`search --table`), or, with `--table`, made now
 from each trial's architecture (rebuilt from its parameters: latency depends on the
-graph, not on the trained weights). Writes audit.json and audit.png into the run
-directory."""
+graph, not on the trained weights). Writes audit.json, audit.csv (per trial) and audit.png
+into the run directory."""
 
 from __future__ import annotations
 
@@ -42,36 +42,56 @@ def audit_stats(frame: pd.DataFrame) -> dict[str, Any]:
         "flops_spearman": spearman(frame["macs_ratio"], frame["measured"]),
         "flops_within_10pct": within(frame["macs_ratio"], frame["measured"], TOLERANCE),
         "predictor_median_abs_error": float((frame["predicted"] / frame["measured"] - 1).abs().median()),
+        "predictor_median_error": float((frame["predicted"] / frame["measured"] - 1).median()),  # signed: > 0 predicts too slow
         "flops_median_abs_error": float((frame["macs_ratio"] / frame["measured"] - 1).abs().median()),
     }
 
 
 def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progress: Callable[[str], None] = print) -> pd.DataFrame:
     """`trials` with latency_ratio_predicted and macs_ratio made now from `table_path`, for
-    every complete trial (its architecture rebuilt from the study's parameters)."""
+    every complete trial: its architecture rebuilt from the study's parameters, exported and
+    quantized as in the search (the graph ONNX Runtime runs does not depend on the weights'
+    values), its nodes looked up."""
+    import shutil
+    import tempfile
+
     import optuna
+    import yaml
 
     from autocompress.backends.optuna import STUDY_NAME
+    from autocompress.evaluation.graph_profile import graph_nodes
     from autocompress.evaluation.predictor import LatencyTable, layer_configs, model_macs
-    from autocompress.pipeline import rebuild_student
+    from autocompress.hardware import profile_from_dict
+    from autocompress.pipeline import calibration_samples, export_deployable, rebuild_student
     from autocompress.search import run_space, task_for_run
+    from autocompress.training import recalibrate_batchnorm_
 
     manifest = run.read_manifest()
     table = LatencyTable.load_for(table_path, manifest.get("profile"), manifest.get("profile_fingerprint"))
+    profile = profile_from_dict(yaml.safe_load((run.path / "profile.yaml").read_text()), source=str(run.path / "profile.yaml"))
     task = task_for_run(run.path)
     space = run_space(run, task)
     example = task.train.x[:2]
+    calib = calibration_samples(task).numpy()
     teacher_macs = model_macs(task.teacher, example)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = {t.number: t.params for t in optuna.load_study(study_name=STUDY_NAME, storage=run.storage_url).trials}  # one read
     out = trials.copy()
     todo = out.index[out["state"].eq("COMPLETE")]
     progress(f"Predicting {len(todo)} trials' latency from {table_path} ...")
-    for i in todo:
-        cfg = space.config_from_params(params[int(out.at[i, "number"])])
-        layers = layer_configs(rebuild_student(task, cfg), example, cfg.quantize)
-        out.at[i, "latency_ratio_predicted"] = table.predict_ratio(layers)[0]
-        out.at[i, "macs_ratio"] = sum(l.macs for l in layers) / teacher_macs
+    work = Path(tempfile.mkdtemp(prefix="autocompress-audit-"))
+    try:
+        for k, i in enumerate(todo):
+            cfg = space.config_from_params(params[int(out.at[i, "number"])])
+            student = rebuild_student(task, cfg)
+            recalibrate_batchnorm_(student, task.train.x)
+            path, _ = export_deployable(student, cfg.quantize, task.input_shape, calib, work)
+            out.at[i, "latency_ratio_predicted"] = table.predict_ratio(graph_nodes(path, profile, task.input_shape))[0]
+            out.at[i, "macs_ratio"] = sum(l.macs for l in layer_configs(student, example, cfg.quantize)) / teacher_macs
+            if (k + 1) % 20 == 0:
+                progress(f"  {k + 1}/{len(todo)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -93,13 +113,15 @@ def audit(run_dir: str | Path, *, table: str | None = None, progress: Callable[[
     manifest = run.read_manifest()
     stats.update(run=str(run.path), table=table or manifest.get("latency", {}).get("table"), profile=manifest.get("profile"))
     write_text_atomic(run.path / "audit.json", json.dumps(stats, indent=1) + "\n")
+    write_text_atomic(run.path / "audit.csv", frame.to_csv(index=False))
     _plot(frame, stats, run.path / "audit.png")
     progress(f"Audit of {stats['trials']} measured trials of {run.path}:")
     progress(f"  device-table predictor: Spearman {stats['predictor_spearman']:.3f}, "
-             f"{100 * stats['predictor_within_10pct']:.0f}% within ±10% (median error {100 * stats['predictor_median_abs_error']:.1f}%)")
+             f"{100 * stats['predictor_within_10pct']:.0f}% within ±10% (median error {100 * stats['predictor_median_abs_error']:.1f}%, "
+             f"median signed {100 * stats['predictor_median_error']:+.1f}%)")
     progress(f"  FLOPs (MACs ratio):     Spearman {stats['flops_spearman']:.3f}, "
              f"{100 * stats['flops_within_10pct']:.0f}% within ±10% (median error {100 * stats['flops_median_abs_error']:.1f}%)")
-    progress(f"  audit.json, audit.png in {run.path}")
+    progress(f"  audit.json, audit.csv (per trial), audit.png in {run.path}")
     return stats
 
 

@@ -25,6 +25,7 @@ from autocompress.backends.halving import Decision, Fidelity
 from autocompress.config import CandidateConfig, DistillConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.evaluation import CachedLatency, LatencyResult, LatencyWorker, onnx_accuracy
+from autocompress.evaluation.predictor import layer_configs, model_macs
 from autocompress.export import export_onnx, model_size_bytes, quantize_onnx
 from autocompress.hardware import HardwareProfile
 from autocompress.tasks import Task
@@ -60,9 +61,16 @@ class PipelineContext:
     predicted: bool = False  # latency comes from `table`, nothing is timed
     teacher_macs: int = 0
 
-    def predict(self, layers) -> LatencyResult:
+    def predict_ratio(self, path: Path) -> tuple[float, int]:
+        """(latency ratio to the teacher the table predicts for the ONNX file at `path`, nodes
+        it estimated): the nodes ONNX Runtime runs for it under the profile, looked up."""
+        from autocompress.evaluation.graph_profile import graph_nodes
+
+        return self.table.predict_ratio(graph_nodes(path, self.profile, self.task.input_shape))
+
+    def predict(self, path: Path) -> LatencyResult:
         """A LatencyResult from the table (labelled predicted; no interval, no passes)."""
-        ratio = self.table.predict_ratio(layers)[0]
+        ratio = self.predict_ratio(path)[0]
         ms = ratio * self.teacher.latency_ms
         nan = float("nan")
         return LatencyResult(ratio, 0.0, ms, ms, 0.0, self.teacher.latency_ms, 0, nan, nan, False, False, "predicted")
@@ -107,7 +115,7 @@ class CandidateResult:
     ort_only: bool = False  # the ONNX file uses com.microsoft operators: it needs ONNX Runtime
     rung_results: list[dict[str, Any]] = field(default_factory=list)  # multi-fidelity: the candidate's rungs before the last
     macs: int = 0  # multiply-accumulates of its Conv/Linear layers (the FLOPs proxy)
-    predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, layers it had to estimate)
+    predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, nodes it had to estimate)
 
 
 def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
@@ -119,14 +127,12 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Opt
     accuracy(path), i.e. from the device's node. table: a device latency table whose
     predictions are recorded too; predicted: latency from it only (nothing timed; the
     teacher's milliseconds are the table's)."""
-    from autocompress.evaluation.predictor import model_macs
-
     path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
     test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
     teacher_macs = model_macs(task.teacher, task.train.x[:2])
     if predicted:
         val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
-        baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_units * table.reference_ms)
+        baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_ms)
         return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train.x),
                                calibration=calibration_samples(task).numpy(), table=table, predicted=True, teacher_macs=teacher_macs)
     worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.input_shape), profile)
@@ -266,13 +272,11 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
     with _stage("accuracy", seconds):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
-        from autocompress.evaluation.predictor import layer_configs
-
-        layers = layer_configs(student, tctx.example_input, cfg.quantize)
-        latency = ctx.predict(layers) if ctx.predicted else ctx.latency_worker.measure(final)
-        predicted = ctx.table.predict_ratio(layers) if ctx.table is not None else None
+        latency = ctx.predict(final) if ctx.predicted else ctx.latency_worker.measure(final)
+        predicted = ctx.predict_ratio(final) if ctx.table is not None else None
+    macs = sum(l.macs for l in layer_configs(student, tctx.example_input, cfg.quantize))
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results,
-                           macs=sum(l.macs for l in layers), predicted=predicted)
+                           macs=macs, predicted=predicted)
 
 
 def export_deployable(model: torch.nn.Module, quantize, input_shape: tuple[int, ...], calibration: np.ndarray, out_dir: Path, *,
@@ -302,13 +306,9 @@ def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: Candida
     import shutil
 
     acc = torch_accuracy(student, ctx.task.val.x, ctx.task.val.y)
-    if ctx.predicted:
-        from autocompress.evaluation.predictor import layer_configs
-
-        return acc, ctx.predict(layer_configs(probe, ctx.task.train.x[:2], cfg.quantize)).ratio
     try:
         onnx, _ = export_deployable(probe, cfg.quantize, ctx.task.input_shape, ctx.calibration, probe_dir)
-        ratio = ctx.latency_worker.measure(onnx).ratio
+        ratio = ctx.predict_ratio(onnx)[0] if ctx.predicted else ctx.latency_worker.measure(onnx).ratio
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
     return acc, ratio

@@ -404,7 +404,7 @@ def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int, fide
     if fidelity is not None:
         attrs["rung_results"] = res.rung_results
     if res.predicted is not None:
-        attrs["latency_ratio_predicted"], attrs["predicted_layers_estimated"] = res.predicted
+        attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
     return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
 
 

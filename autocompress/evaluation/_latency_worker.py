@@ -1,8 +1,9 @@
 """The latency worker process (see evaluation.latency.LatencyWorker).
 
 Protocol over stdin/stdout, pickled: first (reference_path, profile, input_shape); then one
-(candidate path, candidate input shape or None) per request, answered with (True,
-LatencyResult) or (False, message).
+(kind, candidate path) per request, answered with (True,
+payload) or (False, message): kind "measure" -> LatencyResult (evaluation.latency),
+"nodes" -> (nodes, units) (evaluation.graph_profile.node_costs against the reference).
 End of input ends the worker. Anything printed goes to stderr, never into the protocol."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ def main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints cannot corrupt the protocol
     proto_in = sys.stdin.buffer
     from autocompress.errors import one_line
+    from autocompress.evaluation.graph_profile import node_costs
     from autocompress.evaluation.latency import measure_interleaved
 
     try:
@@ -27,11 +29,14 @@ def main() -> int:
     reference = profile.session(reference_path)
     while True:
         try:
-            path, shape = pickle.load(proto_in)
+            kind, path = pickle.load(proto_in)
         except EOFError:
             return 0
         try:
-            reply = (True, measure_interleaved(reference_path, path, profile, input_shape, reference_session=reference, candidate_shape=shape))
+            if kind == "nodes":
+                reply = (True, node_costs(reference_path, path, profile, input_shape))
+            else:
+                reply = (True, measure_interleaved(reference_path, path, profile, input_shape, reference_session=reference))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as this candidate's failure
             reply = (False, one_line(exc))
         pickle.dump(reply, proto_out)

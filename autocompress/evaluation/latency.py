@@ -124,19 +124,15 @@ def measure_interleaved(
     input_shape: tuple[int, ...],
     *,
     reference_session=None,
-    candidate_shape: tuple[int, ...] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyResult:
-    """Time candidate vs reference ONNX files under `profile` (see time_interleaved).
-    `candidate_shape`: the candidate's own sample shape when it differs from the
-    reference's (e.g. one layer timed against a reference layer)."""
+    """Time candidate vs reference ONNX files under `profile` (see time_interleaved)."""
     ref_sess = reference_session or profile.session(reference_path)
     cand_sess = profile.session(candidate_path)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((profile.batch_size, *profile.timing_shape(input_shape))).astype(np.float32)
-    xc = x if candidate_shape is None else rng.standard_normal((profile.batch_size, *candidate_shape)).astype(np.float32)
     ref_feed = {ref_sess.get_inputs()[0].name: x}
-    cand_feed = {cand_sess.get_inputs()[0].name: xc}
+    cand_feed = {cand_sess.get_inputs()[0].name: x}
     return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock)
 
 
@@ -240,13 +236,21 @@ class LatencyWorker:
         pickle.dump(self._args, self._proc.stdin)
         self._proc.stdin.flush()
 
-    def measure(self, candidate_path, *, candidate_shape: tuple[int, ...] | None = None) -> LatencyResult:
+    def measure(self, candidate_path) -> LatencyResult:
+        return self._ask("measure", candidate_path)
+
+    def node_costs(self, candidate_path) -> tuple[list, list[float]]:
+        """(the candidate's optimized-graph nodes, each node's kernel time in context / the
+        reference's summed kernel time): evaluation.graph_profile.node_costs, in the worker."""
+        return self._ask("nodes", candidate_path)
+
+    def _ask(self, kind: str, candidate_path):
         import pickle
 
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         try:
-            pickle.dump((str(candidate_path), candidate_shape), self._proc.stdin)
+            pickle.dump((kind, str(candidate_path)), self._proc.stdin)
             self._proc.stdin.flush()
             ok, payload = pickle.load(self._proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError):

@@ -1,20 +1,26 @@
 """A per-device latency table and a predictor built from it (the nn-Meter idea, with our own
 measurement protocol).
 
-The table holds, for every layer configuration the search produces (Conv / depthwise Conv /
-Linear with its shapes, bit width and quantization format), the latency of that layer alone
-as a ratio to a fixed reference layer timed interleaved with it on the device (absolute
-times drift; ratios do not). It also holds the teacher's latency in the same unit and a
-per-graph overhead fitted on whole candidates measured while the table was made:
+A model of a few hundred microseconds is not the sum of its layers timed alone (an earlier
+table that did so got 20% of a demo run's candidates within ±10%): ONNX Runtime fuses and
+re-lays-out the graph, and every node's dispatch counts. So the table's unit is a node of
+ORT's optimized graph (evaluation.graph_profile.GraphNode: operator, attributes, shapes,
+element types), and its entry is that node's kernel time *inside* whole sampled candidates,
+as a ratio to the teacher's summed kernel time timed interleaved with it (absolute times
+drift; ratios do not). A candidate's latency ratio to the teacher is then predicted as
 
-    predicted candidate latency (reference-layer units) = sum of its layers' entries
-                                                          + c0 + c1 * (number of layers)
-    predicted ratio to the teacher = that / the teacher's latency in the same units
+    a * (sum of its nodes' entries) + b * (number of nodes) + c
 
-A layer configuration missing from the table is estimated from the nearest entry of the
-same kind, bit width and format, scaled by multiply-accumulates. Everything here is pure
-except `time_layers` (which measures with ONNX Runtime) and `layer_configs` (which runs the
-torch model once with hooks).
+with a, b, c fitted (least squares on relative error) on the sampled candidates' measured
+ratios: b absorbs the profiler's own per-node cost and the dispatch between nodes. A node
+configuration missing from the table is estimated from its family (same operator, input
+type, kernel, stride, depthwise or not): a power law in its size (multiply-accumulates, or
+elements), exponent between 0 and 1, fitted on the family's entries (else the operator's,
+else the median entry).
+
+`LayerConfig` / `layer_configs` describe a torch model's Conv2d / Linear layers for the
+FLOPs (multiply-accumulates) proxy the audit reports next to the predictor. Everything here
+is pure except `layer_configs` (which runs the torch model once with hooks).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-TABLE_VERSION = 1
+from autocompress.evaluation.graph_profile import GraphNode
+
+TABLE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -54,12 +62,6 @@ class LayerConfig:
                 f"g{self.groups} @{self.hw[0]}x{self.hw[1]} {q}")
 
     @property
-    def family(self) -> tuple:
-        """What must match for one entry to stand in for another (scaled by MACs)."""
-        depthwise = self.kind == "conv" and self.groups == self.cin and self.groups > 1
-        return (self.kind, depthwise, self.kernel, self.bits, self.fmt, self.activations)
-
-    @property
     def macs(self) -> int:
         if self.kind == "linear":
             return self.cin * self.cout
@@ -76,29 +78,25 @@ class LayerConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-REFERENCE_LAYER = LayerConfig("conv", 32, 32, (3, 3), (1, 1), 1, (16, 16))
-
-
 @dataclass
 class LatencyTable:
-    """Layer entries (ratio to the reference layer) for one hardware profile."""
+    """Node entries (kernel time in context / the teacher's summed kernel time) for one
+    hardware profile, and the fitted combination (a, b, c)."""
 
     profile: str
     profile_fingerprint: str
-    entries: dict[str, float]  # LayerConfig.key -> latency / reference layer latency
-    layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> LayerConfig.to_dict()
-    teacher_units: float = float("nan")  # the teacher's latency in reference-layer units
-    reference_ms: float = float("nan")  # the reference layer's median when the table was made (display only)
-    overhead: tuple[float, float] = (0.0, 0.0)  # c0, c1 (per layer)
-    reference: str = REFERENCE_LAYER.key
-    fit: dict[str, Any] = field(default_factory=dict)  # how the overhead was fitted (samples, residuals)
+    entries: dict[str, float]  # GraphNode.key -> units
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> GraphNode.to_dict()
+    combine: tuple[float, float, float] = (1.0, 0.0, 0.0)  # a, b, c
+    teacher_ms: float = float("nan")  # the teacher's median when the table was made (display only)
+    fit: dict[str, Any] = field(default_factory=dict)  # how it was made (samples, in-sample accuracy)
 
     def save(self, path: str | Path) -> None:
         from autocompress.run import write_text_atomic
 
         d = asdict(self)
         d["version"] = TABLE_VERSION
-        d["overhead"] = list(self.overhead)
+        d["combine"] = list(self.combine)
         write_text_atomic(Path(path), json.dumps(d, indent=1) + "\n")
 
     @classmethod
@@ -125,80 +123,85 @@ class LatencyTable:
         if not isinstance(d, dict) or d.get("version") != TABLE_VERSION or not isinstance(d.get("entries"), dict):
             raise ConfigError(f"--table {path}: not a latency table of version {TABLE_VERSION} (make one with autocompress profile-device)")
         d.pop("version")
-        d["overhead"] = tuple(d.get("overhead", (0.0, 0.0)))
+        d["combine"] = tuple(d.get("combine", (1.0, 0.0, 0.0)))
         return cls(**d)
+
+    @classmethod
+    def from_samples(cls, profile, samples: Sequence[tuple[Sequence[GraphNode], Sequence[float], float]], *,
+                     teacher_ms: float = float("nan"), fit: dict[str, Any] | None = None) -> "LatencyTable":
+        """The table from sampled models: (nodes, each node's units, measured latency ratio to
+        the teacher) each (the teacher itself among them, ratio 1). Entries: the median of a
+        key's units over the samples; (a, b, c) fitted on the samples' measured ratios. Pure."""
+        units: dict[str, list[float]] = {}
+        nodes: dict[str, dict[str, Any]] = {}
+        for sample_nodes, sample_units, _ in samples:
+            for node, u in zip(sample_nodes, sample_units):
+                units.setdefault(node.key, []).append(float(u))
+                nodes[node.key] = node.to_dict()
+        table = cls(profile.name, profile.fingerprint, {k: float(np.median(v)) for k, v in units.items()}, nodes,
+                    teacher_ms=teacher_ms, fit=dict(fit or {}))
+        sums = [float(np.sum(u)) for _, u, _ in samples]
+        table.combine = fit_combination(sums, [len(n) for n, _, _ in samples], [r for _, _, r in samples])
+        return table
 
     # ---- prediction
     @cached_property
-    def _families(self) -> dict[tuple, list[tuple[int, float]]]:
-        """Layer family -> (MACs, units) of its entries (parsed once per table)."""
-        groups: dict[tuple, list[tuple[int, float]]] = {}
-        for key, d in self.layers.items():
-            layer = LayerConfig.from_dict(d)
-            if layer.macs > 0:
-                groups.setdefault(layer.family, []).append((layer.macs, self.entries[key]))
-        return groups
+    def _fits(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """("family" | "op", name) -> (k, e) of units = k * size ** e, least squares in logs
+        with 0 <= e <= 1 (a node never costs less when larger, nor more than in proportion),
+        over that family's (or operator's) entries; one entry, or one size: e = 0."""
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for key, d in self.nodes.items():
+            point = (max(float(d["size"]), 1.0), max(self.entries[key], 1e-9))
+            groups.setdefault(("family", d["family"]), []).append(point)
+            groups.setdefault(("op", d["op"]), []).append(point)
+        fits = {}
+        for name, pts in groups.items():
+            x, y = (np.log(np.array(v, dtype=float)) for v in zip(*pts))
+            e = 0.0
+            if len(set(x)) >= 2:
+                e = float(np.clip(np.polyfit(x, y, 1)[0], 0.0, 1.0))
+            fits[name] = (float(np.exp(np.mean(y - e * x))), e)
+        return fits
 
     @cached_property
-    def _family_lines(self) -> dict[tuple, tuple[float, float]]:
-        """Per layer family with entries at two or more sizes: (a, b) of units = a + b *
-        MACs, least squares (a: the layer's fixed cost, b >= 0)."""
-        lines = {}
-        for family, pts in self._families.items():
-            x, y = (np.array(v, dtype=float) for v in zip(*pts))
-            if len(set(x)) < 2:
-                continue
-            b, a = np.polyfit(x, y, 1)
-            if b > 0:
-                lines[family] = (float(a), float(b))
-        return lines
+    def _median_entry(self) -> float:
+        return float(np.median(list(self.entries.values()))) if self.entries else float("nan")
 
-    def layer_units(self, layer: LayerConfig) -> tuple[float, bool]:
-        """(entry for `layer`, True) if in the table, else (False and) an estimate from its
-        family: the family's affine fit in MACs when it has entries at several sizes,
-        else the nearest entry scaled by MACs; nan when no entry is alike."""
-        if layer.key in self.entries:
-            return self.entries[layer.key], True
-        line = self._family_lines.get(layer.family)
-        if line is not None:
-            a, b = line
-            return max(a + b * layer.macs, 1e-6), False
-        pts = self._families.get(layer.family)
-        if not pts:
-            return float("nan"), False
-        macs, units = min(pts, key=lambda p: abs(np.log(layer.macs / p[0])))
-        return units * layer.macs / macs, False
+    def node_units(self, node: GraphNode) -> tuple[float, bool]:
+        """(entry for `node`, True) if in the table, else (an estimate, False): a power law in
+        size fitted on its family's entries, else on its operator's, else the median entry."""
+        if node.key in self.entries:
+            return self.entries[node.key], True
+        fit = self._fits.get(("family", node.family)) or self._fits.get(("op", node.op))
+        if fit is None:
+            return self._median_entry, False
+        k, e = fit
+        return k * max(node.size, 1.0) ** e, False
 
-    def predict_units(self, layers: Sequence[LayerConfig]) -> tuple[float, int]:
-        """(predicted latency in reference-layer units, how many layers were estimated)."""
+    def predict_ratio(self, nodes: Sequence[GraphNode]) -> tuple[float, int]:
+        """(predicted latency ratio to the teacher, nodes estimated rather than looked up)."""
         total, missing = 0.0, 0
-        for layer in layers:
-            units, hit = self.layer_units(layer)
+        for node in nodes:
+            units, hit = self.node_units(node)
             total += units
             missing += not hit
-        c0, c1 = self.overhead
-        return total + c0 + c1 * len(layers), missing
-
-    def predict_ratio(self, layers: Sequence[LayerConfig]) -> tuple[float, int]:
-        """(predicted latency ratio to the teacher, layers estimated)."""
-        units, missing = self.predict_units(layers)
-        return units / self.teacher_units, missing
+        a, b, c = self.combine
+        return a * total + b * len(nodes) + c, missing
 
 
-def fit_overhead(layer_sums: Sequence[float], layer_counts: Sequence[int], measured_units: Sequence[float]) -> tuple[float, float]:
-    """Least-squares (c0, c1) in measured = layer_sum + c0 + c1 * n_layers, fitted on
-    relative errors (each sample weighted by 1 / measured), so small and large models
-    count alike. Pure."""
-    s, n, m = (np.asarray(v, dtype=float) for v in (layer_sums, layer_counts, measured_units))
+def fit_combination(sums: Sequence[float], counts: Sequence[int], measured: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (a, b, c) in measured = a * sum + b * count + c, on relative errors
+    (each sample weighted by 1 / measured, so small and large models count alike); with
+    fewer than three samples, (measured / sum, 0, 0) in the mean. Pure."""
+    s, n, m = (np.asarray(v, dtype=float) for v in (sums, counts, measured))
     if len(m) == 0:
-        return 0.0, 0.0
+        return 1.0, 0.0, 0.0
+    if len(m) < 3 or len(set(n)) < 2:
+        return float(np.mean(m / s)), 0.0, 0.0
     w = 1.0 / m
-    a = np.column_stack([np.ones_like(n), n]) * w[:, None]
-    b = (m - s) * w
-    if len(m) == 1:
-        return float(m[0] - s[0]), 0.0
-    (c0, c1), *_ = np.linalg.lstsq(a, b, rcond=None)
-    return float(c0), float(c1)
+    coef, *_ = np.linalg.lstsq(np.column_stack([s, n, np.ones_like(s)]) * w[:, None], m * w, rcond=None)
+    return float(coef[0]), float(coef[1]), float(coef[2])
 
 
 def layer_configs(model, example_input, quantize_cfg) -> list[LayerConfig]:
@@ -251,57 +254,6 @@ def model_macs(model, example_input) -> int:
     return sum(l.macs for l in layer_configs(model, example_input, QuantizeConfig()))
 
 
-def single_layer_module(layer: LayerConfig):
-    """(torch module, one sample's input shape) computing just `layer`."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    if layer.kind == "linear":
-        return nn.Linear(layer.cin, layer.cout).eval(), (layer.cin,)
-    pad = (layer.kernel[0] // 2, layer.kernel[1] // 2)
-    conv = nn.Conv2d(layer.cin, layer.cout, layer.kernel, layer.stride, pad, groups=layer.groups)
-    return conv.eval(), (layer.cin, *layer.hw)
-
-
-def export_layer(layer: LayerConfig, path: Path) -> Path:
-    """The layer alone as an ONNX file, quantized as it would be in a candidate."""
-    import torch
-
-    from autocompress.config import QuantizeConfig
-    from autocompress.export import export_onnx, quantize_onnx
-
-    module, shape = single_layer_module(layer)
-    if layer.bits == "fp32":
-        return export_onnx(module, shape, path)
-    fp32 = export_onnx(module, shape, path.with_suffix(".fp32.onnx"))
-    calib = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0)).numpy()
-    quantize_onnx(fp32, path, calib, QuantizeConfig(layer.bits, layer.activations, layer.fmt, "minmax"))
-    fp32.unlink()
-    return path
-
-
-def time_layers(layers: Iterable[LayerConfig], profile, workdir: Path, *, progress=lambda s: None) -> dict[str, float]:
-    """key -> latency of the layer alone / the reference layer's, each timed interleaved
-    with the reference layer under `profile` (in a LatencyWorker process)."""
-    from autocompress.evaluation.latency import LatencyWorker
-
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    ref = export_layer(REFERENCE_LAYER, workdir / "reference.onnx")
-    _, ref_shape = single_layer_module(REFERENCE_LAYER)
-    out: dict[str, float] = {}
-    todo = list({l.key: l for l in layers}.values())
-    with LatencyWorker(ref, profile, ref_shape) as worker:
-        for i, layer in enumerate(todo):
-            path = export_layer(layer, workdir / f"layer{i}.onnx")
-            out[layer.key] = worker.measure(path, candidate_shape=single_layer_module(layer)[1]).ratio
-            path.unlink()
-            if (i + 1) % 20 == 0 or i + 1 == len(todo):
-                progress(f"  timed {i + 1}/{len(todo)} layer configurations")
-    return out
-
-
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties). Pure."""
     import pandas as pd
@@ -315,4 +267,4 @@ def within(predicted: Sequence[float], measured: Sequence[float], tol: float = 0
     return float(np.mean(np.abs(p / m - 1.0) <= tol)) if len(m) else float("nan")
 
 
-__all__ = ["LatencyTable", "LayerConfig", "REFERENCE_LAYER", "fit_overhead", "layer_configs", "spearman", "time_layers", "within"]
+__all__ = ["LatencyTable", "LayerConfig", "fit_combination", "layer_configs", "model_macs", "spearman", "within"]
