@@ -35,7 +35,7 @@ import numpy as np
 
 from autocompress.evaluation.graph_profile import GraphNode
 
-TABLE_VERSION = 2
+TABLE_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,25 @@ def test_the_demo_runs_on_the_ray_backend(tmp_path):
     assert (trials["val_accuracy"] > 0.5).all()
 
 
+def test_a_device_table_predicts_next_to_the_measurements_in_ray_trials(tmp_path):
+    """--table on the Ray backend: the table travels to the trial processes, which record
+    its prediction for the file they built next to the latency the service measured."""
+    table, out = tmp_path / "table.json", tmp_path / "run"
+    args = _args(tmp_path)
+    made = subprocess.run([*args[:3], "profile-device", *args[4:], "--samples", "2", "--out", str(table)],
+                          capture_output=True, text=True, env=_env(tmp_path), timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    done = subprocess.run([*args, "--backend", "ray", "--budget", 3, "--table", table, "--out", out],
+                          capture_output=True, text=True, env=_env(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_csv(out / "trials.csv")
+    built = trials[(trials["state"] == "COMPLETE") & trials["duplicate_of"].isna()]
+    assert len(built) >= 2 and (built["latency_source"] == "measured").all()
+    assert (built["latency_ratio_predicted"] > 0).all() and (built["predicted_nodes_estimated"] >= 0).all()
+    assert (built["macs_ratio"] > 0).all()
+    assert json.loads((out / "run.json").read_text())["latency"]["table"] == str(table.resolve())
+
+
 def test_multi_fidelity_on_ray_prunes_stopped_candidates_and_keeps_them_off_the_front(tmp_path):
     """Rung decisions come from one board actor; a stopped trial ends PRUNED (Ray's
     OptunaSearch alone would have told COMPLETE with its last report)."""

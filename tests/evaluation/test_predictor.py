@@ -117,7 +117,7 @@ def test_the_table_file_round_trips_and_bad_files_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         LatencyTable.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text(json.dumps({"entries": []}))
-    with pytest.raises(ConfigError, match="not a latency table of version 2"):
+    with pytest.raises(ConfigError, match="not a latency table of version 3"):
         LatencyTable.load(tmp_path / "bad.json")
     (tmp_path / "garbage.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a latency table"):
