@@ -158,7 +158,7 @@ def test_a_device_table_predicts_next_to_the_measurements_in_ray_trials(tmp_path
     made = subprocess.run([*args[:3], "profile-device", *args[4:], "--samples", "2", "--out", str(table)],
                           capture_output=True, text=True, env=_env(tmp_path), timeout=600)
     assert made.returncode == 0, made.stderr[-3000:]
-    done = subprocess.run([*args, "--backend", "ray", "--budget", 3, "--table", table, "--out", out],
+    done = subprocess.run(_args(tmp_path, "--backend", "ray", "--budget", 3, "--table", table, "--out", out),
                           capture_output=True, text=True, env=_env(tmp_path), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = pd.read_csv(out / "trials.csv")
