@@ -62,9 +62,8 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
     from autocompress.evaluation.graph_profile import graph_nodes
     from autocompress.evaluation.predictor import LatencyTable, layer_configs, model_macs
     from autocompress.hardware import profile_from_dict
-    from autocompress.pipeline import calibration_samples, export_deployable, rebuild_student
+    from autocompress.pipeline import calibration_samples, export_architecture
     from autocompress.search import run_space, task_for_run
-    from autocompress.training import recalibrate_batchnorm_
 
     manifest = run.read_manifest()
     table = LatencyTable.load_for(table_path, manifest.get("profile"), manifest.get("profile_fingerprint"))
@@ -83,9 +82,7 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
     try:
         for k, i in enumerate(todo):
             cfg = space.config_from_params(params[int(out.at[i, "number"])])
-            student = rebuild_student(task, cfg)
-            recalibrate_batchnorm_(student, task.train.x)
-            path, _ = export_deployable(student, cfg.quantize, task.input_shape, calib, work)
+            student, path = export_architecture(task, cfg, calib, work)
             out.at[i, "latency_ratio_predicted"] = table.predict_ratio(graph_nodes(path, profile, task.input_shape))[0]
             out.at[i, "macs_ratio"] = sum(l.macs for l in layer_configs(student, example, cfg.quantize)) / teacher_macs
             if (k + 1) % 20 == 0:

@@ -52,6 +52,12 @@ class HardwareProfile:
         """One sample's input shape for timing: the profile's override or the task's."""
         return tuple(self.input_shape) if self.input_shape is not None else tuple(task_shape)
 
+    def timing_input(self, task_shape: tuple[int, ...]):
+        """The batch models are timed on (fixed random values, float32 numpy)."""
+        import numpy as np
+
+        return np.random.default_rng(0).standard_normal((self.batch_size, *self.timing_shape(task_shape))).astype(np.float32)
+
     def pin_process(self) -> None:
         """Restrict the calling process to `cpu_affinity` (no-op when unset)."""
         if self.cpu_affinity is not None:

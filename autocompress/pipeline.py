@@ -68,9 +68,9 @@ class PipelineContext:
 
         return self.table.predict_ratio(graph_nodes(path, self.profile, self.task.input_shape))
 
-    def predict(self, path: Path) -> LatencyResult:
-        """A LatencyResult from the table (labelled predicted; no interval, no passes)."""
-        ratio = self.predict_ratio(path)[0]
+    def predicted_latency(self, ratio: float) -> LatencyResult:
+        """A LatencyResult for a ratio the table predicted (labelled predicted; no interval,
+        no passes)."""
         ms = ratio * self.teacher.latency_ms
         nan = float("nan")
         return LatencyResult(ratio, 0.0, ms, ms, 0.0, self.teacher.latency_ms, 0, nan, nan, False, False, "predicted")
@@ -173,6 +173,16 @@ def rebuild_student(task: Task, cfg: CandidateConfig) -> torch.nn.Module:
     return apply_transform(apply_transform(student, _prune_cfg(cfg), tctx), cfg.lowrank, tctx)
 
 
+def export_architecture(task: Task, cfg: CandidateConfig, calibration: np.ndarray, out_dir: Path) -> tuple[torch.nn.Module, Path]:
+    """(the candidate's architecture untrained, its file exported and quantized as
+    deployed): the graph ONNX Runtime runs, whose latency does not depend on the weights'
+    values. BatchNorm statistics are recalibrated as after the search's fine-tune."""
+    student = rebuild_student(task, cfg)
+    recalibrate_batchnorm_(student, task.train.x)
+    path, _ = export_deployable(student, cfg.quantize, task.input_shape, calibration, out_dir)
+    return student, path
+
+
 def _prune_cfg(cfg: CandidateConfig):
     """The prune config with substituted ShuffleNet units excluded: Torch-Pruning 1.6's
     dependency graph fails (IndexError) on their chunk -> cat -> channel-shuffle pattern."""
@@ -272,8 +282,8 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
     with _stage("accuracy", seconds):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
     with _stage("latency", seconds):
-        latency = ctx.predict(final) if ctx.predicted else ctx.latency_worker.measure(final)
         predicted = ctx.predict_ratio(final) if ctx.table is not None else None
+        latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
     macs = sum(l.macs for l in layer_configs(student, tctx.example_input, cfg.quantize))
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results,
                            macs=macs, predicted=predicted)

@@ -45,11 +45,10 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     from autocompress.evaluation.predictor import LatencyTable, within
     from autocompress.export import export_onnx
     from autocompress.hardware import load_profile
-    from autocompress.pipeline import calibration_samples, export_deployable, rebuild_student
+    from autocompress.pipeline import calibration_samples, export_architecture
     from autocompress.search import bind_space, check_space_for_model, check_space_for_profile
     from autocompress.space import load_space
     from autocompress.tasks import load_task
-    from autocompress.training import recalibrate_batchnorm_
 
     if o.samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {o.samples}")
@@ -64,7 +63,6 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
     check_space_for_model(space, task.teacher)
     space, _ = bind_space(space, task)
-    example = task.train.x[:2]
     calib = calibration_samples(task).numpy()
     work = Path(tempfile.mkdtemp(prefix="autocompress-profile-"))
     try:
@@ -79,9 +77,7 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
                 cfg = space.suggest(trial)
                 study.tell(trial, 0.0)
                 try:
-                    student = rebuild_student(task, cfg)
-                    recalibrate_batchnorm_(student, task.train.x)  # running statistics as after the search's fine-tune
-                    path, _ = export_deployable(student, cfg.quantize, task.input_shape, calib, work / "candidate")
+                    _, path = export_architecture(task, cfg, calib, work / "candidate")
                     ratio = worker.measure(path).ratio
                     samples.append((*worker.node_costs(path), ratio))
                 except Exception as exc:  # noqa: BLE001 - a candidate the model cannot take: skip it, say so

@@ -123,12 +123,18 @@ def _typed(entries: Sequence[dict]) -> list[tuple[str, list[int]]]:
 _SUFFIX = "_kernel_time"
 
 
+def _kernel_events(events: Sequence[dict]):
+    """(node name, event) for each node kernel the profiler timed."""
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith(_SUFFIX):
+            yield e["name"][: -len(_SUFFIX)], e
+
+
 def nodes_by_run(events: Sequence[dict]) -> list[dict[str, float]]:
     """Per run of the model (ORT's 'model_run' events, in order): node name -> kernel time
     (microseconds). Pure."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    nodes = sorted((e["ts"], e["name"][: -len(_SUFFIX)], e["dur"]) for e in events
-                   if e.get("cat") == "Node" and e.get("name", "").endswith(_SUFFIX))
+    nodes = sorted((e["ts"], name, e["dur"]) for name, e in _kernel_events(events))
     out: list[dict[str, float]] = [{} for _ in runs]
     i = 0
     for ts, name, dur in nodes:
@@ -144,10 +150,7 @@ def nodes_by_run(events: Sequence[dict]) -> list[dict[str, float]]:
 def _describe_all(events: Sequence[dict], model) -> dict[str, GraphNode]:
     info = _graph_info(model)
     described: dict[str, GraphNode] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith(_SUFFIX):
-            continue
-        name = e["name"][: -len(_SUFFIX)]
+    for name, e in _kernel_events(events):
         if name in described:
             continue
         args = e.get("args", {})
@@ -158,8 +161,7 @@ def _describe_all(events: Sequence[dict], model) -> dict[str, GraphNode]:
 
 
 def _feed(profile, sess, input_shape) -> dict:
-    x = np.random.default_rng(0).standard_normal((profile.batch_size, *profile.timing_shape(tuple(input_shape)))).astype(np.float32)
-    return {sess.get_inputs()[0].name: x}
+    return {sess.get_inputs()[0].name: profile.timing_input(input_shape)}
 
 
 def graph_nodes(path: str | Path, profile, input_shape: tuple[int, ...]) -> list[GraphNode]:

@@ -129,8 +129,7 @@ def measure_interleaved(
     """Time candidate vs reference ONNX files under `profile` (see time_interleaved)."""
     ref_sess = reference_session or profile.session(reference_path)
     cand_sess = profile.session(candidate_path)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((profile.batch_size, *profile.timing_shape(input_shape))).astype(np.float32)
+    x = profile.timing_input(input_shape)
     ref_feed = {ref_sess.get_inputs()[0].name: x}
     cand_feed = {cand_sess.get_inputs()[0].name: x}
     return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock)

@@ -54,28 +54,12 @@ class LayerConfig:
     activations: str = ""  # "uint8" | "int8" when quantized
 
     @property
-    def key(self) -> str:
-        q = f"{self.bits}/{self.fmt}/{self.activations}" if self.bits != "fp32" else "fp32"
-        if self.kind == "linear":
-            return f"linear {self.cin}->{self.cout} {q}"
-        return (f"conv {self.cin}->{self.cout} k{self.kernel[0]}x{self.kernel[1]} s{self.stride[0]}x{self.stride[1]} "
-                f"g{self.groups} @{self.hw[0]}x{self.hw[1]} {q}")
-
-    @property
     def macs(self) -> int:
         if self.kind == "linear":
             return self.cin * self.cout
         ho = (self.hw[0] + 2 * (self.kernel[0] // 2) - self.kernel[0]) // self.stride[0] + 1
         wo = (self.hw[1] + 2 * (self.kernel[1] // 2) - self.kernel[1]) // self.stride[1] + 1
         return self.cout * (self.cin // self.groups) * self.kernel[0] * self.kernel[1] * max(ho, 1) * max(wo, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass
