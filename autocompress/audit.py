@@ -93,7 +93,7 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
 
 
 def audit(run_dir: str | Path, *, table: str | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    run = RunDir.open_existing(Path(run_dir))
+    run = RunDir.open_existing(Path(run_dir), field="RUN_DIR")
     path = run.path / "trials.csv"
     if not path.is_file():
         raise RunDirError(f"{run.path}: no trials.csv yet")

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", metavar="FILE.py:FN")
     d.add_argument("--data", metavar="FILE.py:FN")
     d.add_argument("--checkpoint", metavar="FILE")
-    d.add_argument("--space", metavar="NAME|FILE", help="search space whose layer configurations to time (default: default)")
+    d.add_argument("--space", metavar="NAME|FILE", help="search space to sample candidates from (default: default)")
     d.add_argument("--samples", type=int, default=300, metavar="N", help="candidates sampled, timed whole and profiled node by node (default 300; more cover more of the space)")
     d.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("audit", help="compare predicted latency and FLOPs with measured latency for every trial of a run")

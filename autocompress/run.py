@@ -90,10 +90,11 @@ class RunDir:
         return cls(path)
 
     @classmethod
-    def open_existing(cls, path: Path) -> "RunDir":
+    def open_existing(cls, path: Path, *, field: str = "--resume") -> "RunDir":
+        """The run at `path`, refused (naming the command-line `field`) if it is not one."""
         run = cls(path)
         if not run.manifest_path.is_file():
-            raise RunDirError(f"--resume {path}: not a run directory (no {MANIFEST})")
+            raise RunDirError(f"{field} {path}: not a run directory (no {MANIFEST})")
         return run
 
     def create(self) -> None:

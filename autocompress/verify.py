@@ -50,7 +50,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
         from autocompress.errors import ConfigError
 
         raise ConfigError(f"--repeats must be >= 1, got {o.repeats}")
-    run = RunDir.open_existing(Path(o.run_dir))
+    run = RunDir.open_existing(Path(o.run_dir), field="RUN_DIR")
     pareto = run.path / "pareto.csv"
     if not pareto.is_file():
         raise RunDirError(f"{run.path}: no pareto.csv (the search has not written its results yet)")
