@@ -56,6 +56,27 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_port_range(n: int) -> int:
+    """The first of `n` consecutive free ports, below the kernel's ephemeral range (so no
+    outgoing connection takes one meanwhile)."""
+    import random
+
+    for base in random.Random().sample(range(20000, 30000 - n), 200):
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports in 20000-30000")
+
+
 def _pids_with(text: str) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
@@ -124,19 +145,21 @@ class LoopbackCluster:
 
     def start(self, timeout: float = 120) -> "LoopbackCluster":
         ray_bin = Path(sys.executable).parent / "ray"
-        p = free_ports(16)
+        p = free_ports(14)
+        workers = free_port_range(61)  # Ray's worker ports: a whole range, not only the ones picked above
         self.address = f"127.0.0.1:{p[0]}"
-        self.head = subprocess.Popen(
-            [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={p[0]}",
-             f"--node-manager-port={p[1]}", f"--object-manager-port={p[2]}", f"--dashboard-agent-listen-port={p[3]}",
-             f"--dashboard-agent-grpc-port={p[4]}", f"--runtime-env-agent-port={p[5]}", f"--metrics-export-port={p[6]}",
-             f"--min-worker-port={p[7]}", f"--max-worker-port={p[7] + 60}", "--include-dashboard=false",
-             f"--temp-dir={self.head_dir}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
-             f"--resources={json.dumps({self.resource: 1})}", "--disable-usage-stats"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        with open(self.dir / "head.log", "ab") as log:
+            self.head = subprocess.Popen(
+                [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={p[0]}",
+                 f"--node-manager-port={p[1]}", f"--object-manager-port={p[2]}", f"--dashboard-agent-listen-port={p[3]}",
+                 f"--dashboard-agent-grpc-port={p[4]}", f"--runtime-env-agent-port={p[5]}", f"--metrics-export-port={p[6]}",
+                 f"--min-worker-port={workers}", f"--max-worker-port={workers + 60}", "--include-dashboard=false",
+                 f"--temp-dir={self.head_dir}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
+                 f"--resources={json.dumps({self.resource: 1})}", "--disable-usage-stats"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self._wait(lambda nodes: len(nodes) == 1, timeout)
-        subprocess.run([sys.executable, "-c", _WORKER, self.address, str(self.worker_dir), ",".join(map(str, p[8:14])),
+        subprocess.run([sys.executable, "-c", _WORKER, self.address, str(self.worker_dir), ",".join(map(str, p[7:13])),
                         str(self.worker_cpus)], env=self.env, check=True, timeout=timeout, capture_output=True)
         self._wait(lambda nodes: len(nodes) == 2, timeout)
         return self
@@ -149,14 +172,18 @@ class LoopbackCluster:
 
     def _wait(self, ok, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        seen = "no answer"
         while True:
             try:
-                if ok(self.nodes()):
+                nodes = self.nodes()
+                if ok(nodes):
                     return
-            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
-                pass
+                seen = f"{len(nodes)} node(s)"
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+                seen = f"{type(exc).__name__}: {str(exc)[-500:]}"
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the loopback cluster did not come up within {timeout} s")
+                log = (self.dir / "head.log").read_text(errors="replace")[-1500:] if (self.dir / "head.log").exists() else ""
+                raise TimeoutError(f"the loopback cluster did not come up within {timeout} s (last: {seen}); head log: {log}")
             time.sleep(1)
 
     def pids(self) -> list[int]:
@@ -188,11 +215,16 @@ class LoopbackCluster:
                 time.sleep(0.2)
 
     def __enter__(self) -> "LoopbackCluster":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in (1, 2):  # a start that times out is retried once on fresh ports; its error says why
+            try:
+                return self.start()
+            except TimeoutError:
+                self.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
