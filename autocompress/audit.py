@@ -16,7 +16,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from autocompress.errors import RunDirError
-from autocompress.run import RunDir, write_text_atomic
+from autocompress.atomic import write_text_atomic
+from autocompress.run import RunDir, load_run_task
 
 TOLERANCE = 0.10
 
@@ -56,24 +57,20 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
     import tempfile
 
     import optuna
-    import yaml
 
-    from autocompress.backends.optuna import STUDY_NAME
+    from autocompress.backends.study import STUDY_NAME
     from autocompress.evaluation.graph_profile import graph_nodes
     from autocompress.evaluation.predictor import LatencyTable, layer_configs, model_macs
-    from autocompress.hardware import profile_from_dict
     from autocompress.pipeline import calibration_samples, export_architecture
-    from autocompress.search import run_space, task_for_run
 
     manifest = run.read_manifest()
     table = LatencyTable.load_for(table_path, manifest.get("profile"), manifest.get("profile_fingerprint"))
-    profile = profile_from_dict(yaml.safe_load((run.path / "profile.yaml").read_text()), source=str(run.path / "profile.yaml"))
-    task = task_for_run(run.path)
-    space = run_space(run, task)
+    profile = run.profile()
+    task = load_run_task(run)
+    space = run.bound_space(task)
     example = task.train.x[:2]
     calib = calibration_samples(task).numpy()
     teacher_macs = model_macs(task.teacher, example)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = {t.number: t.params for t in optuna.load_study(study_name=STUDY_NAME, storage=run.storage_url).trials}  # one read
     out = trials.copy()
     todo = out.index[out["state"].eq("COMPLETE")]

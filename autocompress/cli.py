@@ -9,6 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from autocompress import __version__
+from autocompress.backends import BACKENDS, SAMPLERS
 from autocompress.errors import AutocompressError
 
 EXIT_USAGE = 2
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=int, metavar="N", help="total trials of the study (default 100; on --resume may be raised)")
     s.add_argument("--time-budget", type=parse_duration, metavar="DURATION", help="wall-clock limit, e.g. 15m; the trial in flight finishes")
     s.add_argument("--seed", type=int, help="seed of the sampler and fine-tuning (default 0)")
-    s.add_argument("--sampler", choices=["tpe", "nsga2", "random"], help="Optuna sampler (default tpe)")
+    s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default tpe)")
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
     s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the study in RUN_DIR up to its (or a raised) budget")
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "only the most promising the full one; finetune.steps is then not searched")
     f.add_argument("--reduction-factor", type=int, metavar="ETA", help="the top 1/ETA of each rung is promoted (default 3; with --fidelity)")
     r = s.add_argument_group("cluster (Ray Tune)")
-    r.add_argument("--backend", choices=["optuna", "ray"], help="optuna: trials one after another here (default); ray: trials as Ray processes")
+    r.add_argument("--backend", choices=BACKENDS, help="optuna: trials one after another here (default); ray: trials as Ray processes")
     r.add_argument("--ray-address", metavar="auto|HOST:PORT", help="join this Ray cluster (default: start a local instance for the run)")
     r.add_argument("--cpus-per-trial", type=float, metavar="N", help="CPUs each trial reserves (default 1)")
     r.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: as many as the CPUs allow)")
@@ -81,11 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_library_logs(command: str) -> None:
+    """The command line prints its own progress, so for this process: Optuna's INFO line per
+    trial goes, and so does Ray Tune's advice (Tuner.restore, missing metrics of stopped
+    trials), which does not apply here (resume with --resume). Library code leaves both alone."""
+    import logging
+
+    if command in ("search", "audit", "profile-device"):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if command == "search":
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)  # read by Ray when it is imported; Ray sets only "ray"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_library_logs(args.command)
     try:
         if args.command == "search":
-            from autocompress.search import SearchOptions, search
+            from autocompress.driver import SearchOptions, search
 
             search(SearchOptions(
                 model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,

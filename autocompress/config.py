@@ -1,141 +1,89 @@
-"""Candidate configuration: frozen data only. Behaviour lives in the transforms, training,
-export and evaluation layers, which read these records."""
+"""Candidate configuration: frozen data only. A CandidateConfig holds one config per
+registered technique (autocompress.techniques), its off value where the candidate does not
+use it, in pipeline order. Behaviour lives in the techniques and the layers they call."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Iterator
+
+from autocompress.techniques import pipeline_order, technique
+from autocompress.techniques.blocks import BlockConfig
+from autocompress.techniques.distill import DistillConfig
+from autocompress.techniques.finetune import FinetuneConfig
+from autocompress.techniques.lowrank import LowRankConfig
+from autocompress.techniques.prune import PruneConfig
+from autocompress.techniques.quantize import QuantizeConfig
 
 
-@dataclass(frozen=True)
-class BlockConfig:
-    """Block substitution: (module path, block name) pairs, e.g. ('layer2', 'mbconv_e6_k3').
-    'keep' (or a path not listed) leaves the original block. Applied first, before pruning.
-    warmup_steps: block-wise feature distillation of the new blocks onto the teacher's
-    blocks before anything else (training.warmup); 0 = none."""
-
-    choices: tuple[tuple[str, str], ...] = ()
-    warmup_steps: int = 0
-
-    @property
-    def active(self) -> bool:
-        return any(name != "keep" for _, name in self.choices)
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Structured channel pruning. `ratio` applies to every prunable group unless
-    `segment_ratios` gives one ratio per segment (the prunable groups split in model order
-    into len(segment_ratios) contiguous parts). 0 keeps every channel.
-
-    criterion: 'l1' | 'l2' (weight magnitude) or 'act_mean' | 'act_zero' (mean |activation|,
-    or the share of non-zero activations after ReLU, over calibration batches).
-    round_to: channel counts kept at multiples of this (None: any count).
-    exclude: module names never pruned (the classifier's outputs never are)."""
-
-    ratio: float = 0.0
-    segment_ratios: Optional[tuple[float, ...]] = None
-    criterion: str = "l1"
-    round_to: Optional[int] = None
-    exclude: tuple[str, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return any(r > 0 for r in (self.segment_ratios or (self.ratio,)))
-
-
-@dataclass(frozen=True)
-class LowRankConfig:
-    """SVD low-rank factorization of Linear and Conv2d layers. `rank_ratio` (kept rank /
-    full rank; 1.0 = leave as is) applies to every factorizable layer unless
-    `segment_ratios` gives one per segment (the layers split in model order into
-    contiguous parts). A layer whose factorized form would not have fewer parameters is
-    left as is. exclude: module names never factorized."""
-
-    rank_ratio: float = 1.0
-    segment_ratios: Optional[tuple[float, ...]] = None
-    exclude: tuple[str, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return any(r < 1 for r in (self.segment_ratios or (self.rank_ratio,)))
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Distillation fine-tune length and optimiser settings (steps = 0: no fine-tune).
-    qat: fake-quantize the weights during the fine-tune at the bit widths the export will
-    apply (only with steps > 0 and some quantized layer)."""
-
-    steps: int = 0
-    lr: float = 1e-3
-    batch_size: int = 64
-    qat: bool = False
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """L = alpha * CE(student, y) + (1 - alpha) * T^2 * KL(teacher_T || student_T)."""
-
-    alpha: float = 0.5
-    temperature: float = 4.0
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    """Post-export quantization with ONNX Runtime. mode 'fp32' leaves the model as is."""
-
-    mode: str = "fp32"  # 'fp32' | 'int8' | 'int4' (weights), for every quantizable layer ...
-    activations: Optional[str] = None  # 'int8' | 'uint8' (when anything is quantized)
-    format: Optional[str] = None  # 'qdq' | 'qoperator' (int4 weights need 'qdq')
-    calibration: str = "minmax"  # 'minmax' | 'entropy' | 'percentile'
-    segment_bits: Optional[tuple[str, ...]] = None  # ... unless given per segment of layers
-
-    @property
-    def active(self) -> bool:
-        return any(b != "fp32" for b in (self.segment_bits or (self.mode,)))
-
-
-@dataclass(frozen=True)
 class CandidateConfig:
-    """One point of the search space: what to do to the teacher, in pipeline order."""
+    """One point of the search space: what to do to the teacher, technique by technique.
 
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    lowrank: LowRankConfig = field(default_factory=LowRankConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    distill: Optional[DistillConfig] = None  # None when finetune.steps == 0
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
-    blocks: BlockConfig = field(default_factory=BlockConfig)  # applied first
+    CandidateConfig(prune=PruneConfig(0.5), quantize=QuantizeConfig("int8", ...)): every
+    technique not given is off. `cfg.prune` (or `cfg["prune"]`) is a technique's config;
+    `replace(**changes)` returns a changed copy."""
 
+    __slots__ = ("_items",)
+
+    def __init__(self, **configs: Any):
+        order = pipeline_order()
+        unknown = sorted(set(configs) - {t.name for t in order})
+        if unknown:
+            raise TypeError(f"CandidateConfig got unknown technique(s) {unknown}; registered: {[t.name for t in order]}")
+        object.__setattr__(self, "_items", tuple((t.name, configs[t.name] if t.name in configs else t.off) for t in order))
+
+    # ---- access
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        for key, cfg in self._items:
+            if key == name:
+                return cfg
+        raise AttributeError(f"CandidateConfig has no technique {name!r}")
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.__getattr__(name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """(technique name, its config) in pipeline order."""
+        return iter(self._items)
+
+    def replace(self, **changes: Any) -> "CandidateConfig":
+        return CandidateConfig(**{**dict(self._items), **changes})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("CandidateConfig is frozen; use .replace(...)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CandidateConfig) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __reduce__(self):
+        return (_from_items, (self._items,))
+
+    def __repr__(self) -> str:
+        return "CandidateConfig(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"
+
+    # ---- identity and labels
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """{technique: its config as plain data}: the techniques of the first release always,
+        any later one where the candidate uses it (see Technique.in_every_id)."""
+        out = {}
+        for name, cfg in self._items:
+            t = technique(name)
+            if t.in_every_id or t.is_active(cfg):
+                out[name] = t.to_dict(cfg)
+        return out
 
     def canonical(self) -> "CandidateConfig":
         """The same config with every field in its declared type (0 -> 0.0 for ratios)."""
-        def fix(obj: Any) -> Any:
-            if obj is None:
-                return None
-            kw = {}
-            for f in fields(obj):
-                v = getattr(obj, f.name)
-                if v is None:
-                    kw[f.name] = v
-                elif f.type == "float":
-                    kw[f.name] = float(v)
-                elif f.type in ("int", "Optional[int]"):
-                    kw[f.name] = int(v)
-                elif "tuple[float" in str(f.type):
-                    kw[f.name] = tuple(float(x) for x in v)
-                elif "tuple" in str(f.type):
-                    kw[f.name] = tuple(v)
-                else:
-                    kw[f.name] = v
-            return type(obj)(**kw)
-
-        blocks = BlockConfig(tuple((str(path), str(name)) for path, name in self.blocks.choices), int(self.blocks.warmup_steps))
-        return CandidateConfig(fix(self.prune), fix(self.lowrank), fix(self.finetune), fix(self.distill), fix(self.quantize), blocks)
+        return _from_items(tuple((name, technique(name).canonical(cfg)) for name, cfg in self._items))
 
     @property
     def id(self) -> str:
@@ -144,43 +92,27 @@ class CandidateConfig:
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        """A short label, e.g. 'prune 0.5 l1 · rank 0.5 · kd 100 a=0.5 T=4 · int8 qop/u8'.
-        Per-segment values are listed in brackets in model order."""
+        """A short label, e.g. 'prune 0.5 l1 · rank 0.5 · kd 100 a=0.5 T=4 · int8 qop/u8':
+        each technique's compact code in pipeline order; per-segment values in brackets."""
+        labels = (technique(name).label(cfg, self) for name, cfg in self._items)
+        return " · ".join(label for label in labels if label)
 
-        def vals(one: Any, per_segment: Optional[tuple]) -> str:
-            return f"[{' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in per_segment)}]" if per_segment else (f"{one:g}" if isinstance(one, float) else str(one))
-
-        p, lr, q = self.prune, self.lowrank, self.quantize
-        parts = [f"{path}={name}" for path, name in self.blocks.choices if name != "keep"]
-        if self.blocks.active and self.blocks.warmup_steps > 0:
-            parts.append(f"warm-up {self.blocks.warmup_steps}")
-        if p.active:
-            parts.append(f"prune {vals(p.ratio, p.segment_ratios)} {p.criterion}" + (f"/{p.round_to}" if p.round_to else ""))
-        else:
-            parts.append("no prune")
-        if lr.active:
-            parts.append(f"rank {vals(lr.rank_ratio, lr.segment_ratios)}")
-        if self.finetune.steps > 0 and self.distill is not None:
-            parts.append(f"kd {self.finetune.steps} a={self.distill.alpha:g} T={self.distill.temperature:g}" + (" +qat" if self.finetune.qat else ""))
-        else:
-            parts.append("no fine-tune")
-        if q.active:
-            fmt = {"qoperator": "qop", "qdq": "qdq"}.get(q.format or "", q.format)
-            label = f"{vals(q.mode, q.segment_bits)} {fmt}/{'u8' if q.activations == 'uint8' else 's8'}"
-            parts.append(label + ("" if q.calibration == "minmax" else f" {q.calibration}"))
-        else:
-            parts.append("fp32")
-        return " · ".join(parts)
+    def explain(self) -> str:
+        """The same in words, e.g. 'structured pruning of 50% of the channels, ranked by L1
+        weight magnitude; 100 fine-tune steps ...'."""
+        parts = (technique(name).explain(cfg, self) for name, cfg in self._items)
+        return "; ".join(p for p in parts if p)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CandidateConfig":
-        return cls(
-            prune=PruneConfig(**data.get("prune", {})),
-            lowrank=LowRankConfig(**data.get("lowrank", {})),
-            finetune=FinetuneConfig(**data.get("finetune", {})),
-            distill=DistillConfig(**data["distill"]) if data.get("distill") else None,
-            quantize=QuantizeConfig(**data.get("quantize", {})),
-            blocks=BlockConfig(
-                tuple(tuple(c) for c in data.get("blocks", {}).get("choices", ())), data.get("blocks", {}).get("warmup_steps", 0)
-            ),
-        ).canonical()
+        """From to_dict()'s output; a technique missing from `data` is off."""
+        return _from_items(tuple((t.name, t.from_dict(data.get(t.name))) for t in pipeline_order()))
+
+
+def _from_items(items: tuple[tuple[str, Any], ...]) -> CandidateConfig:
+    cfg = object.__new__(CandidateConfig)
+    object.__setattr__(cfg, "_items", tuple(items))
+    return cfg
+
+
+__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "LowRankConfig", "PruneConfig", "QuantizeConfig"]

@@ -8,7 +8,8 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
-from autocompress.run import RunDir, write_text_atomic
+from autocompress.atomic import write_text_atomic
+from autocompress.run import RunDir
 
 _FIRST = ["number", "state", "description", "val_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]

@@ -32,6 +32,19 @@ def pareto_mask(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     return ~dominated
 
 
+def nondominated_ranks(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Front index of every row (0: non-dominated, 1: non-dominated once front 0 is
+    removed, ...), all objectives minimised: NSGA-II's sorting, by `pareto_mask`."""
+    p = np.asarray(points, dtype=float)
+    ranks = np.full(len(p), -1)
+    left, rank = np.arange(len(p)), 0
+    while left.size:
+        front = pareto_mask(p[left])
+        ranks[left[front]] = rank
+        left, rank = left[~front], rank + 1
+    return ranks
+
+
 def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Sequence[float] = REFERENCE) -> float:
     """Volume dominated by `points` and bounded by `reference` (minimisation).
 

@@ -1,17 +1,22 @@
-"""One candidate config -> measured metrics, on the artifact a user would deploy:
+"""One candidate config -> measured metrics, on the artifact a user would deploy.
 
-copy teacher -> substitute blocks [-> block-wise warm-up] -> prune (Torch-Pruning) -> SVD
-low-rank -> distillation fine-tune -> export ONNX -> [int8 static quantization] -> accuracy
-with ORT on val -> latency with ORT, timed interleaved with the teacher -> size (all bytes of
-the ONNX model).
+The pipeline walks the registered techniques (autocompress.techniques) stage by stage:
+
+  copy the teacher once -> "model" techniques (blocks [+ warm-up], prune, lowrank), each on
+  the pipeline's copy -> "finetune" techniques set up the fine-tune (finetune [+ QAT],
+  distill), which then runs (rung by rung with multi-fidelity) -> export ONNX -> "graph"
+  techniques on the exported file (quantize) -> accuracy with ORT on val -> latency with
+  ORT, timed interleaved with the teacher -> size (all bytes of the ONNX model).
 
 Any exception inside becomes a CandidateError naming the stage; the search records it
-on the trial and goes on.
+on the trial and goes on. `evaluate_candidate` turns a build into what a backend stores.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -21,19 +26,29 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from autocompress.backends.halving import Decision, Fidelity
-from autocompress.config import CandidateConfig, DistillConfig
+from autocompress.config import CandidateConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
-from autocompress.evaluation import CachedLatency, LatencyResult, LatencyWorker, onnx_accuracy
+from autocompress.evaluation import CachedLatency, LatencyMeter, LatencyResult, LatencyWorker, onnx_accuracy
 from autocompress.evaluation.predictor import layer_configs, model_macs
-from autocompress.export import export_onnx, model_size_bytes, quantize_onnx
+from autocompress.export import GraphContext, export_onnx, model_size_bytes
+from autocompress.fidelity import Decision, Fidelity
 from autocompress.hardware import HardwareProfile
-from autocompress.tasks import Task
+from autocompress.names import TRIALS_DIR
+from autocompress.tasks import LoadedTask
+from autocompress.techniques import pipeline_order
 from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logits
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.training.plan import TrainPlan
+from autocompress.transforms import TransformContext
 
 CALIBRATION_SAMPLES = 128
+# Stage timings in trials.csv (t_<stage>), in pipeline order; a technique registered later
+# is timed under its own name too.
 STAGES = ("blocks", "warmup", "prune", "lowrank", "finetune", "rungs", "export", "quantize", "accuracy", "latency")
+
+
+def trial_dir(root: Path, number: int) -> Path:
+    """Where trial `number` of a run rooted at `root` keeps its files."""
+    return Path(root) / TRIALS_DIR / str(number)
 
 
 @dataclass
@@ -49,7 +64,7 @@ class TeacherBaseline:
 class PipelineContext:
     """Everything a candidate build needs that does not change between candidates."""
 
-    task: Task
+    task: LoadedTask
     profile: HardwareProfile
     teacher: TeacherBaseline
     soft_targets: torch.Tensor
@@ -91,7 +106,7 @@ class PipelineContext:
         return torch.from_numpy(self.calibration)
 
     @property
-    def latency_worker(self) -> LatencyWorker:
+    def latency_worker(self) -> LatencyMeter:
         """The process that times candidates against the teacher (started on first use)."""
         if self._latency_worker is None:
             self._latency_worker = CachedLatency(LatencyWorker(self.teacher.onnx_path, self.profile, self.task.input_shape), self.profile)
@@ -118,11 +133,11 @@ class CandidateResult:
     predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, nodes it had to estimate)
 
 
-def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
+def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
             accuracy_on_device: bool = False, table=None, predicted: bool = False) -> PipelineContext:
     """Export and measure the teacher once; precompute teacher logits and calibration data.
     The returned context owns a latency worker (`latency(teacher_onnx_path)`, default a
-    local LatencyWorker process; anything with measure(path) and close()): close() it.
+    local LatencyWorker process; any LatencyMeter): close() it.
     accuracy_on_device: val accuracies (the teacher's too) come from the worker's
     accuracy(path), i.e. from the device's node. table: a device latency table whose
     predictions are recorded too; predicted: latency from it only (nothing timed; the
@@ -156,7 +171,7 @@ def prepare(task: Task, profile: HardwareProfile, workdir: Path, *, latency: Opt
     )
 
 
-def calibration_samples(task: Task) -> torch.Tensor:
+def calibration_samples(task: LoadedTask) -> torch.Tensor:
     """A fixed, seeded draw of training inputs for quantization calibration and
     activation statistics (the same draw every time, so pruning can be replayed)."""
     gen = torch.Generator().manual_seed(0)
@@ -164,45 +179,59 @@ def calibration_samples(task: Task) -> torch.Tensor:
     return task.train.x[idx]
 
 
-def rebuild_student(task: Task, cfg: CandidateConfig) -> torch.nn.Module:
-    """The candidate's float architecture before fine-tuning: the teacher pruned and
-    factorized exactly as in the search (both are deterministic given the teacher and the
-    calibration draw), ready for its saved state_dict."""
-    tctx = TransformContext(example_input=task.train.x[:2], calibration=calibration_samples(task))
-    student = apply_transform(task.teacher, cfg.blocks, tctx)
-    return apply_transform(apply_transform(student, _prune_cfg(cfg), tctx), cfg.lowrank, tctx)
+def _model_stage(student: torch.nn.Module, cfg: CandidateConfig, tctx: TransformContext, *,
+                 stage: Callable[[str], Any] = lambda name: nullcontext()) -> torch.nn.Module:
+    """The "model" techniques in pipeline order, each on the pipeline's own copy."""
+    for t in pipeline_order("model"):
+        with stage(t.name):
+            student = t.apply(student, cfg[t.name], tctx)
+    return student
 
 
-def export_architecture(task: Task, cfg: CandidateConfig, calibration: np.ndarray, out_dir: Path) -> tuple[torch.nn.Module, Path]:
+def rebuild_student(task: LoadedTask, cfg: CandidateConfig) -> torch.nn.Module:
+    """The candidate's float architecture before fine-tuning: the teacher transformed by
+    the model-stage techniques exactly as in the search (deterministic given the teacher
+    and the calibration draw; work that only changes weights, such as the block warm-up or
+    BatchNorm re-estimation, is skipped), ready for its saved state_dict."""
+    tctx = TransformContext(example_input=task.train.x[:2], calibration=calibration_samples(task), candidate=cfg, weights=False)
+    return _model_stage(copy.deepcopy(task.teacher), cfg, tctx)
+
+
+def export_architecture(task: LoadedTask, cfg: CandidateConfig, calibration: np.ndarray, out_dir: Path) -> tuple[torch.nn.Module, Path]:
     """(the candidate's architecture untrained, its file exported and quantized as
     deployed): the graph ONNX Runtime runs, whose latency does not depend on the weights'
     values. BatchNorm statistics are recalibrated as after the search's fine-tune."""
     student = rebuild_student(task, cfg)
     recalibrate_batchnorm_(student, task.train.x)
-    path, _ = export_deployable(student, cfg.quantize, task.input_shape, calibration, out_dir)
+    path, _ = export_deployable(student, cfg, task.input_shape, calibration, out_dir)
     return student, path
 
 
-def _prune_cfg(cfg: CandidateConfig):
-    """The prune config with substituted ShuffleNet units excluded: Torch-Pruning 1.6's
-    dependency graph fails (IndexError) on their chunk -> cat -> channel-shuffle pattern."""
-    from dataclasses import replace
+class _Stages:
+    """Per-stage seconds of one build, and its failure policy: an exception inside a stage
+    becomes a CandidateError naming it. A stage timed inside another (the block warm-up
+    inside 'blocks') counts for itself only."""
 
-    shuffles = tuple(path for path, name in cfg.blocks.choices if name.startswith("shuffle"))
-    return replace(cfg.prune, exclude=cfg.prune.exclude + shuffles) if shuffles and cfg.prune.active else cfg.prune
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._open: list[list[float]] = []  # per open stage: [start, seconds of the stages inside it]
 
-
-@contextmanager
-def _stage(name: str, seconds: dict[str, float]):
-    t0 = time.perf_counter()
-    try:
-        yield
-    except CandidateError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure of a candidate is recorded, not fatal
-        raise CandidateError(f"{name}: {one_line(exc)}") from exc
-    finally:
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+    @contextmanager
+    def __call__(self, name: str):
+        here = [time.perf_counter(), 0.0]
+        self._open.append(here)
+        try:
+            yield
+        except CandidateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of a candidate is recorded, not fatal
+            raise CandidateError(f"{name}: {one_line(exc)}") from exc
+        finally:
+            self._open.pop()
+            elapsed = time.perf_counter() - here[0]
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - here[1]
+            if self._open:
+                self._open[-1][1] += elapsed
 
 
 def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int = 0,
@@ -224,104 +253,151 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
            at_rung: Optional[Callable[[int, float, float], Decision]]) -> CandidateResult:
     task = ctx.task
     out_dir.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
+    stage = _Stages()
     torch.manual_seed(seed)
-    tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor)
-    with _stage("blocks", seconds):
-        student = apply_transform(task.teacher, cfg.blocks, tctx)
-    if cfg.blocks.active and cfg.blocks.warmup_steps > 0:
-        with _stage("warmup", seconds):
-            from autocompress.training.warmup import warmup_blocks_
-
-            new = [path for path, name in cfg.blocks.choices if name != "keep"]
-            warmup_blocks_(student, task.teacher, new, task.train.x, cfg.blocks.warmup_steps, seed=seed)
-    with _stage("prune", seconds):
-        student = apply_transform(student, _prune_cfg(cfg), tctx)
-        if cfg.prune.active:
-            recalibrate_batchnorm_(student, task.train.x)
-    with _stage("lowrank", seconds):
-        student = apply_transform(student, cfg.lowrank, tctx)
+    tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor, candidate=cfg, teacher=task.teacher,
+                            train_x=task.train.x, seed=seed, timed=stage)
+    with stage(pipeline_order("model")[0].name):  # the copy counts to the first model technique, as it always has
+        student = copy.deepcopy(task.teacher)
+    student = _model_stage(student, cfg, tctx, stage=stage)
     rungs = fidelity.rungs if fidelity is not None else (cfg.finetune.steps,)
     if rungs[-1] != cfg.finetune.steps:
         raise ValueError(f"the candidate's fine-tune ({cfg.finetune.steps} steps) is not the last rung of {rungs}")
-    with _stage("finetune", seconds):
-        qat, probe = None, student
-        if cfg.finetune.qat and cfg.finetune.steps > 0 and cfg.quantize.active:
-            from autocompress.training.qat import enable_qat_, layer_bits
-
-            # BatchNorm keeps training during QAT: freezing it cost accuracy on the demo
-            # (experiments/qat_vs_ptq.py); the grid follows the running statistics.
-            bits = layer_bits(student, tctx.example_input, cfg.quantize)
-            if len(rungs) > 1:  # the rungs' latency probe: the same graph without fake-quant parametrizations
-                import copy
-
-                probe = copy.deepcopy(student)
-            qat = enable_qat_(student, tctx.example_input, bits, freeze_bn=False)
+    with stage("finetune"):
+        plan = TrainPlan()
+        for t in pipeline_order("finetune"):
+            plan = t.apply(plan, cfg[t.name], tctx)
+        probe = student
+        if plan.wrappers and len(rungs) > 1:  # the rungs' latency probe: the same graph without the wrappers' changes
+            probe = copy.deepcopy(student)
+        handles = [w.begin(student, tctx.example_input) for w in plan.wrappers]
     rung_results: list[dict[str, Any]] = []
     done = 0
     for rung, steps in enumerate(rungs):
-        with _stage("finetune", seconds):  # a rung after the first: a new cosine cycle from where the last ended
-            distill_(student, task.train.x, task.train.y, ctx.soft_targets, replace(cfg.finetune, steps=steps - done),
-                     cfg.distill or DistillConfig(), seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps)
+        with stage("finetune"):  # a rung after the first: a new cosine cycle from where the last ended
+            distill_(student, task.train.x, task.train.y, ctx.soft_targets, replace(plan, steps=steps - done), plan,
+                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps)
         done = steps
         if rung < len(rungs) - 1:
-            with _stage("rungs", seconds):
+            with stage("rungs"):
                 acc, ratio = _rung_metrics(student, probe, cfg, ctx, out_dir / f"rung{rung}")
             decision = at_rung(rung, acc, ratio)  # type: ignore[misc]
             rung_results.append({"rung": rung, "steps": steps, "val_accuracy": acc, "latency_ratio": ratio, "promoted": decision.promote,
                                  "place": decision.position + 1, "of": decision.n})
             if not decision.promote:
                 raise CandidateStopped(decision.reason, rung_results)
-    with _stage("finetune", seconds):
-        if qat is not None:
-            qat.bake_()  # weights now lie on the grid the quantizer will use
+    with stage("finetune"):
+        for h in reversed(handles):
+            h.bake_()  # e.g. QAT: weights now lie on the grid the quantizer will use
         state_path = out_dir / "model.pt"
         torch.save(student.state_dict(), state_path)
-    final, ort_only = export_deployable(student, cfg.quantize, task.input_shape, ctx.calibration, out_dir,
-                                        stage=lambda name: _stage(name, seconds))
-    with _stage("accuracy", seconds):
+    final, ort_only = export_deployable(student, cfg, task.input_shape, ctx.calibration, out_dir, stage=stage)
+    with stage("accuracy"):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
-    with _stage("latency", seconds):
+    with stage("latency"):
         predicted = ctx.predict_ratio(final) if ctx.table is not None else None
         latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
     macs = sum(l.macs for l in layer_configs(student, tctx.example_input, cfg.quantize))
-    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, seconds, ort_only, rung_results,
+    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, stage.seconds, ort_only, rung_results,
                            macs=macs, predicted=predicted)
 
 
-def export_deployable(model: torch.nn.Module, quantize, input_shape: tuple[int, ...], calibration: np.ndarray, out_dir: Path, *,
+def _ort_only(path: Path) -> bool:
+    """The ONNX file uses operators of ONNX Runtime's own domain (com.microsoft)."""
+    import onnx
+
+    from autocompress.export.quantize import MS_DOMAIN
+
+    return any(n.domain == MS_DOMAIN for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, input_shape: tuple[int, ...], calibration: np.ndarray, out_dir: Path, *,
                       stage: Callable[[str], Any] = lambda name: nullcontext()) -> tuple[Path, bool]:
-    """`model` as deployed: out_dir/model.onnx, exported and, when `quantize` is active,
-    quantized (the float file removed). (path, ort_only). `stage(name)` wraps the
-    'export' and 'quantize' steps (the pipeline times them)."""
+    """`model` as deployed: out_dir/model.onnx, exported, then changed by each of the
+    candidate's active "graph" techniques in pipeline order (the files before the last
+    removed). (path, ort_only: the file needs ONNX Runtime). `stage(name)` wraps the
+    'export' step and each technique (the pipeline times them)."""
     final = Path(out_dir) / "model.onnx"
+    steps = [t for t in pipeline_order("graph") if t.is_active(cfg[t.name])]
     with stage("export"):
-        fp32 = export_onnx(model, input_shape, final.with_name("model.fp32.onnx") if quantize.active else final)
-    if not quantize.active:
-        return final, False
-    with stage("quantize"):
-        ort_only = quantize_onnx(fp32, final, calibration, quantize).ort_only
-        os.remove(fp32)
-    return final, ort_only
+        path = export_onnx(model, input_shape, final.with_name("model.fp32.onnx") if steps else final)
+    for i, t in enumerate(steps):
+        with stage(t.name):
+            dst = final if i == len(steps) - 1 else final.with_name(f"model.{t.name}.onnx")
+            out = t.apply(path, cfg[t.name], GraphContext(calibration=calibration, input_shape=tuple(input_shape), dst=dst))
+            os.remove(path)
+            path = out
+    return path, bool(steps) and _ort_only(path)
 
 
 def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: CandidateConfig, ctx: PipelineContext,
                   probe_dir: Path) -> tuple[float, float]:
     """(torch val accuracy of the fine-tuning model, latency ratio of `probe` exported and
     quantized as the candidate will be) at a rung. `probe` has the candidate's graph: the
-    student itself, or with QAT a copy taken before the fake-quant parametrizations (a
+    student itself, or with a fine-tune wrapper such as QAT a copy taken before it (a
     deepcopy of a parametrized module shares its class, so baking a copy would break the
     original). The latency depends on the graph, not on the weights' values; the probe
     files are removed."""
-    import shutil
-
     acc = torch_accuracy(student, ctx.task.val.x, ctx.task.val.y)
     try:
-        onnx, _ = export_deployable(probe, cfg.quantize, ctx.task.input_shape, ctx.calibration, probe_dir)
+        onnx, _ = export_deployable(probe, cfg, ctx.task.input_shape, ctx.calibration, probe_dir)
         ratio = ctx.predict_ratio(onnx)[0] if ctx.predicted else ctx.latency_worker.measure(onnx).ratio
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
     return acc, ratio
+
+
+@dataclass
+class Outcome:
+    """What evaluating one candidate gives a backend: the three objectives and extra
+    attributes to store on the trial."""
+
+    values: tuple[float, float, float]  # val accuracy (max), latency ratio (min), size bytes (min)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, root: Path, *, seed: int,
+                       fidelity: Optional[Fidelity] = None, at_rung: Optional[Callable[[int, float, float], Decision]] = None) -> Outcome:
+    """Build and measure one candidate into trial `number`'s directory under `root` (the run
+    directory, or a trial process's scratch folder); its Outcome (objectives + trial
+    attributes, file paths relative to `root`). CandidateError (and CandidateStopped, with
+    multi-fidelity) propagates, nothing left behind."""
+    out_dir = trial_dir(root, number)
+    try:
+        res = build_candidate(cfg, ctx, out_dir, seed=seed + number, fidelity=fidelity, at_rung=at_rung)
+    except (CandidateError, CandidateStopped):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    lat = res.latency
+    attrs = {
+        "val_accuracy": res.val_accuracy,
+        "latency_ratio": lat.ratio,
+        "size_bytes": res.size_bytes,
+        "acc_drop_pts": (ctx.teacher.val_accuracy - res.val_accuracy) * 100.0,
+        "latency_ratio_spread": lat.ratio_spread,
+        "latency_ratio_low": lat.ratio_low,  # the ratio's 95% interval (nan: too few passes for one)
+        "latency_ratio_high": lat.ratio_high,
+        "latency_passes": lat.passes,
+        "latency_converged": lat.converged,
+        "not_faster": lat.not_faster,  # not below the teacher's latency beyond noise
+        "latency_cached": lat.cached,  # an identical file was timed before: its result
+        "latency_source": lat.source,  # measured, or predicted from a device table
+        "macs": res.macs,
+        "macs_ratio": res.macs / ctx.teacher_macs if ctx.teacher_macs else float("nan"),  # the FLOPs proxy of the latency ratio
+        "candidate_median_ms": lat.candidate_median_ms,
+        "candidate_p90_ms": lat.candidate_p90_ms,
+        "candidate_spread": lat.candidate_spread,
+        "reference_median_ms": lat.reference_median_ms,
+        "onnx": str(res.onnx_path.relative_to(root)),
+        "state_dict": str(res.state_dict_path.relative_to(root)),
+        "stage_seconds": res.stage_seconds,
+        "ort_only": res.ort_only,
+    }
+    if fidelity is not None:
+        attrs["rung_results"] = res.rung_results
+    if res.predicted is not None:
+        attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
+    return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
 
 
 @torch.no_grad()

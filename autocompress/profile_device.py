@@ -46,7 +46,6 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     from autocompress.export import export_onnx
     from autocompress.hardware import load_profile
     from autocompress.pipeline import calibration_samples, export_architecture
-    from autocompress.search import bind_space, check_space_for_model, check_space_for_profile
     from autocompress.space import load_space
     from autocompress.tasks import load_task
 
@@ -59,15 +58,13 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
         raise ConfigError(f"--out {o.out}: exists and is not a file")
     profile = load_profile(o.profile or "cpu-1thread")
     space = load_space(o.space or "default")
-    check_space_for_profile(space, profile)
+    space.check_profile(profile)
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
-    check_space_for_model(space, task.teacher)
-    space, _ = bind_space(space, task)
+    space, _ = space.bind(task.teacher, task.train.x[:2])
     calib = calibration_samples(task).numpy()
     work = Path(tempfile.mkdtemp(prefix="autocompress-profile-"))
     try:
         teacher_onnx = export_onnx(task.teacher, task.input_shape, work / "teacher.onnx")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=o.seed))
         samples = []  # (nodes, units, measured ratio to the teacher)
         progress(f"Timing and profiling {o.samples} sampled candidates against the teacher under profile {profile.name!r} ...")

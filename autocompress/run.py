@@ -23,7 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from autocompress.atomic import write_text_atomic
 from autocompress.errors import RunDirError
+from autocompress.names import TRIALS_DIR
 
 MANIFEST = "run.json"
 PACKAGES = ("autocompress", "torch", "optuna", "onnx", "onnxruntime", "torch-pruning", "numpy", "scikit-learn", "pandas")
@@ -73,13 +75,37 @@ class RunDir:
         return f"sqlite:///{(self.path / 'study.db').resolve()}"
 
     def trial_dir(self, number: int) -> Path:
-        return self.path / "trials" / str(number)
+        return self.path / TRIALS_DIR / str(number)
 
     def read_manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_path.read_text())
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
+
+    # ---- what the run was made with
+    def space(self):
+        """The run's resolved search space (space.yaml), not yet bound to a model."""
+        import yaml
+
+        from autocompress.space import SearchSpace
+
+        path = self.path / "space.yaml"
+        return SearchSpace.from_dict(yaml.safe_load(path.read_text()), source=str(path))
+
+    def bound_space(self, task):
+        """The run's search space bound to its task's model, as in the search."""
+        space, _ = self.space().bind(task.teacher, task.train.x[:2])
+        return space
+
+    def profile(self):
+        """The run's resolved hardware profile (profile.yaml), not checked against this machine."""
+        import yaml
+
+        from autocompress.hardware import profile_from_dict
+
+        path = self.path / "profile.yaml"
+        return profile_from_dict(yaml.safe_load(path.read_text()), source=str(path))
 
     # ---- creation / resume
     @classmethod
@@ -119,15 +145,15 @@ class RunDir:
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
+def load_run_task(run: RunDir):
+    """The task a run was made with (the demo, or the user's files named in run.json)."""
+    from autocompress.tasks import load_task
 
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    m = run.read_manifest()
+    spec = m["task"]
+    if spec.get("kind") == "demo":
+        return load_task(progress=lambda s: None)
+    return load_task(spec["model"], spec["data"], m.get("checkpoint"), progress=lambda s: None)
 
 
 def new_manifest(**fields: Any) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
-import yaml
 
 from autocompress.errors import RunDirError
-from autocompress.run import RunDir, write_text_atomic
+from autocompress.atomic import write_text_atomic
+from autocompress.run import RunDir, load_run_task
 
 TOLERANCE = 0.07
 TOLERANCE_FAST = 0.15  # points under FAST_MS of teacher-relative latency
@@ -43,8 +43,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
     verify.csv). Raises RunDirError for a directory that is not a finished run."""
     from autocompress.evaluation import LatencyWorker, onnx_accuracy
     from autocompress.evaluation.latency import not_faster
-    from autocompress.hardware import check_available, load_profile, profile_from_dict
-    from autocompress.search import task_for_run
+    from autocompress.hardware import check_available, load_profile
 
     if o.repeats < 1:
         from autocompress.errors import ConfigError
@@ -57,12 +56,12 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
     front = pd.read_csv(pareto)
     manifest = run.read_manifest()
     if o.profile is None:
-        profile = profile_from_dict(yaml.safe_load((run.path / "profile.yaml").read_text()), source=str(run.path / "profile.yaml"))
+        profile = run.profile()
         check_available(profile)
     else:
         profile = load_profile(o.profile)
     same_profile = profile.fingerprint == manifest.get("profile_fingerprint")
-    task = task_for_run(run.path)
+    task = load_run_task(run)
     teacher = run.path / "teacher" / "model.onnx"
     progress(f"Verifying {len(front)} front points of {run.path} under profile {profile.name!r}"
              + ("" if same_profile else f" (the run used {manifest.get('profile')!r}: recorded values are under that profile)")

@@ -17,7 +17,7 @@ import yaml
 
 from autocompress.evaluation import measure_interleaved, onnx_accuracy
 from autocompress.hardware import profile_from_dict
-from autocompress.search import task_for_run
+from autocompress.run import RunDir, load_run_task
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
     args = ap.parse_args()
     run = Path(args.run_dir)
     profile = profile_from_dict(yaml.safe_load((run / "profile.yaml").read_text()))
-    task = task_for_run(run)
+    task = load_run_task(RunDir(Path(run)))
     front = pd.read_csv(run / "pareto.csv")
     teacher = run / "teacher" / "model.onnx"
     rows = []

@@ -30,7 +30,7 @@ import numpy as np
 import optuna
 
 from autocompress.pareto import REFERENCE, hypervolume, normalized_objectives
-from autocompress.search import SearchOptions, search
+from autocompress.driver import SearchOptions, search
 
 _TICK = os.sysconf("SC_CLK_TCK")
 

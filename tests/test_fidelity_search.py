@@ -62,7 +62,7 @@ def test_stopped_candidates_are_pruned_and_only_full_fidelity_results_are_comple
 def test_the_promotion_rule_holds_for_every_decision(fidelity_run):
     """Replaying the decisions in order: each candidate was promoted iff it was within the
     top ceil(n/eta) of the rung's results so far."""
-    from autocompress.backends.halving import Fidelity, RungBoard
+    from autocompress.fidelity import Fidelity, RungBoard
 
     board = RungBoard(Fidelity((4, 10), 2))
     decided = [t for t in _study(fidelity_run).trials if t.user_attrs.get("rung_results") and "duplicate_of" not in t.user_attrs]

@@ -116,3 +116,11 @@ def test_normalized_objectives():
     np.testing.assert_allclose(out[:, 0], [0.0, 5.0, -5.0], atol=1e-9)
     np.testing.assert_allclose(out[:, 1], [1.0, 0.5, 2.0])
     np.testing.assert_allclose(out[:, 2], [1.0, 0.25, 4.0])
+
+
+def test_nondominated_ranks_peel_fronts_in_order():
+    from autocompress.pareto import nondominated_ranks
+
+    pts = [[1, 5], [2, 2], [5, 1], [3, 3], [4, 4], [2, 2], [6, 6]]
+    assert nondominated_ranks(pts).tolist() == [0, 0, 0, 1, 2, 0, 3]  # equal rows share a front
+    assert nondominated_ranks(np.zeros((0, 2))).tolist() == []

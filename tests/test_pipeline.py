@@ -101,7 +101,7 @@ def test_identity_candidate_reproduces_the_teacher(prepared, tmp_path):
 
 
 def test_candidates_are_deterministic_for_a_seed(prepared, tmp_path):
-    cfg = dataclasses.replace(KD_INT8, quantize=QuantizeConfig())
+    cfg = KD_INT8.replace(quantize=QuantizeConfig())
     a = build_candidate(cfg, prepared, tmp_path / "a", seed=5)
     b = build_candidate(cfg, prepared, tmp_path / "b", seed=5)
     assert a.val_accuracy == b.val_accuracy
@@ -140,20 +140,20 @@ def test_block_warmup_runs_as_its_own_stage_and_the_weights_reload(prepared, tin
     from autocompress.pipeline import rebuild_student
 
     blocks = BlockConfig((("block1", "mbconv_e3_k3"), ("block2", "shuffle_v2")), warmup_steps=20)
-    cfg = dataclasses.replace(KD_INT8, prune=PruneConfig(0.25), blocks=blocks)
+    cfg = KD_INT8.replace(prune=PruneConfig(0.25), blocks=blocks)
     assert "warm-up 20" in cfg.describe()
-    assert CandidateConfig.from_dict(cfg.to_dict()) == cfg and cfg.id != dataclasses.replace(cfg, blocks=BlockConfig(blocks.choices)).id
+    assert CandidateConfig.from_dict(cfg.to_dict()) == cfg and cfg.id != cfg.replace(blocks=BlockConfig(blocks.choices)).id
     res = build_candidate(cfg, prepared, tmp_path / "w", seed=0)
     assert "warmup" in res.stage_seconds and res.stage_seconds["warmup"] > 0
     model = rebuild_student(tiny_task, cfg)
     model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
     assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)
-    no_warmup = build_candidate(dataclasses.replace(cfg, blocks=BlockConfig(blocks.choices)), prepared, tmp_path / "n", seed=0)
+    no_warmup = build_candidate(cfg.replace(blocks=BlockConfig(blocks.choices)), prepared, tmp_path / "n", seed=0)
     assert "warmup" not in no_warmup.stage_seconds
 
 
 def _rung_recorder(promote: bool):
-    from autocompress.backends.halving import Decision
+    from autocompress.fidelity import Decision
 
     calls = []
 
@@ -165,7 +165,7 @@ def _rung_recorder(promote: bool):
 
 
 def test_a_candidate_not_promoted_at_a_rung_stops_with_its_rung_results(prepared, tmp_path):
-    from autocompress.backends.halving import Fidelity
+    from autocompress.fidelity import Fidelity
     from autocompress.errors import CandidateStopped
 
     calls, at_rung = _rung_recorder(False)
@@ -180,7 +180,7 @@ def test_a_candidate_not_promoted_at_a_rung_stops_with_its_rung_results(prepared
 
 
 def test_a_promoted_candidate_finishes_the_full_pipeline(prepared, tmp_path):
-    from autocompress.backends.halving import Fidelity
+    from autocompress.fidelity import Fidelity
 
     calls, at_rung = _rung_recorder(True)
     res = build_candidate(KD_INT8, prepared, tmp_path / "p", fidelity=Fidelity((4, 10)), at_rung=at_rung)
@@ -192,7 +192,7 @@ def test_a_promoted_candidate_finishes_the_full_pipeline(prepared, tmp_path):
 
 
 def test_rungs_must_end_at_the_candidates_fine_tune(prepared, tmp_path):
-    from autocompress.backends.halving import Fidelity
+    from autocompress.fidelity import Fidelity
 
     with pytest.raises(ValueError, match="not the last rung"):
         build_candidate(KD_INT8, prepared, tmp_path / "x", fidelity=Fidelity((4, 20)), at_rung=_rung_recorder(True)[1])
@@ -200,10 +200,10 @@ def test_rungs_must_end_at_the_candidates_fine_tune(prepared, tmp_path):
 
 def test_qat_with_rungs_builds_and_its_weights_reload(prepared, tiny_task, tmp_path):
     # the rung probe must not be a deepcopy of the parametrized student: baking one breaks the other
-    from autocompress.backends.halving import Fidelity
+    from autocompress.fidelity import Fidelity
     from autocompress.pipeline import rebuild_student
 
-    cfg = dataclasses.replace(KD_INT8, prune=PruneConfig(0.25), finetune=FinetuneConfig(steps=10, lr=1e-3, batch_size=32, qat=True),
+    cfg = KD_INT8.replace(prune=PruneConfig(0.25), finetune=FinetuneConfig(steps=10, lr=1e-3, batch_size=32, qat=True),
                               quantize=QuantizeConfig("int8", "int8", "qdq", "minmax"))
     res = build_candidate(cfg, prepared, tmp_path / "q", fidelity=Fidelity((4, 10)), at_rung=_rung_recorder(True)[1])
     model = rebuild_student(tiny_task, cfg)

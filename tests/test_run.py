@@ -7,7 +7,8 @@ import json
 import pytest
 
 from autocompress.errors import RunDirError
-from autocompress.run import MANIFEST, RunDir, cpu_info, new_manifest, package_versions, write_text_atomic
+from autocompress.atomic import write_text_atomic
+from autocompress.run import MANIFEST, RunDir, cpu_info, new_manifest, package_versions
 
 
 def test_check_new_accepts_missing_or_empty_and_refuses_anything_else(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from autocompress.config import CandidateConfig, QuantizeConfig
 from autocompress.errors import ConfigError
-from autocompress.space import SCHEMA, Choice, Fixed, Range, SearchSpace, load_space, resolve_space_path
+from autocompress.space import Choice, Fixed, Range, SearchSpace, load_space, resolve_space_path, schema
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -17,7 +17,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def test_global_space_loads_and_searches_the_documented_parameters():
     space = load_space("global")
-    assert set(space.params) == {f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
+    assert set(space.params) == {f"{s}.{k}" for s, keys in schema().items() for k in keys} | {"blocks.warmup"}
     assert space.params["prune.ratio"] == Range(float, 0.0, 0.8, 0.05, False)
     assert space.params["finetune.steps"] == Choice((0, 50, 100, 150))
     assert space.params["finetune.lr"] == Range(float, 3e-4, 3e-3, None, True)
@@ -29,7 +29,7 @@ def test_global_space_loads_and_searches_the_documented_parameters():
 
 def test_missing_keys_take_schema_defaults():
     space = SearchSpace.from_dict({})
-    for section, keys in SCHEMA.items():
+    for section, keys in schema().items():
         for key, spec in keys.items():
             assert space.params[f"{section}.{key}"] == Fixed(spec.default)
     assert space.searched() == []
@@ -218,41 +218,46 @@ def test_fixed_space_always_gives_the_same_candidate():
 # --------------------------------------------------------------------------- recipes
 
 
-def test_recipe_snaps_ranges_onto_their_grid():
+def test_recipe_snaps_ranges_onto_their_grid_and_switches_everything_else_off():
     space = SearchSpace.from_dict(
         {"prune": {"ratio": {"low": 0.0, "high": 0.8, "step": 0.05}}, "finetune": {"steps": {"low": 0, "high": 100, "step": 10}}}
     )
-    assert space.recipe({"prune.ratio": 0.52}) == {"prune.ratio": 0.5}
-    assert space.recipe({"prune.ratio": 0.93}) == {"prune.ratio": 0.8}  # clamped to high
-    out = space.recipe({"finetune.steps": 47})
-    assert out == {"finetune.steps": 50} and isinstance(out["finetune.steps"], int)
+    assert space.recipe({"prune": {"ratio": 0.52}}) == {"prune.ratio": 0.5, "finetune.steps": 0}  # no fine-tune: it is off
+    assert space.recipe({"prune": {"ratio": 0.93}})["prune.ratio"] == 0.8  # clamped to high
+    out = space.recipe({"finetune": {"steps": 47}})
+    assert out == {"prune.ratio": 0.0, "finetune.steps": 50} and isinstance(out["finetune.steps"], int)
+    assert space.recipe({"finetune": {"steps": "max"}})["finetune.steps"] == 100
     assert Range(float, 0.1, 0.9, 0.2).snap(0.42) == pytest.approx(0.5)
     assert Range(float, 0.1, 0.9, None).snap(5.0) == 0.9
 
 
 def test_recipe_choices_pick_the_first_allowed_option():
     space = load_space("global")
-    out = space.recipe({"quantize.mode": "int8", "quantize.activations": ["uint8", "int8"], "quantize.format": ["qoperator", "qdq"]})
-    assert out == {"quantize.mode": "int8", "quantize.activations": "uint8", "quantize.format": "qoperator"}
+    out = space.recipe({"quantize": {"mode": "int8", "activations": ["uint8", "int8"], "format": ["qoperator", "qdq"]}})
+    assert out == {"prune.ratio": 0.0, "finetune.steps": 0, "quantize.mode": "int8", "quantize.activations": "uint8",
+                   "quantize.format": "qoperator"}
     only_int8 = SearchSpace.from_dict({"quantize": {"mode": ["fp32", "int8"], "activations": ["int8", "uint8"], "format": ["qdq", "qoperator"]}})
-    assert only_int8.recipe({"quantize.activations": ["int4", "int8"]}) == {"quantize.activations": "int8"}
+    assert only_int8.recipe({"quantize": {"activations": ["int4", "int8"]}}) == {"quantize.activations": "int8"}
 
 
 def test_recipe_is_dropped_when_the_space_cannot_express_it():
     # a choice without the wanted value
-    assert load_space("default").recipe({"finetune.steps": 400}) is None
-    # a ratio of 0 that would snap to a non-zero ratio
-    assert SearchSpace.from_dict({"prune": {"ratio": {"low": 0.2, "high": 0.6}}}).recipe({"prune.ratio": 0.0}) is None
+    assert load_space("default").recipe({"finetune": {"steps": 400}}) is None
+    # pruning off (ratio 0) where the ratio would snap to a non-zero one; the same for a fine-tune that cannot be off
+    assert SearchSpace.from_dict({"prune": {"ratio": {"low": 0.2, "high": 0.6}}}).recipe({}) is None
+    assert SearchSpace.from_dict({"finetune": {"steps": {"low": 10, "high": 100}}}).recipe({"quantize": {"mode": "int8"}}) is None
     # a fixed parameter that contradicts what defines the recipe
-    assert SearchSpace.from_dict({"quantize": {"mode": "fp32"}}).recipe({"quantize.mode": "int8"}) is None
-    assert SearchSpace.from_dict({"prune": {"ratio": 0.0}}).recipe({"prune.ratio": 0.5}) is None
+    assert SearchSpace.from_dict({"quantize": {"mode": "fp32"}}).recipe({"quantize": {"mode": "int8"}}) is None
+    assert SearchSpace.from_dict({"prune": {"ratio": 0.0}}).recipe({"prune": {"ratio": 0.5}}) is None
 
 
 def test_recipe_ignores_fixed_parameters_that_do_not_define_it():
     space = SearchSpace.from_dict({"prune": {"ratio": [0.0, 0.5]}, "distill": {"alpha": 0.3}})
-    assert space.recipe({"prune.ratio": 0.5, "distill.alpha": 0.5}) == {"prune.ratio": 0.5}
+    assert space.recipe({"prune": {"ratio": 0.5}, "distill": {"alpha": 0.5}}) == {"prune.ratio": 0.5}
     # a fixed value that agrees with a defining key is fine and not enqueued
-    assert space.recipe({"prune.ratio": 0.0, "finetune.steps": 0}) == {"prune.ratio": 0.0}
+    assert space.recipe({}) == {"prune.ratio": 0.0}
+    # low rank is not strict: a space whose rank ratio cannot be 1 keeps its recipes, with its rank
+    assert SearchSpace.from_dict({"lowrank": {"rank_ratio": 0.5}}).recipe({}) == {}
 
 
 # --------------------------------------------------------------------------- segments and settings
@@ -266,7 +271,7 @@ def test_default_space_searches_every_technique_per_segment():
     assert space.params["quantize.mode"] == Choice(("fp32", "int8", "int4"))
     assert space.params["lowrank.rank_ratio"] == Choice((1.0, 0.75, 0.5, 0.25))
     again = SearchSpace.from_dict(space.to_dict())
-    assert again.fingerprint == space.fingerprint and again.settings == space.settings
+    assert again.fingerprint == space.fingerprint and again.specs == space.specs
 
 
 def test_segmented_suggest_samples_one_value_per_segment():
@@ -302,9 +307,9 @@ def test_segmented_suggest_samples_one_value_per_segment():
 
 def test_recipes_fill_every_segment():
     space = load_space("default")
-    got = space.recipe({"prune.ratio": 0.5, "quantize.mode": "int8", "lowrank.rank_ratio": 1.0})
+    got = space.recipe({"prune": {"ratio": 0.5}, "quantize": {"mode": "int8"}})
     assert got == {**{f"prune.ratio.{i}": 0.5 for i in range(3)}, **{f"quantize.mode.{i}": "int8" for i in range(3)},
-                   **{f"lowrank.rank_ratio.{i}": 1.0 for i in range(3)}}
+                   **{f"lowrank.rank_ratio.{i}": 1.0 for i in range(3)}, "finetune.steps": 0}  # low rank and fine-tune off
 
 
 @pytest.mark.parametrize(
@@ -326,27 +331,27 @@ def test_bad_settings_are_rejected(data, fragment):
 
 
 def test_exclude_names_are_checked_against_the_model():
+    import torch
     from torch import nn
 
-    from autocompress.search import check_space_for_model
-
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
-    check_space_for_model(SearchSpace.from_dict({"prune": {"exclude": ["0"]}}), model)
+    x = torch.zeros(2, 1, 8, 8)
+    SearchSpace.from_dict({"prune": {"exclude": ["0"]}}).bind(model, x)
     with pytest.raises(ConfigError, match="prune.exclude names 'conv1', which is not a module of the model"):
-        check_space_for_model(SearchSpace.from_dict({"prune": {"exclude": ["conv1"]}}), model)
+        SearchSpace.from_dict({"prune": {"exclude": ["conv1"]}}).bind(model, x)
+    with pytest.raises(ConfigError, match="lowrank.exclude names 'fc'"):
+        SearchSpace.from_dict({"lowrank": {"exclude": ["fc"]}}).bind(model, x)
 
 
 def test_bit_widths_are_checked_against_the_profile_provider():
     from autocompress.hardware import HardwareProfile, supported_bits
-    from autocompress.search import check_space_for_profile
-
     cpu = HardwareProfile(name="cpu")
     assert supported_bits(cpu) == ("fp32", "int8", "int4")
-    check_space_for_profile(load_space("default"), cpu)
+    load_space("default").check_profile(cpu)
     other = HardwareProfile(name="npu", providers=("SomeOtherExecutionProvider",))
     with pytest.raises(ConfigError, match="quantize.mode 'int4' is not run by SomeOtherExecutionProvider .profile 'npu'.; allowed there: \\['fp32'\\]"):
-        check_space_for_profile(load_space("default"), other)
-    check_space_for_profile(SearchSpace.from_dict({"quantize": {"mode": "fp32"}}), other)
+        load_space("default").check_profile(other)
+    SearchSpace.from_dict({"quantize": {"mode": "fp32"}}).check_profile(other)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -372,11 +377,9 @@ def test_bad_blocks_sections_are_rejected(blocks, fragment):
 
 
 def test_blocks_bind_to_the_model_and_exclude_impossible_choices_visibly(tiny_task):
-    from autocompress.search import bind_space
-
     space = SearchSpace.from_dict({"blocks": {"targets": "auto", "choices": ["keep", "skip", "mbconv_e3_k3"]}})
     assert SearchSpace.from_dict(space.to_dict()).fingerprint == space.fingerprint
-    bound, notes = bind_space(space, tiny_task)
+    bound, notes = space.bind(tiny_task.teacher, tiny_task.train.x[:2])
     assert bound.block_choices == (("block1", ("keep", "skip", "mbconv_e3_k3")), ("block2", ("keep", "mbconv_e3_k3")))
     assert notes[0] == "blocks: targets block1, block2"
     assert any(n.startswith("blocks: skip excluded for block2 (skip cannot map 8 -> 16 channels at stride 2") for n in notes)
@@ -394,14 +397,12 @@ def test_blocks_bind_to_the_model_and_exclude_impossible_choices_visibly(tiny_ta
 
 
 def test_block_warmup_is_sampled_only_when_a_trainable_block_is_substituted(tiny_task):
-    from autocompress.search import bind_space
-
     plain = SearchSpace.from_dict({"blocks": {"choices": ["keep", "skip"]}})
     assert "warmup" not in plain.to_dict()["blocks"]  # absent means 0: older runs keep their fingerprint
     space = SearchSpace.from_dict({"blocks": {"choices": ["keep", "skip", "mbconv_e3_k3"], "warmup": [0, 100]}})
     assert space.to_dict()["blocks"]["warmup"] == [0, 100]
     assert SearchSpace.from_dict(space.to_dict()).fingerprint == space.fingerprint != plain.fingerprint
-    bound, _ = bind_space(space, tiny_task)
+    bound, _ = space.bind(tiny_task.teacher, tiny_task.train.x[:2])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(30):

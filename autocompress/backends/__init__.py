@@ -1,18 +1,36 @@
-"""Search backends: each drives the candidate pipeline over a search space and stores
-trials. A backend needs `optimize(...)` and `records()`; see backends.optuna."""
+"""Search backends: each drives the candidate pipeline over a search space and stores the
+trials in the run's Optuna study (backends.study). `Backend` is what the search uses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional, Protocol
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "random")  # Optuna samplers by name (backends.study.make_sampler)
+BACKENDS = ("optuna", "ray")  # local trials one after another (backends.optuna); trials as Ray processes (backends.ray_tune)
 
 
-@dataclass
-class Outcome:
-    """What evaluating one candidate gives a backend: the three objectives and extra
-    attributes to store on the trial."""
+class Backend(Protocol):
+    """What the search needs of a backend."""
 
-    values: tuple[float, float, float]  # val accuracy (max), latency ratio (min), size bytes (min)
-    attrs: dict[str, Any] = field(default_factory=dict)
+    max_acc_drop: Optional[float]  # the accuracy-drop limit of the front (a constraint), or None
+
+    def open(self, *, new: bool) -> None:
+        """Create the run's study (new) or load it and recover what a dead driver left."""
+
+    def optimize(self, evaluate: Callable[..., Any], *, budget: int, time_budget: Optional[float] = None,
+                 on_trial: Callable[[dict[str, Any]], None] = ...) -> None:
+        """Run trials until `budget` are finished or `time_budget` seconds have passed;
+        `evaluate(cfg, number, **kw)` builds one candidate (a backend whose trials run
+        elsewhere may build them there instead); `on_trial(record)` after each trial."""
+
+    def finished_count(self) -> int:
+        """Trials that count against the budget."""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every trial as a flat record (trials.csv's rows before derived columns)."""
+
+    def store_remeasured(self, number: int, values: dict[str, Any]) -> None:
+        """Keep the end-of-search latency re-measurement of trial `number`."""
+
+
+__all__ = ["BACKENDS", "SAMPLERS", "Backend"]

@@ -14,7 +14,7 @@ Ray actors serve the trials:
     at a time, so measurements never overlap each other.
   * `ArtifactSink`, pinned to the driver's node, writes each trial's ONNX file and
     state_dict into the run directory: workers need no shared file system.
-  * with multi-fidelity, a `RungBoard` (backends.halving) on the driver's node holds every
+  * with multi-fidelity, a `RungBoard` (autocompress.fidelity) on the driver's node holds every
     rung's results and answers each trial's promotion question.
 
 Ray 2.60's `OptunaSearch` tells Optuna that a trial a scheduler stopped is COMPLETE with
@@ -28,8 +28,11 @@ that.)
 
 Networking: a local instance, and a cluster addressed as 127.0.0.1 / localhost, are kept
 on the loopback interface with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which must be set
-before Ray is imported (search._open_ray does); without it Ray 2.60 swaps 127.0.0.1 for
-the machine's primary address and listens on every interface.
+before Ray is imported (backends.ray_cluster.open_session does); without it Ray 2.60 swaps
+127.0.0.1 for the machine's primary address and listens on every interface.
+
+Ray Tune's OptunaSearch keeps its trials in private attributes; `_GuardedOptunaSearch`
+reads them through four small methods at the end of its class, checked against Ray 2.60.0.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from autocompress.backends.halving import RungBoard, board_history
-from autocompress.backends.optuna import _CONSTRAINT, DIRECTIONS, STUDY_NAME, OptunaBackend, make_sampler, tell_duplicate, tell_stopped
+from autocompress.backends.study import DIRECTIONS, STUDY_NAME, RunStudy
 from autocompress.errors import CandidateError, CandidateStopped, one_line
+from autocompress.fidelity import RungBoard, board_history
+from autocompress.pipeline import evaluate_candidate
 
 METRICS = ["val_accuracy", "latency_ratio", "size_bytes"]
 MODES = ["max" if d == "maximize" else "min" for d in DIRECTIONS]
@@ -80,10 +84,6 @@ def connect(opts: RayOptions) -> Optional[str]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables on the console: we print our own progress
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials resolve the task's files like the driver
-    import logging
-
-    # Tune's own advice (Tuner.restore, missing metrics of stopped trials) does not apply: resume with --resume
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
     if opts.address is None:
         temp_dir = tempfile.mkdtemp(prefix="acray-")
         ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -290,7 +290,7 @@ class ArtifactSink:
         self._root = Path(run_path)
 
     def write(self, rel: str, data: bytes) -> None:
-        from autocompress.run import write_bytes_atomic
+        from autocompress.atomic import write_bytes_atomic
 
         dest = self._root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -415,8 +415,6 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, fidelity=None, board=No
     report its failure reason (a candidate that fails is not retried). With multi-fidelity
     the rung decisions come from `board` (a RungBoard actor) and a candidate that is not
     promoted reports `stopped`."""
-    from autocompress.search import evaluate_candidate
-
     number = int(config[_PRIVATE + "number"])
     if _PRIVATE + "duplicate_of" in config:  # already built and measured: nothing to do
         tune.report({"final": True, "duplicate": True, **_NO_VALUES})
@@ -463,15 +461,14 @@ class _DefineByRun:
     """OptunaSearch's define-by-run function: our space samples through the Optuna trial;
     a config that was already built is marked so the trial only copies its result."""
 
-    def __init__(self, space, built: dict[str, int]):
-        self.space = space
+    def __init__(self, run_study: RunStudy, built: dict[str, int]):
+        self.run_study = run_study
         self.built = built
 
     def __call__(self, trial) -> dict[str, Any]:
         ot = trial.ot_trial
-        cfg = self.space.suggest(trial)
-        ot.set_user_attr("candidate_id", cfg.id)
-        ot.set_user_attr("description", cfg.describe())
+        cfg = self.run_study.space.suggest(trial)
+        self.run_study.describe(ot, cfg)
         extra = {_PRIVATE + "number": ot.number}
         if cfg.id in self.built:
             extra[_PRIVATE + "duplicate_of"] = self.built[cfg.id]
@@ -482,41 +479,36 @@ class _GuardedOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna COMPLETE only for a finished candidate, FAIL (with
     the reason) for everything else, and stores the candidate's attributes on the trial."""
 
-    def __init__(self, *args, max_acc_drop: Optional[float] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._max_acc_drop = max_acc_drop
+    def __init__(self, *args, define: _DefineByRun, **kwargs):
+        super().__init__(*args, space=define, **kwargs)
+        self._define = define
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.pending: dict[str, Any] = {}  # errored trials waiting for their reason
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         if config is not None:
-            self.numbers[trial_id] = self._ot_trials[trial_id].number
+            self.numbers[trial_id] = self._open_trial(trial_id).number
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # several objectives: Optuna takes no intermediate values
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        ot_trial = self._open_trial(trial_id)
+        if ot_trial is None or self._is_done(trial_id):
             return
-        ot_trial = self._ot_trials[trial_id]
-        study, built = self._ot_study, self._space.built  # self._space: our _DefineByRun
+        rs, built = self._define.run_study.using(self._study()), self._define.built
         if result and result.get("final") and not error:
             if result.get("duplicate"):
-                tell_duplicate(study, ot_trial, built[ot_trial.user_attrs["candidate_id"]])
+                rs.tell_duplicate(ot_trial, built[ot_trial.user_attrs["candidate_id"]])
             else:
-                attrs = json.loads(result["attrs_json"])
-                for k, v in attrs.items():
-                    ot_trial.set_user_attr(k, v)
-                if self._max_acc_drop is not None:
-                    ot_trial.set_user_attr(_CONSTRAINT, [attrs["acc_drop_pts"] - self._max_acc_drop])
-                study.tell(ot_trial, [float(result[m]) for m in METRICS])
+                rs.tell_complete(ot_trial, [result[m] for m in METRICS], json.loads(result["attrs_json"]))
                 built.setdefault(ot_trial.user_attrs["candidate_id"], ot_trial.number)
         elif result and result.get("stopped") and not error:  # not promoted at a rung: never in the front
             attrs = json.loads(result["attrs_json"])
             ot_trial.set_user_attr("t_total", attrs["t_total"])
-            tell_stopped(study, ot_trial, result["stop_reason"], attrs["rung_results"])
+            rs.tell_stopped(ot_trial, result["stop_reason"], attrs["rung_results"])
             built.setdefault(ot_trial.user_attrs["candidate_id"], ot_trial.number)
         elif error:
             # Tune tells the callbacks what went wrong only after this call (on_trial_error):
@@ -527,23 +519,36 @@ class _GuardedOptunaSearch(OptunaSearch):
             reason = (result or {}).get("failure_reason") or "stopped before it finished"
             if result and "t_total" in result:
                 ot_trial.set_user_attr("t_total", result["t_total"])
-            self._fail(ot_trial, reason)
-        self._completed_trials.add(trial_id)
-
-    def _fail(self, ot_trial, reason: str) -> None:
-        ot_trial.set_user_attr("failure_reason", reason)
-        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            rs.tell_failed(ot_trial, reason)
+        self._mark_done(trial_id)
 
     def fail(self, trial_id: str, reason: str) -> None:
         """Record an errored trial as FAIL with `reason` (from the Tune callback)."""
         ot_trial = self.pending.pop(trial_id, None)
         if ot_trial is not None:
-            self._fail(ot_trial, reason)
-            self._completed_trials.add(trial_id)
+            self._define.run_study.using(self._study()).tell_failed(ot_trial, reason)
+            self._mark_done(trial_id)
 
     def finish_pending(self) -> None:
         for trial_id in list(self.pending):
             self.fail(trial_id, "the trial's process failed")
+
+    # ---- OptunaSearch's private state (Ray 2.60.0): the only place it is read or written
+    def open_trials(self) -> list[tuple[str, Any]]:
+        """(Tune trial id, Optuna trial) of every trial asked for and not yet told."""
+        return [(tid, t) for tid, t in self._ot_trials.items() if tid not in self._completed_trials]
+
+    def _open_trial(self, trial_id: str):
+        return self._ot_trials.get(trial_id)
+
+    def _is_done(self, trial_id: str) -> bool:
+        return trial_id in self._completed_trials
+
+    def _mark_done(self, trial_id: str) -> None:
+        self._completed_trials.add(trial_id)
+
+    def _study(self) -> optuna.Study:
+        return self._ot_study
 
 
 class _Progress(tune.Callback):
@@ -567,45 +572,59 @@ class _Progress(tune.Callback):
 # --------------------------------------------------------------------------- backend
 
 
-class RayTuneBackend(OptunaBackend):
-    """The local backend's study, storage, recipes and records; trials run through a Ray
-    Tune Tuner (see the module docstring). `setup` is what every trial needs."""
+class RayTuneBackend:
+    """Backend (see backends.Backend) over the run's RunStudy, as the local backend's;
+    trials run through a Ray Tune Tuner (see the module docstring). `setup` is what every
+    trial needs."""
 
-    def __init__(self, storage_url: str, space, *, setup: TrialSetup, opts: RayOptions, run_path: Path, **kwargs):
-        super().__init__(storage_url, space, **kwargs)
+    def __init__(self, storage_url: str, space, *, setup: TrialSetup, opts: RayOptions, run_path: Path, sampler: str = "tpe",
+                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None):
+        self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity)
         self.setup = setup
         self.opts = opts
         self.run_path = Path(run_path)
+
+    # ---- the Backend protocol, from the study
+    @property
+    def max_acc_drop(self) -> Optional[float]:
+        return self.run_study.max_acc_drop
+
+    @property
+    def study(self) -> Optional[optuna.Study]:
+        return self.run_study.study
+
+    def open(self, *, new: bool) -> None:
+        self.run_study.open(new=new)
+
+    def finished_count(self) -> int:
+        return self.run_study.finished_count()
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.run_study.records()
+
+    def store_remeasured(self, number: int, values: dict[str, Any]) -> None:
+        self.run_study.store_remeasured(number, values)
 
     def optimize(self, evaluate=None, *, budget: int, time_budget: Optional[float] = None,
                  on_trial: Callable[[dict[str, Any]], None] = lambda record: None, clock=time.monotonic) -> None:
         """Run trials until `budget` are finished (`evaluate` is unused: trials build
         their candidates themselves from `setup`)."""
-        assert self.study is not None
-        remaining = budget - self.finished_count()
+        rs = self.run_study
+        remaining = budget - rs.finished_count()
         if remaining <= 0:
             return
-        built = self.built_candidates()
-        n_done = len(self.study.trials)
-        sampler = make_sampler(self._sampler_name, seed=self._seed + n_done, constrained=self.max_acc_drop is not None)
-        storage = optuna.storages.RDBStorage(self._storage_url)
         searcher = _GuardedOptunaSearch(
-            space=_DefineByRun(self.space, built), metric=METRICS, mode=MODES, sampler=sampler,
-            study_name=STUDY_NAME, storage=storage, max_acc_drop=self.max_acc_drop,
+            define=_DefineByRun(rs, rs.built_candidates()), metric=METRICS, mode=MODES, sampler=rs.sampler(),
+            study_name=STUDY_NAME, storage=optuna.storages.RDBStorage(rs.storage_url),
         )
-
-        def report(number: int) -> None:
-            storage = self.study._storage
-            on_trial(self._record(storage.get_trial(storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))))
-
         board = None
-        if self.fidelity is not None:  # one rung board for all trials, on the driver's node, seeded with the study's rungs
+        if rs.fidelity is not None:  # one rung board for all trials, on the driver's node, seeded with the study's rungs
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             here = ray.get_runtime_context().get_node_id()
             board = ray.remote(num_cpus=0)(RungBoard).options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
-                self.fidelity, board_history(self.study.get_trials(deepcopy=False)))
-        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=self.setup, fidelity=self.fidelity, board=board),
+                rs.fidelity, board_history(rs.study.get_trials(deepcopy=False)))
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=self.setup, fidelity=rs.fidelity, board=board),
                                         {"cpu": self.opts.cpus_per_trial})
         tuner = tune.Tuner(
             trainable,
@@ -613,7 +632,8 @@ class RayTuneBackend(OptunaBackend):
                                         time_budget_s=time_budget, reuse_actors=True),  # a trial process keeps its loaded task
             run_config=tune.RunConfig(
                 name="tune", storage_path=str((self.run_path / "ray").resolve()), verbose=0,
-                failure_config=tune.FailureConfig(max_failures=1), callbacks=[_Progress(searcher, report)],
+                failure_config=tune.FailureConfig(max_failures=1),
+                callbacks=[_Progress(searcher, lambda number: on_trial(rs.record_of(number)))],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
@@ -627,10 +647,10 @@ class RayTuneBackend(OptunaBackend):
     def _close_interrupted(self, searcher: _GuardedOptunaSearch) -> bool:
         """Trials Tune left running (it stops on Ctrl-C): FAIL 'interrupted', params enqueued
         again so a resumed run builds them, as the local backend's recovery does."""
-        open_trials = [(tid, t) for tid, t in searcher._ot_trials.items() if tid not in searcher._completed_trials]
+        open_trials = searcher.open_trials()
         for tid, ot_trial in open_trials:
-            self._interrupt(ot_trial._trial_id, ot_trial.number, ot_trial.params, "interrupted (Ctrl-C); re-enqueued")
-            searcher._completed_trials.add(tid)
+            self.run_study.interrupt(ot_trial, "interrupted (Ctrl-C); re-enqueued")
+            searcher._mark_done(tid)
         return bool(open_trials)
 
 

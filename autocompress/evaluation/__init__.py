@@ -1,6 +1,14 @@
 """Evaluation on the exported artifact: accuracy and latency, both with ONNX Runtime."""
 
 from autocompress.evaluation.accuracy import onnx_accuracy, onnx_predict
-from autocompress.evaluation.latency import CachedLatency, LatencyResult, LatencyWorker, measure_interleaved, summarize_interleaved
+from autocompress.evaluation.latency import (
+    CachedLatency,
+    DeviceMeter,
+    LatencyMeter,
+    LatencyResult,
+    LatencyWorker,
+    measure_interleaved,
+    summarize_interleaved,
+)
 
-__all__ = ["CachedLatency", "LatencyResult", "LatencyWorker", "measure_interleaved", "onnx_accuracy", "onnx_predict", "summarize_interleaved"]
+__all__ = ["CachedLatency", "DeviceMeter", "LatencyMeter", "LatencyResult", "LatencyWorker", "measure_interleaved", "onnx_accuracy", "onnx_predict", "summarize_interleaved"]

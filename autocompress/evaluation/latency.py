@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -173,13 +174,29 @@ def balanced_repeats(repeats: int, ref_seconds: float, cand_seconds: float) -> i
     return int(min(max(n, max(1, repeats // 20)), repeats * 20))
 
 
-class CachedLatency:
-    """measure(path) keyed by the ONNX file's content hash and the profile: an identical
-    model is timed once (the answer is marked `cached`). `fresh=True` times it again
-    (the end-of-search re-measurement of the front). Other attributes are the wrapped
-    worker's."""
+@runtime_checkable
+class LatencyMeter(Protocol):
+    """What times candidates against the teacher: the local worker process, the cache in
+    front of it, the Ray client of the latency service. `fresh`: never an earlier answer."""
 
-    def __init__(self, worker, profile: HardwareProfile):
+    def measure(self, path: str | Path, *, fresh: bool = False) -> "LatencyResult": ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeviceMeter(LatencyMeter, Protocol):
+    """A LatencyMeter that also runs the val accuracy where it times (--accuracy-on-device)."""
+
+    def accuracy(self, path: str | Path) -> float: ...
+
+
+class CachedLatency:
+    """A LatencyMeter keyed by the ONNX file's content hash and the profile: an identical
+    model is timed once by the wrapped meter (the answer is marked `cached`). `fresh=True`
+    times it again (the end-of-search re-measurement of the front)."""
+
+    def __init__(self, worker: LatencyMeter, profile: HardwareProfile):
         self._worker = worker
         self._profile_key = profile.fingerprint
         self._seen: dict[str, LatencyResult] = {}
@@ -198,15 +215,12 @@ class CachedLatency:
         if not fresh and key in self._seen:
             self.hits += 1
             return replace(self._seen[key], cached=True)
-        result = self._worker.measure(path)
+        result = self._worker.measure(path, fresh=True)
         self._seen[key] = result
         return result
 
     def close(self) -> None:
         self._worker.close()
-
-    def __getattr__(self, name: str):
-        return getattr(self._worker, name)
 
 
 class LatencyWorker:
@@ -235,7 +249,9 @@ class LatencyWorker:
         pickle.dump(self._args, self._proc.stdin)
         self._proc.stdin.flush()
 
-    def measure(self, candidate_path) -> LatencyResult:
+    def measure(self, candidate_path, *, fresh: bool = False) -> LatencyResult:
+        """Time the ONNX file against the reference (always a new measurement: the worker
+        keeps no earlier answers, so `fresh` changes nothing)."""
         return self._ask("measure", candidate_path)
 
     def node_costs(self, candidate_path) -> tuple[list, list[float]]:

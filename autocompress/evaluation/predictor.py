@@ -76,7 +76,7 @@ class LatencyTable:
     fit: dict[str, Any] = field(default_factory=dict)  # how it was made (samples, in-sample accuracy)
 
     def save(self, path: str | Path) -> None:
-        from autocompress.run import write_text_atomic
+        from autocompress.atomic import write_text_atomic
 
         d = asdict(self)
         d["version"] = TABLE_VERSION
@@ -191,30 +191,21 @@ def fit_combination(sums: Sequence[float], counts: Sequence[int], measured: Sequ
 def layer_configs(model, example_input, quantize_cfg) -> list[LayerConfig]:
     """The Conv2d / Linear layers of `model` as they run on `example_input` (one sample's
     batch), with the bit width and format `quantize_cfg` gives each."""
-    import torch
     from torch import nn
 
     from autocompress.training.qat import layer_bits
+    from autocompress.transforms.order import hooked, run_once
 
     bits = layer_bits(model, example_input, quantize_cfg)
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = []
-    def record(name: str):
-        def hook(mod, args) -> None:  # a pre-hook returning something would replace the inputs
-            shapes.setdefault(name, tuple(args[0].shape))
-
-        return hook
-
-    for name, m in model.named_modules():
-        if name in bits:
-            hooks.append(m.register_forward_pre_hook(record(name)))
-    try:
-        with torch.no_grad():
-            model.eval()(example_input[:1])
-    finally:
-        for h in hooks:
-            h.remove()
     modules = dict(model.named_modules())
+    name_of = {id(modules[name]): name for name in bits}
+
+    def hook(mod, args) -> None:  # a pre-hook returning something would replace the inputs
+        shapes.setdefault(name_of[id(mod)], tuple(args[0].shape))
+
+    with hooked((modules[name] for name in bits), hook, pre=True):
+        run_once(model.eval(), example_input[:1])
     out = []
     for name, b in bits.items():
         m, shape = modules[name], shapes.get(name)
@@ -233,9 +224,10 @@ def layer_configs(model, example_input, quantize_cfg) -> list[LayerConfig]:
 
 def model_macs(model, example_input) -> int:
     """Multiply-accumulates of the model's Conv2d / Linear layers for one sample."""
-    from autocompress.config import QuantizeConfig
+    from types import SimpleNamespace
 
-    return sum(l.macs for l in layer_configs(model, example_input, QuantizeConfig()))
+    every_layer_float = SimpleNamespace(mode="fp32", segment_bits=None, active=False, format=None, activations=None)
+    return sum(l.macs for l in layer_configs(model, example_input, every_layer_float))
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

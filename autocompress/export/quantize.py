@@ -26,17 +26,23 @@ import contextlib
 import io
 import logging
 import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from autocompress.config import QuantizeConfig
-from autocompress.transforms.segments import split_contiguous
+from autocompress.segments import bits_per_item
+
+if TYPE_CHECKING:
+    from autocompress.techniques.quantize import QuantizeConfig
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
-BITS = ("fp32", "int8", "int4")
 MS_DOMAIN = "com.microsoft"
 # Entropy calibration histogram: bins collected, and the bins of the quantized range.
 ENTROPY_BINS = 512
@@ -57,18 +63,61 @@ class _ArrayReader:
         self._it = iter(self._batches)
 
 
+class _OtherThreads(logging.Filter):
+    """Passes every record except those below ERROR logged by thread `ident`."""
+
+    def __init__(self, ident: int):
+        super().__init__()
+        self._ident = ident
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self._ident or record.levelno >= logging.ERROR
+
+
+class _OtherThreadsStdout(io.TextIOBase):
+    """sys.stdout for the length of one call: writes from thread `ident` are dropped, every
+    other thread's go to the stream that was there before."""
+
+    def __init__(self, target, ident: int):
+        self._target = target
+        self._ident = ident
+
+    def write(self, text: str) -> int:
+        return len(text) if threading.get_ident() == self._ident else self._target.write(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def __getattr__(self, name: str):  # encoding, fileno, isatty ... of the real stream
+        return getattr(self._target, name)
+
+
 @contextlib.contextmanager
 def _quiet_ort() -> Iterator[None]:
-    """Silence ORT's quantizer while it runs: it gives advice (pre-processing, formats) on
-    the root logger and prints progress of histogram calibration to stdout."""
+    """Silence ORT's quantizer in this thread while it runs: it gives advice (pre-processing,
+    formats) through the root logger's module-level functions and prints the progress of
+    histogram calibration. Other threads' logging and printing go on unchanged, and nothing
+    outlives the call: no level is changed, and a root logger without handlers gets
+    `logging.lastResort` for the call (what an unconfigured root uses anyway), so the
+    quantizer's `logging.warning()` does not run `basicConfig()` and leave a handler behind."""
+    ident = threading.get_ident()
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    only = _OtherThreads(ident)
+    borrowed = logging.lastResort if not root.handlers and logging.lastResort is not None else None
+    if borrowed is not None:
+        root.addHandler(borrowed)
+    root.addFilter(only)
+    before = sys.stdout
+    quiet = _OtherThreadsStdout(before, ident)
+    sys.stdout = quiet
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+        yield
     finally:
-        root.setLevel(level)
+        if sys.stdout is quiet:
+            sys.stdout = before
+        root.removeFilter(only)
+        if borrowed is not None:
+            root.removeHandler(borrowed)
 
 
 def quantize_int8(
@@ -85,7 +134,8 @@ def quantize_int8(
         raise ValueError(f"activations must be 'int8' or 'uint8', got {activations!r}")
     if fmt not in ("qdq", "qoperator"):
         raise ValueError(f"fmt must be 'qdq' or 'qoperator', got {fmt!r}")
-    return quantize_onnx(fp32_path, out_path, calibration, QuantizeConfig("int8", activations, fmt, "minmax")).path
+    cfg = SimpleNamespace(mode="int8", activations=activations, format=fmt, calibration="minmax", segment_bits=None)
+    return quantize_onnx(fp32_path, out_path, calibration, cfg).path
 
 
 @dataclass(frozen=True)
@@ -112,19 +162,7 @@ def quantizable_nodes(path: str | Path) -> list[str]:
 
 
 def _node_bits(names: list[str], cfg: QuantizeConfig) -> dict[str, str]:
-    if cfg.segment_bits is None:
-        if cfg.mode not in BITS:
-            raise ValueError(f"quantize mode must be one of {BITS}, got {cfg.mode!r}")
-        return {name: cfg.mode for name in names}
-    if len(cfg.segment_bits) == 0:
-        raise ValueError("segment_bits must name at least one segment")
-    for bits in cfg.segment_bits:
-        if bits not in BITS:
-            raise ValueError(f"segment_bits entries must be one of {BITS}, got {bits!r}")
-    out: dict[str, str] = {}
-    for seg, bits in zip(split_contiguous(names, len(cfg.segment_bits)), cfg.segment_bits, strict=True):
-        out.update((name, bits) for name in seg)
-    return out
+    return bits_per_item(names, cfg)
 
 
 def _weight_axis(node, initializers) -> int:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocompress.tasks import Split, Task
+from autocompress.tasks.base import LoadedTask, Split
 
 IMAGE_SIZE = 16
 SEED = 0
@@ -126,7 +126,7 @@ def _cache_key(train: Split) -> str:
     return h.hexdigest()[:16]
 
 
-def demo_task(*, progress=print) -> Task:
+def demo_task(*, progress=print) -> LoadedTask:
     train, val, test = digits_splits()
     path = cache_dir() / "teachers" / f"digits-resnet-{_cache_key(train)}.pt"
     model = DigitsResNet()
@@ -140,7 +140,7 @@ def demo_task(*, progress=print) -> Task:
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
     model.eval()
-    return Task(
+    return LoadedTask(
         name="digits",
         teacher=model,
         train=train,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import TaskError, one_line
-from autocompress.tasks import Split, Task
+from autocompress.tasks.base import LoadedTask, Split
 
 
 def load_callable(spec: str, *, flag: str) -> Callable[[], Any]:
@@ -82,7 +82,7 @@ def _materialize(ds: Any, name: str) -> Split:
     return Split(torch.stack(xs).contiguous(), torch.tensor(ys, dtype=torch.int64))
 
 
-def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> Task:
+def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> LoadedTask:
     if model_spec is None or data_spec is None:
         raise TaskError("--model and --data go together: give both, or neither for the demo")
     model = call_user(model_spec, flag="--model")
@@ -119,7 +119,7 @@ def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: O
     for name, part in zip(names, parts):
         if int(part.y.min()) < 0 or int(part.y.max()) >= num_classes:
             raise TaskError(f"--data: {name} labels must be in [0, {num_classes - 1}] (the model has {num_classes} outputs), got {int(part.y.min())}..{int(part.y.max())}")
-    return Task(
+    return LoadedTask(
         name=Path(model_spec.rpartition(":")[0]).stem,
         teacher=model,
         train=train,

@@ -5,13 +5,16 @@ and T^2 keeps the soft term's gradient scale independent of T (Hinton et al., 20
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocompress.config import DistillConfig, FinetuneConfig
+if TYPE_CHECKING:
+    from autocompress.techniques.distill import DistillConfig
+    from autocompress.techniques.finetune import FinetuneConfig
+    from autocompress.training.plan import TrainPlan
 
 
 def kd_loss(
@@ -46,14 +49,16 @@ def distill_(
     x: torch.Tensor,
     y: torch.Tensor,
     soft_targets: torch.Tensor,
-    finetune: FinetuneConfig,
-    distill: DistillConfig,
+    finetune: "FinetuneConfig | TrainPlan",
+    distill: "DistillConfig | TrainPlan",
     *,
     seed: int = 0,
     between_steps: Optional[Callable[[], None]] = None,
 ) -> nn.Module:
     """Fine-tune `student` in place for `finetune.steps` steps of Adam (cosine-decayed
-    learning rate) on minibatches of (x, y) with precomputed teacher logits.
+    learning rate) on minibatches of (x, y) with precomputed teacher logits. `finetune`
+    has steps, lr and batch_size, `distill` alpha and temperature (their configs, or one
+    training.plan.TrainPlan for both).
     `between_steps()` is called after every step (e.g. to let a latency measurement on
     the same cores go first)."""
     if finetune.steps <= 0:

@@ -72,13 +72,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from autocompress.transforms.prune import execution_order
-from autocompress.transforms.segments import split_contiguous
+from autocompress.names import BITS
+from autocompress.segments import bits_per_item
+from autocompress.transforms.order import execution_order, hooked, run_once
 
 if TYPE_CHECKING:
-    from autocompress.config import QuantizeConfig
+    from autocompress.techniques.quantize import QuantizeConfig
 
-BITS = ("fp32", "int8", "int4")
 # ORT's (qmin, qmax) for symmetric per-channel weights (get_qmin_qmax_for_qType).
 QRANGE = {"int8": (-127, 127), "int4": (-8, 7)}
 _FLOAT32_TINY = torch.finfo(torch.float32).tiny
@@ -110,17 +110,7 @@ def layer_bits(model: nn.Module, example_input: torch.Tensor, quantize_cfg: Quan
     names = quantized_layers(model, example_input)
     if not quantize_cfg.active:
         return {n: "fp32" for n in names}
-    if quantize_cfg.segment_bits is None:
-        if quantize_cfg.mode not in BITS:
-            raise ValueError(f"quantize mode must be one of {BITS}, got {quantize_cfg.mode!r}")
-        return {n: quantize_cfg.mode for n in names}
-    for b in quantize_cfg.segment_bits:
-        if b not in BITS:
-            raise ValueError(f"segment_bits entries must be one of {BITS}, got {b!r}")
-    out: dict[str, str] = {}
-    for seg, bits in zip(split_contiguous(names, len(quantize_cfg.segment_bits)), quantize_cfg.segment_bits):
-        out.update((n, bits) for n in seg)
-    return out
+    return bits_per_item(names, quantize_cfg)
 
 
 # --------------------------------------------------------------------------- fake quant
@@ -227,16 +217,10 @@ def _conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Mod
                     raise ValueError("a conv feeds two BatchNorms: cannot fold its weight for QAT")
                 pairs[conv] = mod
 
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed]
-    hooks += [m.register_forward_pre_hook(bn_hook) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with hooked(convs, conv_hook), hooked(bns, bn_hook, pre=True):
+        run_once(model, example_input)
     return pairs
 
 
@@ -410,4 +394,21 @@ def disable_qat_(model: nn.Module, handle: QATHandle) -> nn.Module:
     return handle.bake_()
 
 
-__all__ = ["QATHandle", "disable_qat_", "enable_qat_", "fake_quant", "layer_bits", "quant_params", "quantize_to_int", "quantized_layers"]
+
+
+@dataclass(frozen=True)
+class QAT:
+    """A fine-tune wrapper (training.plan.TrainPlan.wrappers): for the length of the
+    fine-tune every layer that `quantize` (a QuantizeConfig) quantizes has its weights
+    fake-quantized at its bit width; the handle's bake_() writes the deployable weights.
+    BatchNorm keeps training by default: freezing it cost accuracy on the demo
+    (experiments/qat_vs_ptq.py); the grid follows the running statistics."""
+
+    quantize: Any
+    freeze_bn: bool = False
+
+    def begin(self, model: nn.Module, example_input: torch.Tensor) -> QATHandle:
+        return enable_qat_(model, example_input, layer_bits(model, example_input, self.quantize), freeze_bn=self.freeze_bn)
+
+
+__all__ = ["QAT", "QATHandle", "disable_qat_", "enable_qat_", "fake_quant", "layer_bits", "quant_params", "quantize_to_int", "quantized_layers"]

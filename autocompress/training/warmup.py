@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from autocompress.transforms.order import hooked
+
 WARMUP_LR = 3e-2
 WARMUP_BATCH = 32
 
@@ -22,18 +24,14 @@ WARMUP_BATCH = 32
 def _capture(teacher: nn.Module, paths: Sequence[str], x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Input and output of each teacher block at `paths` on batch `x` (no gradients)."""
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = []
-    for path in paths:
-        def hook(mod, inputs, output, path=path):
-            seen[path] = (inputs[0].detach(), output.detach())
+    modules = {path: teacher.get_submodule(path) for path in paths}
+    path_of = {id(m): path for path, m in modules.items()}
 
-        hooks.append(teacher.get_submodule(path).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            teacher(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    def hook(mod, inputs, output):
+        seen[path_of[id(mod)]] = (inputs[0].detach(), output.detach())
+
+    with hooked(modules.values(), hook), torch.no_grad():
+        teacher(x)
     return seen
 
 

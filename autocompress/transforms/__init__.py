@@ -1,53 +1,44 @@
-"""Model transforms: each config type maps to one registered function
-`fn(model, cfg, ctx) -> model` that returns a new model and never mutates its input."""
+"""Model transforms: structured pruning, SVD low-rank, block substitution, and the
+forward-pass utilities they share. The techniques (autocompress.techniques) apply them;
+each function here changes the model it is given (the pipeline's own copy)."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
-from torch import nn
 
-TransformFn = Callable[[nn.Module, Any, "TransformContext"], nn.Module]
-_REGISTRY: dict[type, TransformFn] = {}
+
+def _untimed(name: str) -> ContextManager[None]:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
 class TransformContext:
-    """What transforms may need besides the model: an example input batch, and training
-    samples for data-driven criteria (activation statistics), fed in `batch_size` batches."""
+    """What a model-stage technique may need besides the model.
+
+    example_input: a batch the model runs on (shapes, dependency graphs);
+    calibration: training samples for data-driven criteria (activation statistics), fed in
+      `batch_size` batches;
+    candidate: the whole CandidateConfig (a technique may read another's config);
+    teacher, train_x: the original model and the training inputs (block warm-up, BatchNorm
+      re-estimation);
+    weights: False when only the architecture is wanted (rebuilding a trained candidate for
+      its saved state_dict): work that changes weights only is skipped;
+    seed: the candidate's seed; timed(name): a context manager that times a sub-step
+      (e.g. 'warmup') as a stage of its own."""
 
     example_input: torch.Tensor
     calibration: Optional[torch.Tensor] = None
     batch_size: int = 64
+    candidate: Any = None
+    teacher: Any = None
+    train_x: Optional[torch.Tensor] = None
+    weights: bool = True
+    seed: int = 0
+    timed: Callable[[str], ContextManager[Any]] = field(default=_untimed, compare=False)
 
 
-def register_transform(cfg_type: type) -> Callable[[TransformFn], TransformFn]:
-    def deco(fn: TransformFn) -> TransformFn:
-        if cfg_type in _REGISTRY:
-            raise ValueError(f"a transform for {cfg_type.__name__} is already registered")
-        _REGISTRY[cfg_type] = fn
-        return fn
-
-    return deco
-
-
-def apply_transform(model: nn.Module, cfg: Any, ctx: TransformContext) -> nn.Module:
-    """Apply the transform registered for type(cfg) to a copy of `model`."""
-    _load_builtin()
-    try:
-        fn = _REGISTRY[type(cfg)]
-    except KeyError:
-        raise KeyError(f"no transform registered for {type(cfg).__name__}; known: {[t.__name__ for t in _REGISTRY]}") from None
-    return fn(copy.deepcopy(model), cfg, ctx)
-
-
-def _load_builtin() -> None:
-    from autocompress.transforms import prune  # noqa: F401  (registers itself)
-    from autocompress.transforms import lowrank  # noqa: F401
-    from autocompress.transforms import substitute  # noqa: F401
-
-
-__all__ = ["TransformContext", "apply_transform", "register_transform"]
+__all__ = ["TransformContext"]

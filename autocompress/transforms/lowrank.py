@@ -28,15 +28,17 @@ than the original (biases ignored)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from autocompress.config import LowRankConfig
-from autocompress.transforms import TransformContext, register_transform
+from autocompress.transforms import TransformContext
 from autocompress.transforms.order import execution_order
-from autocompress.transforms.segments import per_item
+from autocompress.segments import per_item
+
+if TYPE_CHECKING:
+    from autocompress.techniques.lowrank import LowRankConfig
 
 
 def _is_factorizable(m: nn.Module) -> bool:
@@ -166,10 +168,9 @@ def _plan(model: nn.Module, cfg: LowRankConfig, example_input: Any) -> list[tupl
     return [(name, layer, choose_rank(layer, ratio)) for (name, layer), ratio in paired]
 
 
-@register_transform(LowRankConfig)
 def low_rank(model: nn.Module, cfg: LowRankConfig, ctx: TransformContext) -> nn.Module:
-    """Factorize the layers of `model` as `lowrank_plan` says. `model` is the caller's copy
-    (apply_transform copies); it is changed in place and returned (a bare Linear/Conv2d
+    """Factorize the layers of `model` as `lowrank_plan` says. `model` is the caller's own
+    copy; it is changed in place and returned (a bare Linear/Conv2d
     model is returned as its replacement Sequential)."""
     if not cfg.active:
         return model

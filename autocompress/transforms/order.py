@@ -3,7 +3,8 @@ Segments, output-layer detection and QAT bit assignment all use this one definit
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -26,16 +27,26 @@ def run_once(model: nn.Module, example_input: Any) -> None:
         model.train(was_training)
 
 
+@contextmanager
+def hooked(modules: Iterable[nn.Module], hook: Callable[..., Any], *, pre: bool = False) -> Iterator[None]:
+    """`hook` as a forward hook (`pre`: a forward pre-hook) on each of `modules` for the
+    length of the with-block; removed afterwards, also on error."""
+    handles = []
+    try:
+        for m in modules:
+            handles.append(m.register_forward_pre_hook(hook) if pre else m.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def layer_calls(model: nn.Module, example_input: Any, *, accept: Callable[[nn.Module], bool] = lambda m: isinstance(m, LAYERS)) -> list[nn.Module]:
     """Every call of an accepted module during one forward pass, in order (a module
     called twice appears twice)."""
     calls: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in model.modules() if accept(m)]
-    try:
+    with hooked((m for m in model.modules() if accept(m)), lambda mod, i, o: calls.append(mod)):
         run_once(model, example_input)
-    finally:
-        for h in hooks:
-            h.remove()
     return calls
 
 

@@ -3,7 +3,7 @@ removed from coupled layers together (residual adds, depthwise convs, concatenat
 the pruned model is physically smaller. The classifier's outputs are never pruned.
 
 Ratios are global or one per segment: the prunable groups, ordered by where they first
-produce output in a forward pass, split into contiguous segments (transforms.segments).
+produce output in a forward pass, split into contiguous segments (autocompress.segments).
 
 Criteria:
   l1, l2     magnitude of the group's weights (Torch-Pruning's group magnitude importance);
@@ -17,18 +17,21 @@ Conv/Linear layers, i.e. the activations after BN, ReLU, pooling and residual ad
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import nn
 
-from autocompress.config import PruneConfig
-from autocompress.transforms import TransformContext, register_transform
+from autocompress.transforms import TransformContext
 from autocompress.transforms.order import LAYERS as _LAYERS
-from autocompress.transforms.order import execution_order, layer_calls
-from autocompress.transforms.segments import per_item
+from autocompress.transforms.order import execution_order, hooked, layer_calls
+from autocompress.names import PRUNE_CRITERIA
+from autocompress.segments import per_item
 
-CRITERIA = ("l1", "l2", "act_mean", "act_zero")
+if TYPE_CHECKING:
+    from autocompress.techniques.prune import PruneConfig
+
+CRITERIA = PRUNE_CRITERIA
 __all__ = ["CRITERIA", "ActivationImportance", "execution_order", "output_layers", "prunable_groups", "prune_channels"]
 
 
@@ -79,16 +82,13 @@ class ActivationImportance:
             sums[mod] = sums.get(mod, 0) + v.sum(0)
             counts[mod] = counts.get(mod, 0) + v.shape[0]
 
-        hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _LAYERS)]
         was_training = model.training
         try:
             model.eval()
-            with torch.no_grad():
+            with hooked((m for m in model.modules() if isinstance(m, _LAYERS)), hook), torch.no_grad():
                 for b in batches:
                     model(b)
         finally:
-            for h in hooks:
-                h.remove()
             model.train(was_training)
         self.stats = {m: sums[m] / counts[m] for m in sums}
 
@@ -149,10 +149,9 @@ def prunable_groups(model: nn.Module, example_input: torch.Tensor, ignored: Sequ
     return groups
 
 
-@register_transform(PruneConfig)
 def prune_channels(model: nn.Module, cfg: PruneConfig, ctx: TransformContext) -> nn.Module:
     """Remove channels from every prunable group at the group's ratio, ranked by the
-    criterion. `model` is the caller's copy (apply_transform copies); pruned in place."""
+    criterion. `model` is the caller's own copy; pruned in place."""
     if not cfg.active:
         return model
     import torch_pruning as tp

@@ -15,14 +15,16 @@ In a ResNet that gives layer1.0, layer1.1, ... (the residual blocks), not every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from autocompress.config import BlockConfig
-from autocompress.transforms import TransformContext, register_transform
-from autocompress.transforms.order import run_once
+from autocompress.transforms import TransformContext
+from autocompress.transforms.order import hooked, run_once
+
+if TYPE_CHECKING:
+    from autocompress.techniques.blocks import BlockConfig
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -51,12 +53,8 @@ def _record(model: nn.Module, example_input: Any) -> dict[str, dict[str, Any]]:
         rec["in"] = tuple(inputs[0].shape) if one_in else None
         rec["out"] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
-    try:
+    with hooked((m for m in model.modules() if m is not model), hook):
         run_once(model, example_input)
-    finally:
-        for h in hooks:
-            h.remove()
     return seen
 
 
@@ -112,7 +110,6 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-@register_transform(BlockConfig)
 def substitute_blocks(model: nn.Module, cfg: BlockConfig, ctx: TransformContext) -> nn.Module:
     """Replace each (path, block) of `cfg` other than 'keep' with a fresh library block of
     the same input/output shape. `model` is the caller's copy; changed in place."""

@@ -9,7 +9,7 @@ import itertools
 import optuna
 import pytest
 
-from autocompress.backends import Outcome
+from autocompress.pipeline import Outcome
 from autocompress.backends.optuna import OptunaBackend, trial_params
 from autocompress.errors import CandidateError
 from autocompress.space import SearchSpace

@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autocompress.backends import Outcome
+from autocompress.pipeline import Outcome
 from autocompress.backends.optuna import OptunaBackend, make_sampler
 from autocompress.errors import ConfigError
 from autocompress.space import SearchSpace

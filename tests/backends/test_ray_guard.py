@@ -10,7 +10,7 @@ import math
 import optuna
 import pytest
 
-from autocompress.backends.optuna import OptunaBackend
+from autocompress.backends.study import RunStudy, record
 from autocompress.backends.ray_tune import _NO_VALUES, METRICS, MODES, _DefineByRun, _GuardedOptunaSearch
 from autocompress.space import SearchSpace
 
@@ -22,13 +22,14 @@ FULL = {"final": True, "val_accuracy": 0.9, "latency_ratio": 0.5, "size_bytes": 
 
 def searcher(max_acc_drop=None):
     storage = optuna.storages.InMemoryStorage()
-    s = _GuardedOptunaSearch(space=_DefineByRun(SPACE, {}), metric=METRICS, mode=MODES, sampler=optuna.samplers.RandomSampler(seed=0),
-                             study_name="autocompress", storage=storage, max_acc_drop=max_acc_drop)
+    run_study = RunStudy("sqlite:///unused", SPACE, max_acc_drop=max_acc_drop)  # its own study is never opened here
+    s = _GuardedOptunaSearch(define=_DefineByRun(run_study, {}), metric=METRICS, mode=MODES, sampler=optuna.samplers.RandomSampler(seed=0),
+                             study_name="autocompress", storage=storage)
     return s
 
 
 def states(s):
-    return [t.state.name for t in s._ot_study.trials]
+    return [t.state.name for t in s._study().trials]
 
 
 def test_a_finished_candidate_is_complete_with_its_values_and_attributes():
@@ -36,11 +37,11 @@ def test_a_finished_candidate_is_complete_with_its_values_and_attributes():
     config = s.suggest("a")
     assert config["_ac_number"] == 0 and any(k.startswith("prune.") for k in config)
     s.on_trial_complete("a", result=FULL)
-    (t,) = s._ot_study.trials
+    (t,) = s._study().trials
     assert t.state.name == "COMPLETE" and t.values == [0.9, 0.5, 1000.0]
     assert t.user_attrs["onnx"] == "trials/0/model.onnx" and t.user_attrs["stage_seconds"] == {"prune": 0.1}
     assert t.user_attrs["constraint"] == [0.5] and "candidate_id" in t.user_attrs
-    assert OptunaBackend._record(t)["t_prune"] == 0.1  # the local backend's records read it the same way
+    assert record(t)["t_prune"] == 0.1  # the local backend's records read it the same way
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,7 @@ def test_anything_but_a_finished_candidate_is_told_fail_with_a_reason(result, er
     s = searcher()
     s.suggest("a")
     s.on_trial_complete("a", result=result, error=error)
-    (t,) = s._ot_study.trials
+    (t,) = s._study().trials
     assert t.state.name == "FAIL" and t.values is None
     assert t.user_attrs["failure_reason"] == reason
 
@@ -74,11 +75,11 @@ def test_a_config_already_built_is_marked_and_takes_the_first_result():
     s = searcher()
     first = s.suggest("a")
     s.on_trial_complete("a", result=FULL)
-    s._ot_study.enqueue_trial({k: v for k, v in first.items() if not k.startswith("_ac_")})
+    s._study().enqueue_trial({k: v for k, v in first.items() if not k.startswith("_ac_")})
     again = s.suggest("b")
     assert again["_ac_duplicate_of"] == 0
     s.on_trial_complete("b", result={"final": True, "duplicate": True, **_NO_VALUES})
-    t = s._ot_study.trials[1]
+    t = s._study().trials[1]
     assert t.state.name == "COMPLETE" and t.values == [0.9, 0.5, 1000.0]
     assert t.user_attrs["duplicate_of"] == 0 and t.user_attrs["t_total"] == 0.0
     assert all(not math.isnan(v) for v in t.values)
@@ -91,13 +92,13 @@ def test_an_errored_trial_waits_for_its_reason_then_fails(result):
     s.on_trial_complete("a", result=result, error=True)
     assert states(s) == ["RUNNING"]  # Tune calls the callbacks' on_trial_error after this
     s.fail("a", "the trial's process failed: ActorDiedError")
-    (t,) = s._ot_study.trials
+    (t,) = s._study().trials
     assert t.state.name == "FAIL" and t.values is None
     assert t.user_attrs["failure_reason"] == "the trial's process failed: ActorDiedError"
     s.suggest("b")
     s.on_trial_complete("b", result=None, error=True)
     s.finish_pending()  # no callback came (the run ended): failed all the same
-    assert states(s) == ["FAIL", "FAIL"] and s._ot_study.trials[1].user_attrs["failure_reason"] == "the trial's process failed"
+    assert states(s) == ["FAIL", "FAIL"] and s._study().trials[1].user_attrs["failure_reason"] == "the trial's process failed"
 
 
 def test_a_candidate_stopped_at_a_rung_is_pruned_with_its_rung_results_never_complete():
@@ -106,11 +107,11 @@ def test_a_candidate_stopped_at_a_rung_is_pruned_with_its_rung_results_never_com
     rungs = [{"rung": 0, "steps": 4, "val_accuracy": 0.7, "latency_ratio": 0.4, "promoted": False, "place": 2, "of": 2}]
     s.on_trial_complete("a", result={"final": False, "stopped": True, "stop_reason": "stopped at rung 0 (4 steps): place 2 of 2",
                                      "attrs_json": json.dumps({"rung_results": rungs, "t_total": 1.5}), **_NO_VALUES})
-    (t,) = s._ot_study.trials
+    (t,) = s._study().trials
     assert t.state.name == "PRUNED" and t.values is None
     assert t.user_attrs["rung_results"] == rungs and t.user_attrs["stop_reason"].startswith("stopped at rung 0")
     assert t.user_attrs["t_total"] == 1.5
-    rec = OptunaBackend._record(t)
+    rec = record(t)
     assert rec["rung0_val_accuracy"] == 0.7 and rec["state"] == "PRUNED"
 
 

@@ -70,16 +70,13 @@ def _demo_binding():
 
 def record(space_name: str, sampler: str, storage_dir: Path, *, budget: int = BUDGET) -> dict[str, Any]:
     """Run the local backend with the stand-in pipeline; the trials and the front."""
-    from types import SimpleNamespace
-
-    from autocompress.backends import Outcome
     from autocompress.backends.optuna import OptunaBackend
     from autocompress.pareto import pareto_mask
-    from autocompress.search import bind_space
+    from autocompress.pipeline import Outcome
     from autocompress.space import load_space
 
     model, x = _demo_binding()
-    space, _ = bind_space(load_space(space_name), SimpleNamespace(teacher=model, train=SimpleNamespace(x=x)))
+    space, _ = load_space(space_name).bind(model, x)
     backend = OptunaBackend(f"sqlite:///{storage_dir / f'{Path(space_name).stem}-{sampler}.db'}", space, sampler=sampler, seed=0)
     backend.open(new=True)
 

@@ -242,7 +242,7 @@ def test_an_identical_file_is_timed_once_unless_fresh(tmp_path):
         def __init__(self):
             self.calls = []
 
-        def measure(self, path):
+        def measure(self, path, *, fresh=False):
             self.calls.append(path)
             return LatencyResult(0.5, 0.01, 1.0, 1.1, 0.1, 2.0, 7, 0.49, 0.51, True)
 

@@ -12,7 +12,8 @@ from autocompress.config import PruneConfig
 from autocompress.evaluation import onnx_accuracy
 from autocompress.export import export_onnx, model_size_bytes, quantize_int8
 from autocompress.export.onnx import INPUT_NAME, OUTPUT_NAME
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 
 
 def _torch_accuracy(model, split) -> float:
@@ -59,7 +60,7 @@ def test_export_restores_training_mode_and_writes_parents(tiny_module, tmp_path)
 
 
 def test_pruned_model_exports_smaller_and_consistent(tiny_task, teacher_onnx, tmp_path):
-    pruned = apply_transform(tiny_task.teacher, PruneConfig(0.5), TransformContext(example_input=tiny_task.train.x[:2]))
+    pruned = apply(tiny_task.teacher, PruneConfig(0.5), TransformContext(example_input=tiny_task.train.x[:2]))
     path = export_onnx(pruned, tiny_task.input_shape, tmp_path / "pruned.onnx")
     assert model_size_bytes(path) < 0.6 * model_size_bytes(teacher_onnx)
     acc = onnx_accuracy(path, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())

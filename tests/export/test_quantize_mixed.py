@@ -22,7 +22,7 @@ from autocompress.export import (
     quantize_onnx,
 )
 from autocompress.export.onnx import INPUT_NAME
-from autocompress.transforms.segments import split_contiguous
+from autocompress.segments import split_contiguous
 
 INPUT_SHAPE = (1, 16, 16)
 

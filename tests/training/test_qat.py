@@ -22,7 +22,8 @@ from autocompress.training.qat import (
     layer_bits,
     quant_params,
 )
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 
 INPUT_SHAPE = (1, 16, 16)
 WIDTHS = (8, 16, 32)
@@ -298,7 +299,7 @@ def test_layer_bits_match_quantize_onnx_segments(tmp_path):
     x = _x(8)
     model = _model(3)
     _segment_check(model, x, tmp_path, "resnet")
-    low = apply_transform(model, LowRankConfig(0.5), TransformContext(example_input=x[:2]))
+    low = apply(model, LowRankConfig(0.5), TransformContext(example_input=x[:2]))
     assert len(layer_bits(low, x, QuantizeConfig(mode="int8"))) > len(layer_bits(model, x, QuantizeConfig(mode="int8")))
     _segment_check(low, x, tmp_path, "lowrank")
 

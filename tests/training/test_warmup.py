@@ -8,14 +8,15 @@ import torch
 
 from autocompress.config import BlockConfig
 from autocompress.training.warmup import block_errors, warmup_blocks_
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 from tests.helpers import assert_state_equal, state_snapshot
 
 
 def _substituted(task, choices):
     ctx = TransformContext(example_input=task.train.x[:2], calibration=task.train.x[:16])
     torch.manual_seed(0)
-    return apply_transform(task.teacher, BlockConfig(choices), ctx)
+    return apply(task.teacher, BlockConfig(choices), ctx)
 
 
 def test_warmup_fits_new_blocks_to_the_teacher_blocks_and_touches_nothing_else(tiny_task):

@@ -13,16 +13,8 @@ import torch
 from torch import nn
 
 from autocompress.export import export_onnx
-from autocompress.transforms.blocks import (
-    BLOCK_PATTERNS,
-    BlockShapeError,
-    MBConv,
-    ShuffleV2,
-    channel_shuffle,
-    check_block,
-    make_block,
-    parse_block,
-)
+from autocompress.names import BLOCK_PATTERNS, parse_block
+from autocompress.transforms.blocks import BlockShapeError, MBConv, ShuffleV2, channel_shuffle, check_block, make_block
 
 NAMES = ["mbconv_e1_k3", "mbconv_e3_k5", "mbconv_e6_k3", "shuffle_v2", "dwsep_k3", "dwsep_k5", "skip"]
 SHAPES = [(16, 16, 1), (16, 32, 2), (16, 32, 1), (32, 16, 1)]

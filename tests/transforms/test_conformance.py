@@ -12,7 +12,8 @@ import torch
 from autocompress.config import LowRankConfig, PruneConfig
 from autocompress.export import export_onnx
 from autocompress.tasks.demo import DigitsResNet
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 from tests.helpers import assert_state_equal, state_snapshot
 
 CONFIGS = [
@@ -43,7 +44,7 @@ def test_transform_conformance(cfg, model_and_data, tmp_path):
     model, x = model_and_data
     before = state_snapshot(model)
     modules_before = [type(m) for m in model.modules()]
-    out = apply_transform(model, cfg, TransformContext(example_input=x[:2], calibration=x, batch_size=16))
+    out = apply(model, cfg, TransformContext(example_input=x[:2], calibration=x, batch_size=16))
     assert out is not model
     assert_state_equal(model, before)
     assert [type(m) for m in model.modules()] == modules_before

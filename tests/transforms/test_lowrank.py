@@ -1,4 +1,4 @@
-"""SVD low-rank factorization through apply_transform: exact at full rank, the expected
+"""SVD low-rank factorization through techniques.apply: exact at full rank, the expected
 ranks and smaller layers below it, model order for segments, exclusions, and real ONNX
 export + ONNX Runtime on the factorized models. The input model is never touched."""
 
@@ -14,7 +14,8 @@ from torch import nn
 from autocompress.config import LowRankConfig
 from autocompress.export import export_onnx
 from autocompress.tasks.demo import DigitsResNet
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 from autocompress.transforms.lowrank import (
     factorizable_layers,
     factorize,
@@ -33,7 +34,7 @@ def _types(model: nn.Module) -> list[tuple[str, type]]:
 
 
 def _lowrank(model: nn.Module, x: torch.Tensor, **cfg) -> nn.Module:
-    return apply_transform(model, LowRankConfig(**cfg), TransformContext(example_input=x))
+    return apply(model, LowRankConfig(**cfg), TransformContext(example_input=x))
 
 
 def _ort_outputs(model: nn.Module, x: torch.Tensor, path) -> np.ndarray:
@@ -286,7 +287,7 @@ def test_residual_models_factorize_export_and_run(which, tiny_module, tmp_path):
     if which == "digits_resnet":
         return  # (the full-rank SVDs of its 10 layers take seconds; the tiny net checks this)
     # at full rank (through factorize, since full rank never shrinks) outputs are unchanged
-    exact = apply_transform(model, LowRankConfig(), TransformContext(example_input=x))
+    exact = apply(model, LowRankConfig(), TransformContext(example_input=x))
     for name, layer in factorizable_layers(exact, x):
         parent, _, child = name.rpartition(".")
         setattr(exact.get_submodule(parent), child, factorize(layer, full_rank(layer)))

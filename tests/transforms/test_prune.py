@@ -1,4 +1,4 @@
-"""Structured pruning through apply_transform: physically smaller, same interface, and the
+"""Structured pruning through techniques.apply: physically smaller, same interface, and the
 input model is never touched."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from torch import nn
 
 from autocompress.config import PruneConfig
 from autocompress.tasks.demo import DigitsResNet
-from autocompress.transforms import TransformContext, apply_transform, register_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 from autocompress.transforms.prune import output_layers
 from tests.helpers import assert_state_equal, state_snapshot
 
@@ -33,7 +34,7 @@ def model_and_input(request, tiny_module):
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
 def test_pruning_shrinks_convs_and_keeps_the_interface(model_and_input, ratio):
     model, x = model_and_input
-    pruned = apply_transform(model, PruneConfig(ratio), TransformContext(example_input=x))
+    pruned = apply(model, PruneConfig(ratio), TransformContext(example_input=x))
     assert pruned is not model
 
     before, after = _convs(model), _convs(pruned)
@@ -62,13 +63,13 @@ def test_pruning_shrinks_convs_and_keeps_the_interface(model_and_input, ratio):
 def test_higher_ratio_removes_more(model_and_input):
     model, x = model_and_input
     ctx = TransformContext(example_input=x)
-    sizes = [_n_params(apply_transform(model, PruneConfig(r), ctx)) for r in (0.0, 0.25, 0.5, 0.75)]
+    sizes = [_n_params(apply(model, PruneConfig(r), ctx)) for r in (0.0, 0.25, 0.5, 0.75)]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
 
 
 def test_ratio_zero_returns_an_equal_independent_copy(model_and_input):
     model, x = model_and_input
-    copy = apply_transform(model, PruneConfig(0.0), TransformContext(example_input=x))
+    copy = apply(model, PruneConfig(0.0), TransformContext(example_input=x))
     assert copy is not model
     assert_state_equal(copy, state_snapshot(model))
     with torch.no_grad():
@@ -87,7 +88,7 @@ def test_the_input_model_is_untouched(model_and_input):
     modules = {name: id(m) for name, m in model.named_modules()}
     params = {name: (id(p), p.data_ptr(), tuple(p.shape)) for name, p in model.named_parameters()}
 
-    apply_transform(model, PruneConfig(0.5), TransformContext(example_input=x))
+    apply(model, PruneConfig(0.5), TransformContext(example_input=x))
 
     assert_state_equal(model, snapshot)
     assert {name: id(m) for name, m in model.named_modules()} == modules
@@ -106,31 +107,25 @@ def test_output_layers_finds_the_classifier(tiny_module):
 def test_pruned_model_still_learns_the_same_task(tiny_task):
     """A pruned trained teacher still computes something close to it (L1 keeps the big
     channels): its predictions agree with the teacher's far above chance (25%)."""
-    pruned = apply_transform(tiny_task.teacher, PruneConfig(0.25), TransformContext(example_input=tiny_task.train.x[:2]))
+    pruned = apply(tiny_task.teacher, PruneConfig(0.25), TransformContext(example_input=tiny_task.train.x[:2]))
     with torch.no_grad():
         agree = (pruned(tiny_task.val.x).argmax(1) == tiny_task.teacher(tiny_task.val.x).argmax(1)).float().mean()
     assert agree > 0.4
 
 
-def test_unknown_config_type_and_duplicate_registration():
+def test_apply_copies_and_refuses_what_is_not_a_model_technique_config():
     class NotAConfig:
         pass
 
-    with pytest.raises(KeyError, match="no transform registered for NotAConfig"):
-        apply_transform(nn.Linear(2, 2), NotAConfig(), TransformContext(example_input=torch.zeros(1, 2)))
+    with pytest.raises(ValueError, match="no registered technique has config type NotAConfig"):
+        apply(nn.Linear(2, 2), NotAConfig(), TransformContext(example_input=torch.zeros(1, 2)))
+    from autocompress.config import QuantizeConfig
 
-    class MyConfig:
-        pass
-
-    @register_transform(MyConfig)
-    def scale(model, cfg, ctx):
-        return model
-
-    with pytest.raises(ValueError, match="already registered"):
-        register_transform(MyConfig)(scale)
+    with pytest.raises(ValueError, match="stage 'graph', not on a model"):
+        apply(nn.Linear(2, 2), QuantizeConfig("int8"), TransformContext(example_input=torch.zeros(1, 2)))
     m = nn.Linear(2, 2)
-    out = apply_transform(m, MyConfig(), TransformContext(example_input=torch.zeros(1, 2)))
-    assert out is not m and torch.equal(out.weight, m.weight)  # the registry hands transforms a copy
+    out = apply(m, PruneConfig(0.0), TransformContext(example_input=torch.zeros(1, 2)))
+    assert out is not m and torch.equal(out.weight, m.weight)  # a copy, even when nothing is pruned
 
 
 # --------------------------------------------------------------------------- criteria, segments, options
@@ -168,10 +163,10 @@ def test_activation_importance_ranks_a_dead_channel_last(criterion):
     model = _TwoConv().eval()
     x = torch.randn(64, 1, 6, 6)
     ctx = TransformContext(example_input=x[:2], calibration=x, batch_size=16)
-    by_activation = apply_transform(model, PruneConfig(0.25, criterion=criterion), ctx)
+    by_activation = apply(model, PruneConfig(0.25, criterion=criterion), ctx)
     assert by_activation.conv1.out_channels == 3
     assert 0 not in _kept_conv1_channels(by_activation, model)
-    by_weight = apply_transform(model, PruneConfig(0.25, criterion="l1"), ctx)  # the same channel is the heaviest
+    by_weight = apply(model, PruneConfig(0.25, criterion="l1"), ctx)  # the same channel is the heaviest
     assert 0 in _kept_conv1_channels(by_weight, model)
 
 
@@ -194,7 +189,7 @@ def test_activation_statistics_accumulate_over_every_batch():
 def test_segment_ratios_prune_only_their_segment():
     model = DigitsResNet(widths=(8, 16, 32)).eval()
     x = torch.randn(2, 1, 16, 16)
-    pruned = apply_transform(model, PruneConfig(segment_ratios=(0.0, 0.5)), TransformContext(example_input=x))
+    pruned = apply(model, PruneConfig(segment_ratios=(0.0, 0.5)), TransformContext(example_input=x))
     # groups in model order: [stem+layer1.conv2], [layer1.conv1], [layer2.conv1], | [layer2.conv2+shortcut], [layer3.conv1], [layer3.conv2+shortcut]
     assert pruned.stem[0].out_channels == 8 and pruned.layer1.conv1.out_channels == 8 and pruned.layer2.conv1.out_channels == 16
     assert pruned.layer2.conv2.out_channels == 8 and pruned.layer3.conv1.out_channels == 16 and pruned.layer3.conv2.out_channels == 16
@@ -203,7 +198,7 @@ def test_segment_ratios_prune_only_their_segment():
 
 def test_round_to_keeps_channel_counts_aligned():
     model = DigitsResNet().eval()  # widths 48, 96, 192
-    pruned = apply_transform(model, PruneConfig(0.3, round_to=8), TransformContext(example_input=torch.randn(2, 1, 16, 16)))
+    pruned = apply(model, PruneConfig(0.3, round_to=8), TransformContext(example_input=torch.randn(2, 1, 16, 16)))
     counts = [m.out_channels for m in _convs(pruned).values()]
     assert all(c % 8 == 0 for c in counts) and counts != [m.out_channels for m in _convs(model).values()]
 
@@ -211,7 +206,7 @@ def test_round_to_keeps_channel_counts_aligned():
 def test_exclude_keeps_named_modules_and_unknown_names_fail():
     model = DigitsResNet(widths=(8, 16, 32)).eval()
     ctx = TransformContext(example_input=torch.randn(2, 1, 16, 16))
-    pruned = apply_transform(model, PruneConfig(0.5, exclude=("layer3",)), ctx)
+    pruned = apply(model, PruneConfig(0.5, exclude=("layer3",)), ctx)
     assert pruned.layer3.conv1.out_channels == 32 and pruned.layer2.conv1.out_channels == 8
     with pytest.raises(ValueError, match="prune.exclude names 'layer9'"):
-        apply_transform(model, PruneConfig(0.5, exclude=("layer9",)), ctx)
+        apply(model, PruneConfig(0.5, exclude=("layer9",)), ctx)

@@ -12,7 +12,8 @@ from torch import nn
 from autocompress.config import BlockConfig, PruneConfig
 from autocompress.export import export_onnx
 from autocompress.tasks.demo import BasicBlock, DigitsResNet
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 from autocompress.transforms.substitute import describe_targets, find_targets
 from tests.helpers import assert_state_equal, state_snapshot
 
@@ -57,7 +58,7 @@ def test_substitution_keeps_shapes_and_the_teacher(block, tmp_path):
     model = TorchvisionStyleResNet().eval()
     before = state_snapshot(model)
     cfg = BlockConfig((("layer1.1", block), ("layer2.0", block)))
-    out = apply_transform(model, cfg, TransformContext(example_input=X))
+    out = apply(model, cfg, TransformContext(example_input=X))
     assert_state_equal(model, before)
     assert isinstance(model.layer1[1], BasicBlock) and not isinstance(out.layer1[1], BasicBlock)
     assert getattr(out.layer2[0], "block_name", None) == block
@@ -69,7 +70,7 @@ def test_substitution_keeps_shapes_and_the_teacher(block, tmp_path):
 
 
 def test_skip_replaces_a_shape_preserving_block():
-    out = apply_transform(TorchvisionStyleResNet(), BlockConfig((("layer1.0", "skip"),)), TransformContext(example_input=X))
+    out = apply(TorchvisionStyleResNet(), BlockConfig((("layer1.0", "skip"),)), TransformContext(example_input=X))
     assert isinstance(out.layer1[0], nn.Identity) and out(X).shape == (2, 10)
 
 
@@ -78,16 +79,16 @@ def test_pruning_after_substitution(block):
     """Torch-Pruning 1.6 cannot trace chunk -> cat -> shuffle: the pipeline excludes
     substituted ShuffleNet units from pruning; everything else is pruned."""
     from autocompress.config import CandidateConfig
-    from autocompress.pipeline import _prune_cfg
 
     model = TorchvisionStyleResNet().eval()
     blocks = BlockConfig((("layer1.1", block),))
     cfg = CandidateConfig(prune=PruneConfig(0.5), blocks=blocks)
-    ctx = TransformContext(example_input=X)
-    substituted = apply_transform(model, blocks, ctx)
-    pruned = apply_transform(substituted, _prune_cfg(cfg), ctx)
+    ctx = TransformContext(example_input=X, candidate=cfg)  # the prune technique reads the candidate's blocks
+    substituted = apply(model, blocks, ctx)
+    pruned = apply(substituted, cfg.prune, ctx)
     assert pruned.layer2[0].conv1.out_channels == 8  # 16 -> 8
     assert pruned(X).shape == (2, 10)
     if block == "shuffle_v2":
-        assert _prune_cfg(cfg).exclude == ("layer1.1",)
         assert [p.shape for p in pruned.layer1[1].parameters()] == [p.shape for p in substituted.layer1[1].parameters()]
+    else:  # pruned like the rest
+        assert [p.shape for p in pruned.layer1[1].parameters()] != [p.shape for p in substituted.layer1[1].parameters()]

@@ -18,6 +18,7 @@ Why our own stage and not Optuna's pruners or Tune's ASHA: Optuna's pruners do n
 for multi-objective studies, and Tune's ASHA ranks one scalar metric. The decisions are
 pure functions of the rung's results (`promotion_order`, `RungBoard`), testable without
 a search; the local backend holds a `RungBoard`, the Ray backend serves one as an actor.
+Pure: numpy only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Hashable, Iterable, Optional, Sequence
 import numpy as np
 
 from autocompress.errors import ConfigError
+from autocompress.pareto import nondominated_ranks
 
 
 @dataclass(frozen=True)
@@ -77,22 +79,6 @@ class Decision:
     reason: str
 
 
-def _nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """Front index of every row (0 = non-dominated), all objectives minimised."""
-    n = len(points)
-    ranks = np.full(n, -1)
-    le = (points[:, None, :] <= points[None, :, :]).all(axis=2)
-    lt = (points[:, None, :] < points[None, :, :]).any(axis=2)
-    dominates = le & lt  # dominates[i, j]: row i dominates row j
-    left, rank = np.ones(n, dtype=bool), 0
-    while left.any():
-        front = left & ~dominates[left].any(axis=0)  # not dominated by any row still left
-        ranks[front] = rank
-        left &= ~front
-        rank += 1
-    return ranks
-
-
 def _crowding(points: np.ndarray) -> np.ndarray:
     """NSGA-II crowding distance within one front (boundary points: infinite)."""
     n, m = points.shape
@@ -115,7 +101,7 @@ def promotion_order(accuracy: Sequence[float], latency_ratio: Sequence[float]) -
     pts = np.column_stack([-acc, np.asarray(latency_ratio, dtype=float)])
     if len(pts) == 0:
         return []
-    ranks = _nondominated_ranks(pts)
+    ranks = nondominated_ranks(pts)
     crowd = np.zeros(len(pts))
     for r in np.unique(ranks):
         idx = np.flatnonzero(ranks == r)

@@ -1,6 +1,7 @@
-"""`autocompress search`: resolve inputs, open the run directory, run the backend over the
-candidate pipeline, and write the outputs. All user input is validated before anything
-is written; a new run directory that fails before its first trial is removed again."""
+"""The search driver (`autocompress search`): resolve inputs, open the run directory, run
+the backend over the candidate pipeline, and write the outputs. All user input is
+validated before anything is written; a new run directory that fails before its first
+trial is removed again."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import yaml
 
 from autocompress.errors import CandidateError, CandidateStopped, ConfigError, RunDirError, TaskError, one_line
-from autocompress.hardware import HardwareProfile, load_profile, profile_from_dict, check_available
-from autocompress.run import RunDir, default_run_dir, new_manifest, write_text_atomic
+from autocompress.atomic import write_text_atomic
+from autocompress.hardware import HardwareProfile, check_available, load_profile
+from autocompress.run import RunDir, default_run_dir, load_run_task, new_manifest
 from autocompress.space import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    from autocompress.backends import Backend
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,10 @@ class SearchOptions:
 
 
 DEFAULT_BUDGET = 100
-BACKENDS = ("optuna", "ray")
 
 
 def _check_options(o: SearchOptions) -> None:
-    from autocompress.backends import SAMPLERS
+    from autocompress.backends import BACKENDS, SAMPLERS
 
     if o.budget is not None and o.budget < 1:
         raise ConfigError(f"--budget must be >= 1, got {o.budget}")
@@ -84,7 +88,7 @@ def _check_options(o: SearchOptions) -> None:
     if o.latency == "predicted" and o.backend == "ray":
         raise ConfigError("--latency predicted runs with the local backend (nothing is timed, no device is needed)")
     if o.fidelity is not None:
-        from autocompress.backends.halving import Fidelity
+        from autocompress.fidelity import Fidelity
 
         Fidelity.parse(o.fidelity, o.reduction_factor)
     elif o.reduction_factor is not None and o.resume is None:
@@ -102,8 +106,7 @@ def _check_no_ray_flags(o: SearchOptions) -> None:
 def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], SearchSpace, HardwareProfile, SearchOptions]:
     """Space, profile and options of a resumed run; refuse anything that differs."""
     m = run.read_manifest()
-    space = SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text()), source=str(run.path / "space.yaml"))
-    profile = profile_from_dict(yaml.safe_load((run.path / "profile.yaml").read_text()), source=str(run.path / "profile.yaml"))
+    space, profile = run.space(), run.profile()
     check_available(profile)
     if o.space is not None:
         given = load_space(o.space)
@@ -124,7 +127,7 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         raise RunDirError(f"--resume {run.path}: --seed {o.seed} differs from the run's {m['seed']}")
     run_fidelity = m.get("fidelity")
     if o.fidelity is not None or o.reduction_factor is not None:
-        from autocompress.backends.halving import Fidelity
+        from autocompress.fidelity import Fidelity
 
         given = Fidelity.parse(o.fidelity if o.fidelity is not None else (run_fidelity or {}).get("rungs", ""), o.reduction_factor
                                if o.reduction_factor is not None else (run_fidelity or {}).get("reduction_factor"))
@@ -153,65 +156,6 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     return m, space, profile, resolved
 
 
-def check_space_for_profile(space: SearchSpace, profile: HardwareProfile) -> None:
-    """Every bit width the space may choose must run on the profile's execution provider:
-    refused, not silently changed."""
-    from autocompress.hardware import supported_bits
-    allowed = supported_bits(profile)
-    for bits in sorted(space.values_of("quantize.mode") - set(allowed)):
-        raise ConfigError(
-            f"quantize.mode {bits!r} is not run by {profile.providers[0]} (profile {profile.name!r}); "
-            f"allowed there: {list(allowed)}"
-        )
-
-
-def bind_space(space: SearchSpace, task) -> tuple[SearchSpace, list[str]]:
-    """Bind the space's `blocks` section to the model: find the targets ('auto' rule or
-    named), keep for each the block choices that can produce its shapes, and say which
-    were excluded and why."""
-    if space.blocks is None:
-        return space, []
-    from autocompress.transforms.blocks import check_block
-    from autocompress.transforms.substitute import describe_targets, find_targets
-
-    example = task.train.x[:2]
-    try:
-        targets = find_targets(task.teacher, example) if space.blocks.targets == "auto" else describe_targets(task.teacher, example, space.blocks.targets)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    bound, notes = [], []
-    for t in targets:
-        if t.name == "warmup":  # its trial parameter would be blocks.warmup's
-            notes.append("blocks: the module 'warmup' is kept (the name is reserved for blocks.warmup)")
-            continue
-        ok = []
-        for name in space.blocks.choices:
-            why = None if name == "keep" else check_block(name, t.cin, t.cout, t.stride)
-            if why is None:
-                ok.append(name)
-            else:
-                notes.append(f"blocks: {name} excluded for {t.name} ({why})")
-        if ok:
-            bound.append((t.name, ok))
-        else:
-            notes.append(f"blocks: no choice fits {t.name}; it is kept")
-    if not targets:
-        notes.append("blocks: no replaceable block found (targets: auto); block choices are not searched")
-    else:
-        notes.insert(0, f"blocks: targets {', '.join(t.name for t in targets)}")
-    return space.bind_blocks(bound), notes
-
-
-def check_space_for_model(space: SearchSpace, model) -> None:
-    """Module names the space refers to (prune.exclude, lowrank.exclude) must exist."""
-    names = {n for n, _ in model.named_modules()}
-    for section in ("prune", "lowrank"):
-        for name in space.settings_for(section).exclude:
-            if name not in names:
-                close = sorted(n for n in names if n and (name in n or n in name))[:5]
-                raise ConfigError(f"{section}.exclude names {name!r}, which is not a module of the model" + (f"; similar: {close}" if close else ""))
-
-
 def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path:
     """Run (or resume) a search; returns the run directory."""
     _check_options(o)
@@ -230,18 +174,17 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             RunDir.check_new(Path(o.out))
     fidelity = None
     if o.fidelity is not None:  # the fine-tune length becomes the rungs' budget: it leaves the search space
-        from autocompress.backends.halving import Fidelity
+        from autocompress.fidelity import Fidelity
 
         fidelity = Fidelity.parse(o.fidelity, o.reduction_factor)
         if not resume:
             searched = space.params["finetune.steps"].to_yaml()
             space = space.with_fixed("finetune.steps", fidelity.full_steps)
             progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched")
-    check_space_for_profile(space, profile)
+    space.check_profile(profile)
     table = _load_table(o, profile)
     task = load_task(o.model, o.data, o.checkpoint, progress=progress)
-    check_space_for_model(space, task.teacher)
-    space, notes = bind_space(space, task)
+    space, notes = space.bind(task.teacher, task.train.x[:2])
     for note in notes:
         progress(note)
     if resume:
@@ -254,7 +197,12 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     sampler = o.sampler or "tpe"
 
     backend_name = o.backend or "optuna"
-    session = _open_ray(o) if backend_name == "ray" else None  # before anything is written
+    session = None
+    if backend_name == "ray":  # connected before anything is written
+        from autocompress.backends.ray_cluster import open_session
+
+        session = open_session(o.ray_address, cpus_per_trial=o.cpus_per_trial or 1.0, max_concurrent=o.max_concurrent,
+                               latency_resource=o.latency_resource, accuracy_on_device=bool(o.accuracy_on_device))
     created = not resume
     lock = None
     try:
@@ -337,79 +285,9 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     return run.path
 
 
-def _open_ray(o: SearchOptions):
-    """Connect to Ray for --backend ray (or start a local instance); refused with one line
-    when Ray is missing, the cluster cannot be reached or lacks --latency-resource."""
-    import os
-    import sys
-
-    host = (o.ray_address or "").rpartition(":")[0]
-    if o.ray_address is None or host in ("127.0.0.1", "localhost"):
-        # keep Ray on the loopback interface; read when Ray is imported, so set it first
-        if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
-            import warnings
-
-            warnings.warn("Ray was imported before the search set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: it may listen beyond loopback")
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        from autocompress.backends.ray_tune import RayOptions, RaySession
-    except ImportError as exc:
-        raise ConfigError(f"--backend ray needs Ray Tune ({one_line(exc)}); install it with: pip install 'autocompress[ray]'") from None
-    opts = RayOptions(address=o.ray_address, cpus_per_trial=o.cpus_per_trial or 1.0, max_concurrent=o.max_concurrent,
-                      latency_resource=o.latency_resource, accuracy_on_device=bool(o.accuracy_on_device))
-    try:
-        return RaySession(opts)
-    except (ConnectionError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def evaluate_candidate(cfg, number: int, ctx, run_path: Path, *, seed: int, fidelity=None, at_rung=None):
-    """Build and measure one candidate into the run's trial directory; the backend's
-    Outcome (objectives + trial attributes). CandidateError (and CandidateStopped, with
-    multi-fidelity) propagates, nothing left behind."""
-    from autocompress.backends import Outcome
-    from autocompress.pipeline import build_candidate
-
-    out_dir = RunDir(Path(run_path)).trial_dir(number)
-    try:
-        res = build_candidate(cfg, ctx, out_dir, seed=seed + number, fidelity=fidelity, at_rung=at_rung)
-    except (CandidateError, CandidateStopped):
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    lat = res.latency
-    attrs = {
-        "val_accuracy": res.val_accuracy,
-        "latency_ratio": lat.ratio,
-        "size_bytes": res.size_bytes,
-        "acc_drop_pts": (ctx.teacher.val_accuracy - res.val_accuracy) * 100.0,
-        "latency_ratio_spread": lat.ratio_spread,
-        "latency_ratio_low": lat.ratio_low,  # the ratio's 95% interval (nan: too few passes for one)
-        "latency_ratio_high": lat.ratio_high,
-        "latency_passes": lat.passes,
-        "latency_converged": lat.converged,
-        "not_faster": lat.not_faster,  # not below the teacher's latency beyond noise
-        "latency_cached": lat.cached,  # an identical file was timed before: its result
-        "latency_source": lat.source,  # measured, or predicted from a device table
-        "macs": res.macs,
-        "macs_ratio": res.macs / ctx.teacher_macs if ctx.teacher_macs else float("nan"),  # the FLOPs proxy of the latency ratio
-        "candidate_median_ms": lat.candidate_median_ms,
-        "candidate_p90_ms": lat.candidate_p90_ms,
-        "candidate_spread": lat.candidate_spread,
-        "reference_median_ms": lat.reference_median_ms,
-        "onnx": str(res.onnx_path.relative_to(run_path)),
-        "state_dict": str(res.state_dict_path.relative_to(run_path)),
-        "stage_seconds": res.stage_seconds,
-        "ort_only": res.ort_only,
-    }
-    if fidelity is not None:
-        attrs["rung_results"] = res.rung_results
-    if res.predicted is not None:
-        attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
-    return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
-
-
-def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> dict[str, Any]:
+def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> dict[str, Any]:
     from autocompress.outputs import finalize, write_trials_csv
+    from autocompress.pipeline import evaluate_candidate
 
     teacher = ctx.teacher
 
@@ -445,7 +323,7 @@ def _drive(backend, ctx, run: RunDir, *, budget: int, time_budget: Optional[floa
             "trial_s": sum(r.get("t_total", 0.0) for r in records)}
 
 
-def remeasure_front(backend, ctx, run: RunDir, *, progress=print) -> list[tuple[int, float, float]]:
+def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> list[tuple[int, float, float]]:
     """Time every front point again (a fresh measurement, never the cache) and use those
     values in the run's tables; the front is recomputed from them until every point on
     it has been re-measured (a point that turns out slower can let another onto the
@@ -488,41 +366,24 @@ def _load_table(o: SearchOptions, profile: HardwareProfile):
     return LatencyTable.load_for(o.table, profile.name, profile.fingerprint)
 
 
-def task_for_run(run_dir: str | Path):
-    """Load the task a run was made with (the demo, or the user's files named in run.json)."""
-    from autocompress.tasks import load_task
-
-    m = RunDir.open_existing(Path(run_dir)).read_manifest()
-    spec = m["task"]
-    if spec.get("kind") == "demo":
-        return load_task(progress=lambda s: None)
-    return load_task(spec["model"], spec["data"], m.get("checkpoint"), progress=lambda s: None)
-
-
-def run_space(run: RunDir, task) -> SearchSpace:
-    """The run's search space, bound to its task's model as in the search."""
-    space, _ = bind_space(SearchSpace.from_dict(yaml.safe_load((run.path / "space.yaml").read_text())), task)
-    return space
-
-
 def load_trial_model(run_dir: str | Path, number: int, *, task=None):
     """The fine-tuned float PyTorch model of trial `number` (e.g. a front point), ready to
     keep training: the teacher is pruned and factorized again exactly as in the search
     and the saved state_dict is loaded. `task`: the run's task, if already loaded."""
     import torch
 
-    from autocompress.backends.optuna import trial_params
+    from autocompress.backends.study import trial_params
     from autocompress.pipeline import rebuild_student
 
     run = RunDir.open_existing(Path(run_dir))
     weights = run.trial_dir(number) / "model.pt"
     if not weights.is_file():
         raise RunDirError(f"{run.path}: trial {number} has no saved model (only front points keep theirs)")
-    task = task if task is not None else task_for_run(run.path)
-    cfg = run_space(run, task).config_from_params(trial_params(run.storage_url, number))
+    task = task if task is not None else load_run_task(run)
+    cfg = run.bound_space(task).config_from_params(trial_params(run.storage_url, number))
     model = rebuild_student(task, cfg)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 
 
-__all__ = ["SearchOptions", "load_trial_model", "search", "task_for_run"]
+__all__ = ["SearchOptions", "load_trial_model", "search"]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from autocompress.backends.halving import Fidelity, RungBoard, board_history, promotion_order
+from autocompress.fidelity import Fidelity, RungBoard, board_history, promotion_order
 from autocompress.errors import ConfigError
 
 

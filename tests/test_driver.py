@@ -11,7 +11,8 @@ import torch
 from autocompress.errors import RunDirError
 from autocompress.evaluation import onnx_accuracy
 from autocompress.export import export_onnx
-from autocompress.search import load_trial_model, task_for_run
+from autocompress.driver import load_trial_model
+from autocompress.run import RunDir, load_run_task
 
 
 def test_manifest_records_shape_and_timing(search_run):
@@ -22,8 +23,8 @@ def test_manifest_records_shape_and_timing(search_run):
     assert 0 < timing["trial_s"] <= timing["search_s"]
 
 
-def test_task_for_run_reloads_the_same_task(search_run):
-    task = task_for_run(search_run.out)
+def test_load_run_task_reloads_the_same_task(search_run):
+    task = load_run_task(RunDir(search_run.out))
     m = json.loads((search_run.out / "run.json").read_text())
     assert task.fingerprint == m["task_fingerprint"]
     assert task.input_shape == (3, 8, 8) and task.num_classes == 4

@@ -1,0 +1,206 @@
+"""The run's Optuna study, shared by both backends: created or resumed in the run's
+storage with the hand recipes enqueued first, what has been built, the trials as records,
+and the ways a trial ends (complete, failed, stopped at a rung, a duplicate, interrupted).
+
+Objectives: maximize val accuracy, minimize latency ratio to the teacher, minimize size.
+--max-acc-drop becomes an Optuna constraint (TPE and NSGA-II use it); nothing is discarded.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Optional
+
+import optuna
+
+from autocompress.backends import SAMPLERS
+from autocompress.backends import _optuna_compat as compat
+from autocompress.errors import ConfigError
+from autocompress.fidelity import Fidelity, RungBoard, board_history
+from autocompress.pipeline import Outcome
+from autocompress.recipes import recipe_trials
+from autocompress.space import SearchSpace
+
+STUDY_NAME = "autocompress"
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+CONSTRAINT = "constraint"
+REMEASURED = "remeasured"  # study attribute: trial number -> end-of-search latency re-measurement
+_NOT_IN_RECORDS = {"stage_seconds", CONSTRAINT, "config", "rung_results", "measure_windows", "busy_windows"}  # kept on the trial only
+_STATES = optuna.trial.TrialState
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return trial.user_attrs.get(CONSTRAINT, [0.0])
+
+
+def make_sampler(name: str, *, seed: int, constrained: bool) -> optuna.samplers.BaseSampler:
+    cf = _constraints if constrained else None
+    if name == "tpe":
+        with warnings.catch_warnings():  # multivariate + group are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # group=True: the space is conditional (no alpha/T without fine-tune, no int8
+            # options for fp32); grouping keeps multivariate TPE joint within each branch.
+            return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, n_startup_trials=10, multivariate=True, group=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf, population_size=20)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
+
+
+def record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """One trial as a flat record (a row of trials.csv before the derived columns)."""
+    rec: dict[str, Any] = {"number": t.number, "state": t.state.name}
+    rec.update({f"param.{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})  # 0.7, not 0.7000000000000001
+    rec.update({k: v for k, v in t.user_attrs.items() if k not in _NOT_IN_RECORDS})
+    for r in t.user_attrs.get("rung_results", []):  # multi-fidelity: what the candidate showed at each rung
+        rec[f"rung{r['rung']}_val_accuracy"] = r["val_accuracy"]
+        rec[f"rung{r['rung']}_latency_ratio"] = r["latency_ratio"]
+    rec.update({f"t_{k}": v for k, v in t.user_attrs.get("stage_seconds", {}).items()})
+    return rec
+
+
+def trial_params(storage_url: str, number: int) -> dict[str, Any]:
+    """The params of trial `number` of the run's study."""
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage_url)
+    return dict(study.trials[number].params)
+
+
+class RunStudy:
+    """One run's study in `storage_url`. Trials that were RUNNING when a previous driver
+    died are marked FAIL ('interrupted') and their params enqueued again on resume."""
+
+    def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0,
+                 max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None):
+        self.space = space
+        self.max_acc_drop = max_acc_drop
+        self.fidelity = fidelity  # multi-fidelity (autocompress.fidelity), or None: every candidate gets its full fine-tune
+        self.storage_url = storage_url
+        self.sampler_name = sampler
+        self.seed = seed
+        self.study: Optional[optuna.Study] = None
+
+    def using(self, study: optuna.Study) -> "RunStudy":
+        """This run's study through another Study object of the same storage (Ray Tune's
+        OptunaSearch opens its own): trials are told through the object that asked them."""
+        other = copy.copy(self)
+        other.study = study
+        return other
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """A fresh sampler, seeded by the run's seed and the trials so far (a resumed run does
+        not replay the first run's draws)."""
+        n_done = len(self.study.trials) if self.study is not None else 0
+        return make_sampler(self.sampler_name, seed=self.seed + n_done, constrained=self.max_acc_drop is not None)
+
+    def open(self, *, new: bool) -> None:
+        storage = optuna.storages.RDBStorage(self.storage_url)
+        if not new:
+            self.study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        self.study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=DIRECTIONS, sampler=self.sampler(),
+                                         load_if_exists=not new)
+        if new:
+            for name, params in recipe_trials(self.space):
+                self.study.enqueue_trial(params, user_attrs={"recipe": name}, skip_if_exists=True)
+        else:
+            for t in self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)):
+                self.interrupt(t, "interrupted (driver stopped); re-enqueued")
+
+    # ---- what the study holds
+    def built_candidates(self) -> dict[str, int]:
+        """candidate id -> number of the trial that built and measured it (or stopped it
+        at a rung)."""
+        return {t.user_attrs["candidate_id"]: t.number for t in self.study.get_trials(deepcopy=False, states=(_STATES.COMPLETE, _STATES.PRUNED))
+                if "duplicate_of" not in t.user_attrs and "candidate_id" in t.user_attrs}
+
+    def rung_board(self) -> Optional[RungBoard]:
+        """With multi-fidelity, the rungs' results so far (a resumed run ranks against them)."""
+        if self.fidelity is None:
+            return None
+        return RungBoard(self.fidelity, board_history(self.study.get_trials(deepcopy=False)))
+
+    def finished_count(self) -> int:
+        """Trials that count against the budget: complete, stopped at a rung or failed, not
+        interrupted."""
+        states = (_STATES.COMPLETE, _STATES.FAIL, _STATES.PRUNED)
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("interrupted"))
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every trial that started (enqueued recipes that never ran are not trials yet),
+        with the end-of-search latency re-measurements in place of the recorded ones."""
+        again = self.remeasured()
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == _STATES.WAITING:
+                continue
+            rec = record(t)
+            if str(t.number) in again:
+                rec["latency_ratio_recorded"] = rec.get("latency_ratio")
+                rec.update(again[str(t.number)], remeasured=True)
+            out.append(rec)
+        return out
+
+    def record_of(self, number: int) -> dict[str, Any]:
+        return record(compat.frozen_by_number(self.study, number))
+
+    def remeasured(self) -> dict[str, dict[str, Any]]:
+        """Trial number (str) -> its latency re-measured at the end of a search. Kept on
+        the study (a finished trial's attributes are frozen); the trials keep the values
+        they were told with."""
+        return dict(self.study.user_attrs.get(REMEASURED, {}))
+
+    def store_remeasured(self, number: int, values: dict[str, Any]) -> None:
+        self.study.set_user_attr(REMEASURED, {**self.remeasured(), str(number): values})
+
+    # ---- how a trial ends
+    def describe(self, trial: optuna.Trial, cfg) -> None:
+        trial.set_user_attr("candidate_id", cfg.id)
+        trial.set_user_attr("description", cfg.describe())
+
+    def tell_complete(self, trial: optuna.Trial, values, attrs: dict[str, Any]) -> None:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if self.max_acc_drop is not None:
+            trial.set_user_attr(CONSTRAINT, [attrs["acc_drop_pts"] - self.max_acc_drop])
+        self.study.tell(trial, [float(v) for v in values])
+
+    def tell_outcome(self, trial: optuna.Trial, outcome: Outcome, t_total: float) -> None:
+        self.tell_complete(trial, outcome.values, {**outcome.attrs, "t_total": t_total})
+
+    def tell_failed(self, trial: optuna.Trial, reason: str, *, interrupted: bool = False) -> None:
+        trial.set_user_attr("failure_reason", reason)
+        if interrupted:
+            trial.set_user_attr("interrupted", True)
+        self.study.tell(trial, state=_STATES.FAIL)
+
+    def tell_stopped(self, trial: optuna.Trial, reason: str, rung_results: list) -> None:
+        """A candidate not promoted at a rung: PRUNED (never in the front), with why."""
+        trial.set_user_attr("stop_reason", reason)
+        trial.set_user_attr("rung_results", rung_results)
+        self.study.tell(trial, state=_STATES.PRUNED)
+
+    def tell_duplicate(self, trial: optuna.Trial, original: int) -> None:
+        """The same candidate was already built and measured by trial `original`: `trial`
+        takes its result and attributes, marked duplicate_of."""
+        src = self.study.trials[original]
+        for k, v in src.user_attrs.items():
+            if k not in ("recipe", "retry_of", "t_total"):
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("duplicate_of", original)
+        trial.set_user_attr("t_total", 0.0)
+        if src.state == _STATES.PRUNED:  # stopped at a rung: so is its duplicate
+            self.study.tell(trial, state=_STATES.PRUNED)
+        else:
+            self.study.tell(trial, list(src.values))
+
+    def interrupt(self, trial, reason: str) -> None:
+        """A trial that did not finish (a FrozenTrial, of this process or a dead one): FAIL,
+        marked interrupted (not counted against the budget), its params enqueued again so the
+        next run builds it."""
+        compat.fail_stored_trial(self.study, trial, {"failure_reason": reason, "interrupted": True})
+        if trial.params:
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+__all__ = ["CONSTRAINT", "DIRECTIONS", "REMEASURED", "STUDY_NAME", "RunStudy", "make_sampler", "record", "trial_params"]

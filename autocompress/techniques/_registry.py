@@ -1,0 +1,286 @@
+"""The technique registry: one record per compression technique.
+
+A technique is one section of the search-space YAML, one slot of a CandidateConfig and one
+step of the pipeline. Its record (a `Technique` subclass registered with
+`@register_technique`) holds
+
+  * `Config` and `off`: its frozen config type, and the config of a candidate that does
+    not use it;
+  * `schema`, `segmented`, `excludes`: the YAML keys of its section (type, bounds or
+    choices, default), which key may take one value per segment, whether it takes an
+    `exclude` list; `parse` / `check` / `bind` validate the section, alone, as a whole,
+    and against the user's model;
+  * `suggest(trial, spec, chosen)`: how a trial samples its config; `chosen` holds the
+    configs of the techniques sampled before it (`needs` names the ones it reads);
+  * `label(cfg, candidate)`: a compact code for tables, like timm's block strings
+    ("prune [0.5 0.3] l1/8"), and `explain(cfg, candidate)`, the same in words;
+  * `apply(target, cfg, ctx)` and its `stage`: on the model before fine-tuning ("model":
+    the pipeline's own copy of the model, changed in place or replaced; returns the model),
+    during fine-tuning ("finetune": returns the TrainPlan the fine-tune runs with), or on
+    the exported ONNX graph ("graph": writes `ctx.dst` from the file it is given; returns
+    that path). `order` places it within its stage.
+
+Techniques are sampled in registration order (the built-ins in the order of the first
+release, so a seed gives the same trials) and applied in pipeline order (stage, then
+`order`). Records hold data and pure functions; anything that touches torch or ONNX Runtime
+is imported inside `apply` / `bind`, so `import autocompress.space` stays cheap.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import replace as _replace
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from autocompress.errors import ConfigError
+from autocompress.schema import Fixed, Key, Param, Settings, TrialLike, parse_param, parse_settings
+
+STAGES = ("model", "finetune", "graph")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One technique's part of a search space: its parameters by key, the settings that
+    shape it (segments, exclude) and any data of its own (blocks: targets and choices)."""
+
+    name: str
+    params: dict[str, Param] = field(default_factory=dict)
+    settings: Optional[Settings] = None
+    extra: Any = None
+
+    def param_name(self, key: str) -> str:
+        return f"{self.name}.{key}"
+
+    def get(self, trial: TrialLike, key: str) -> Any:
+        """Sample `key` (a fixed value is returned without asking the trial)."""
+        return self.params[key].suggest(trial, self.param_name(key))
+
+    def get_segmented(self, trial: TrialLike, key: str) -> tuple[Any, Optional[tuple[Any, ...]]]:
+        """(one value, None) with `per: global`; (None, one value per segment) with
+        `per: segment`, sampled as 'name.key.0', 'name.key.1', ..."""
+        st = self.settings or Settings()
+        if st.per == "global":
+            return self.get(trial, key), None
+        param, name = self.params[key], self.param_name(key)
+        return None, tuple(param.suggest(trial, f"{name}.{i}") for i in range(st.n))
+
+    def with_param(self, key: str, param: Param) -> "Spec":
+        return _replace(self, params={**self.params, key: param})
+
+
+def format_values(one: Any, per_segment: Optional[Sequence[Any]]) -> str:
+    """'0.5', or '[0.5 0.3 0]' for one value per segment (labels)."""
+    def fmt(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return f"[{' '.join(fmt(v) for v in per_segment)}]" if per_segment else fmt(one)
+
+
+class Technique:
+    """Base of every technique record; subclasses set the data attributes, implement
+    `suggest` and `apply`, and override the hooks they need."""
+
+    name: str = ""
+    stage: str = "model"
+    order: int = 0
+    Config: type = object
+    off: Any = None
+    schema: Mapping[str, Key] = {}
+    segmented: Optional[str] = None  # the key that may take one value per segment (`per: segment`)
+    excludes: bool = False  # its section takes `exclude: [module names]`
+    switch: Optional[str] = None  # the key whose default switches the technique off (hand recipes)
+    recipe_strict: bool = True  # a hand recipe whose `switch` value the space cannot take is dropped
+    needs: tuple[str, ...] = ()  # techniques sampled before it whose configs `suggest` reads
+    # Written into every candidate's id even when off. True for the techniques of the first
+    # release only, so the ids of earlier runs stay valid; a later technique enters an id only
+    # when a candidate uses it, so adding one leaves every existing id as it was.
+    in_every_id: bool = False
+
+    # ---- required
+    def suggest(self, trial: TrialLike, spec: Spec, chosen: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def apply(self, target: Any, cfg: Any, ctx: Any) -> Any:
+        raise NotImplementedError
+
+    # ---- optional hooks
+    def is_active(self, cfg: Any) -> bool:
+        """Whether a candidate with this config uses the technique."""
+        active = getattr(cfg, "active", None)
+        return bool(active) if active is not None else cfg is not None and cfg != self.off
+
+    def label(self, cfg: Any, candidate: Any) -> str:
+        """Compact code for tables ('' leaves the technique out of the label)."""
+        return ""
+
+    def explain(self, cfg: Any, candidate: Any) -> str:
+        """What the technique does to this candidate, in words ('' when nothing)."""
+        return self.label(cfg, candidate)
+
+    def parse(self, body: Any, source: str) -> Spec:
+        """The section's YAML body (None when absent) -> Spec, by `schema`; unknown keys,
+        wrong types and out-of-range values raise ConfigError naming key and value."""
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{self.name} must be a mapping, got {body!r} ({source})")
+        setting_keys = ({"per", "segments"} if self.segmented else set()) | ({"exclude"} if self.excludes else set())
+        allowed = set(self.schema) | setting_keys
+        unknown = set(body) - allowed
+        if unknown:
+            raise ConfigError(f"unknown key {self.name}.{sorted(unknown)[0]}; allowed: {sorted(allowed)} ({source})")
+        try:
+            settings = parse_settings(self.name, body, with_exclude=self.excludes) if setting_keys else None
+            params = {key: parse_param(f"{self.name}.{key}", body[key], k) if key in body else Fixed(k.default)
+                      for key, k in self.schema.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({source})") from None
+        return Spec(self.name, params, settings)
+
+    def to_yaml(self, spec: Spec) -> Optional[dict[str, Any]]:
+        """The section as YAML data (None: leave it out)."""
+        out = {key: p.to_yaml() for key, p in spec.params.items()}
+        if spec.settings is not None:
+            out.update(spec.settings.to_yaml(with_exclude=self.excludes))
+        return out
+
+    def check(self, spec: Spec) -> None:
+        """Combinations of keys the section may not hold (ConfigError)."""
+
+    def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
+        """The spec bound to the user's model, and what binding excluded (notes). By
+        default: every `exclude` name must be a module of the model."""
+        if spec.settings is not None and spec.settings.exclude:
+            names = {n for n, _ in model.named_modules()}
+            for name in spec.settings.exclude:
+                if name not in names:
+                    close = sorted(n for n in names if n and (name in n or n in name))[:5]
+                    raise ConfigError(f"{self.name}.exclude names {name!r}, which is not a module of the model"
+                                      + (f"; similar: {close}" if close else ""))
+        return spec, []
+
+    def check_profile(self, spec: Spec, profile: Any) -> None:
+        """Refuse a space the hardware profile cannot run (ConfigError)."""
+
+    def recipe_off(self, spec: Spec) -> dict[str, Any]:
+        """{key: value} that switch the technique off in a hand recipe."""
+        return {self.switch: self.schema[self.switch].default} if self.switch else {}
+
+    def to_dict(self, cfg: Any) -> Any:
+        return asdict(cfg) if is_dataclass(cfg) else cfg
+
+    def from_dict(self, data: Any) -> Any:
+        return self.off if data is None else self.canonical(self.Config(**data))
+
+    def canonical(self, cfg: Any) -> Any:
+        """`cfg` with every field in its declared type (0 -> 0.0 for a float ratio, lists ->
+        tuples), so equal configs hash alike."""
+        if cfg is None or not is_dataclass(cfg):
+            return cfg
+        kw = {}
+        for f in fields(cfg):
+            v, kind = getattr(cfg, f.name), str(f.type)
+            if v is None:
+                kw[f.name] = v
+            elif kind == "float":
+                kw[f.name] = float(v)
+            elif kind in ("int", "Optional[int]"):
+                kw[f.name] = int(v)
+            elif "tuple[tuple" in kind:
+                kw[f.name] = tuple(tuple(x) for x in v)
+            elif "tuple[float" in kind:
+                kw[f.name] = tuple(float(x) for x in v)
+            elif "tuple" in kind:
+                kw[f.name] = tuple(v)
+            else:
+                kw[f.name] = v
+        return type(cfg)(**kw)
+
+    def examples(self) -> list[Any]:
+        """Configs the conformance suite applies (autocompress.testing)."""
+        return []
+
+
+_REGISTRY: dict[str, Technique] = {}
+
+
+def register_technique(name: str, *, stage: str, order: int) -> Callable[[type], type]:
+    """Class decorator: register one instance of a Technique subclass under `name` (its
+    YAML section, CandidateConfig slot and trial-parameter prefix)."""
+
+    def deco(cls: type) -> type:
+        if not issubclass(cls, Technique):
+            raise TypeError(f"{cls.__name__} must subclass autocompress.techniques.Technique")
+        if not name.isidentifier() or name in _REGISTRY:
+            raise ValueError(f"technique {name!r} is {'already registered' if name in _REGISTRY else 'not an identifier'}")
+        if stage not in STAGES:
+            raise ValueError(f"technique {name!r}: stage must be one of {STAGES}, got {stage!r}")
+        missing = [n for n in cls.needs if n not in _REGISTRY]
+        if missing:
+            raise ValueError(f"technique {name!r} needs {missing}, which must be registered before it")
+        if cls.switch is not None and cls.switch not in cls.schema:
+            raise ValueError(f"technique {name!r}: switch {cls.switch!r} is not a key of its schema")
+        cls.name, cls.stage, cls.order = name, stage, order
+        _REGISTRY[name] = cls()
+        return cls
+
+    return deco
+
+
+def unregister_technique(name: str) -> None:
+    """Remove a technique (for tests and plugins that register one for a while)."""
+    if any(name in t.needs for t in _REGISTRY.values() if t.name != name):
+        raise ValueError(f"technique {name!r} is needed by another technique")
+    _REGISTRY.pop(name)
+
+
+@contextmanager
+def registered(cls: type, name: str, *, stage: str, order: int) -> Iterator[Technique]:
+    """`cls` registered under `name` for the length of the with-block."""
+    register_technique(name, stage=stage, order=order)(cls)
+    try:
+        yield _REGISTRY[name]
+    finally:
+        unregister_technique(name)
+
+
+def techniques() -> list[Technique]:
+    """Every registered technique, in registration (sampling) order."""
+    return list(_REGISTRY.values())
+
+
+def pipeline_order(stage: Optional[str] = None) -> list[Technique]:
+    """Registered techniques in the order the pipeline applies them (of one stage, if given)."""
+    ordered = sorted(_REGISTRY.values(), key=lambda t: (STAGES.index(t.stage), t.order))
+    return [t for t in ordered if stage is None or t.stage == stage]
+
+
+def technique_of(cfg: Any) -> Technique:
+    """The technique whose config type `cfg` is."""
+    for t in _REGISTRY.values():
+        if type(cfg) is t.Config:
+            return t
+    raise ValueError(f"no registered technique has config type {type(cfg).__name__}")
+
+
+def apply(model: Any, cfg: Any, ctx: Any) -> Any:
+    """A model-stage technique's config applied to a copy of `model` (never changed); the
+    technique is the one whose config type `cfg` is."""
+    import copy
+
+    t = technique_of(cfg)
+    if t.stage != "model":
+        raise ValueError(f"technique {t.name!r} acts at stage {t.stage!r}, not on a model")
+    return t.apply(copy.deepcopy(model), cfg, ctx)
+
+
+def technique(name: str) -> Technique:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown technique {name!r}; registered: {list(_REGISTRY)}") from None
+
+
+__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "registered", "technique",
+           "technique_of", "techniques", "unregister_technique"]

@@ -1,0 +1,77 @@
+"""finetune: the distillation fine-tune of the compressed model, a fixed number of Adam
+steps (cosine-decayed learning rate), optionally quantization-aware (`qat`): the weights
+of every layer the export will quantize are fake-quantized at their bit width, on exactly
+ONNX Runtime's grid (training.qat), and written on that grid afterwards. The loss is the
+distill technique's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from autocompress.schema import Key
+from autocompress.techniques._registry import Spec, Technique, register_technique
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Distillation fine-tune length and optimiser settings (steps = 0: no fine-tune).
+    qat: fake-quantize the weights during the fine-tune at the bit widths the export will
+    apply (only with steps > 0 and some quantized layer)."""
+
+    steps: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    qat: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.steps > 0
+
+
+@register_technique("finetune", stage="finetune", order=10)
+class Finetune(Technique):
+    Config = FinetuneConfig
+    off = FinetuneConfig(steps=0, lr=0.0, batch_size=0)  # what a candidate without fine-tune records
+    schema = {
+        "steps": Key(int, 0, 0, 100_000),
+        "lr": Key(float, 1e-3, 0.0, 1.0, low_open=True),
+        "batch_size": Key(int, 64, 1, 4096),
+        "qat": Key(bool, False),  # quantization-aware fine-tune (when something is quantized)
+    }
+    switch = "steps"
+    needs = ("quantize",)  # QAT only when the candidate quantizes something
+    in_every_id = True
+
+    def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> FinetuneConfig:
+        steps = int(spec.get(trial, "steps"))
+        if steps <= 0:  # the optimiser settings and QAT do not matter
+            return replace(self.off, steps=steps)
+        return FinetuneConfig(steps=steps, lr=float(spec.get(trial, "lr")), batch_size=int(spec.get(trial, "batch_size")),
+                              qat=bool(spec.get(trial, "qat")) if chosen["quantize"].active else False)
+
+    def label(self, cfg: FinetuneConfig, candidate) -> str:
+        kd = candidate.distill if candidate is not None else None
+        if cfg.steps <= 0 or kd is None:
+            return "no fine-tune"
+        return f"kd {cfg.steps} a={kd.alpha:g} T={kd.temperature:g}" + (" +qat" if cfg.qat else "")
+
+    def explain(self, cfg: FinetuneConfig, candidate) -> str:
+        if cfg.steps <= 0:
+            return "no fine-tune"
+        return f"{cfg.steps} fine-tune steps (Adam, lr {cfg.lr:.2g}, batch {cfg.batch_size})" + (", quantization-aware" if cfg.qat else "")
+
+    def apply(self, plan, cfg: FinetuneConfig, ctx):
+        """The TrainPlan with this fine-tune's length and optimiser, and QAT where asked."""
+        if cfg.steps <= 0:
+            return replace(plan, steps=0)
+        plan = replace(plan, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size)
+        quantize = ctx.candidate.quantize if ctx.candidate is not None else None
+        if cfg.qat and quantize is not None and quantize.active:
+            from autocompress.training.qat import QAT
+
+            plan = replace(plan, wrappers=plan.wrappers + (QAT(quantize),))
+        return plan
+
+    def examples(self) -> list[FinetuneConfig]:
+        return [FinetuneConfig(steps=0), FinetuneConfig(steps=5, lr=1e-3, batch_size=16), FinetuneConfig(steps=5, batch_size=16, qat=True)]
