@@ -40,7 +40,10 @@ class CandidateConfig:
         for key, cfg in self._items:
             if key == name:
                 return cfg
-        raise AttributeError(f"CandidateConfig has no technique {name!r}")
+        try:  # registered after this config was made: the candidate does not use it
+            return technique(name).off
+        except ValueError:
+            raise AttributeError(f"CandidateConfig has no technique {name!r}") from None
 
     def __getitem__(self, name: str) -> Any:
         try:

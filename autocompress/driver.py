@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import yaml
 
-from autocompress.errors import CandidateError, CandidateStopped, ConfigError, RunDirError, TaskError, one_line
+from autocompress.errors import ConfigError, RunDirError, TaskError, one_line
 from autocompress.atomic import write_text_atomic
 from autocompress.hardware import HardwareProfile, check_available, load_profile
 from autocompress.run import RunDir, default_run_dir, load_run_task, new_manifest

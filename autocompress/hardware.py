@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from autocompress.errors import ConfigError
+from autocompress.names import BITS
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -153,7 +154,7 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
 # for the CPU EP of ONNX Runtime 1.32 (int4: QDQ with com.microsoft Q/DQ, run as
 # DequantizeLinear -> float Conv). Providers not listed are not assumed to run any.
 # The CUDA EP's quantized kernels were not checked on a GPU: it is held to fp32.
-SUPPORTED_BITS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("fp32", "int8", "int4")}
+SUPPORTED_BITS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": BITS}
 
 
 def supported_bits(profile: HardwareProfile) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from autocompress.report import TeacherRow, format_summary, pareto_plot_info, re
 from autocompress.atomic import write_text_atomic
 from autocompress.run import RunDir
 
-_FIRST = ["number", "state", "description", "val_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
+_FIRST = ["number", "state", "description", "details", "val_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
 
@@ -44,7 +44,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
         onnx_accuracy(run.path / p, test.x.numpy(), test.y.numpy()) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
-    cols = ["number", "description", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio",
+    cols = ["number", "description", "details", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio",
             "latency_ratio_recorded", "latency_ratio_predicted", "macs_ratio", "latency_ms", "size_bytes", "size_reduction", "acc_drop_pts",
             "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))

@@ -2,7 +2,7 @@
 
 The pipeline walks the registered techniques (autocompress.techniques) stage by stage:
 
-  copy the teacher once -> "model" techniques (blocks [+ warm-up], prune, lowrank), each on
+  copy the teacher once -> "model" techniques (blocks [+ warm-up], prune, low rank), each on
   the pipeline's copy -> "finetune" techniques set up the fine-tune (finetune [+ QAT],
   distill), which then runs (rung by rung with multi-fidelity) -> export ONNX -> "graph"
   techniques on the exported file (quantize) -> accuracy with ORT on val -> latency with
@@ -41,9 +41,16 @@ from autocompress.training.plan import TrainPlan
 from autocompress.transforms import TransformContext
 
 CALIBRATION_SAMPLES = 128
-# Stage timings in trials.csv (t_<stage>), in pipeline order; a technique registered later
-# is timed under its own name too.
-STAGES = ("blocks", "warmup", "prune", "lowrank", "finetune", "rungs", "export", "quantize", "accuracy", "latency")
+
+
+def stage_names() -> tuple[str, ...]:
+    """The stages a build is timed in (trials.csv's t_<stage>), in pipeline order: each
+    model technique (and the sub-steps it times, e.g. the block warm-up), the fine-tune (all
+    fine-tune techniques), the multi-fidelity rungs, the export, each graph technique, the
+    accuracy and the latency."""
+    model = [n for t in pipeline_order("model") for n in (t.name, *t.substages)]
+    graph = [n for t in pipeline_order("graph") for n in (t.name, *t.substages)]
+    return (*model, "finetune", "rungs", "export", *graph, "accuracy", "latency")
 
 
 def trial_dir(root: Path, number: int) -> Path:

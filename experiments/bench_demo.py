@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autocompress.pipeline import STAGES
+from autocompress.pipeline import stage_names
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,7 +50,7 @@ def main() -> int:
     trials = pd.read_csv(out / "trials.csv")
     front = pd.read_csv(out / "pareto.csv")
     built = trials[trials["duplicate_of"].isna()]
-    stage = {s: float(built.get(f"t_{s}", pd.Series(dtype=float)).fillna(0).sum()) for s in STAGES}
+    stage = {s: float(built.get(f"t_{s}", pd.Series(dtype=float)).fillna(0).sum()) for s in stage_names()}
     in_trials = float(built["t_total"].fillna(0).sum())
     overhead = timing["search_s"] - in_trials
     teacher = manifest["teacher"]

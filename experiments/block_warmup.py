@@ -36,7 +36,8 @@ from autocompress.pipeline import calibration_samples
 from autocompress.tasks.demo import demo_task
 from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logits
 from autocompress.training.warmup import block_errors, warmup_blocks_
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("layer1", "layer2", "layer3")
@@ -78,14 +79,14 @@ def main() -> int:
             for w in args.warmups:
                 for seed in args.seeds:
                     torch.manual_seed(seed)
-                    student = apply_transform(task.teacher, cfg, tctx)
+                    student = apply(task.teacher, cfg, tctx)
                     t0 = time.perf_counter()
                     warmup_blocks_(student, task.teacher, new, x_tr, w, seed=seed)
                     t_warm = time.perf_counter() - t0
                     errs = block_errors(student, task.teacher, new, x_tr[:256])
                     if prune:
                         shuffles = tuple(p for p, n in cfg.choices if n == "shuffle_v2")  # as pipeline._prune_cfg
-                        student = apply_transform(student, PruneConfig(prune, criterion="l1", exclude=shuffles), tctx)
+                        student = apply(student, PruneConfig(prune, criterion="l1", exclude=shuffles), tctx)
                         recalibrate_batchnorm_(student, x_tr)
                     for s in args.steps:
                         m = copy.deepcopy(student)

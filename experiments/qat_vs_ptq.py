@@ -49,7 +49,8 @@ from autocompress.pipeline import calibration_samples
 from autocompress.tasks.demo import demo_task
 from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logits
 from autocompress.training.qat import enable_qat_, layer_bits
-from autocompress.transforms import TransformContext, apply_transform
+from autocompress.techniques import apply
+from autocompress.transforms import TransformContext
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,7 +76,7 @@ def main() -> int:
 
     tctx = TransformContext(example_input=example, calibration=calib_t)
     torch.manual_seed(0)
-    pruned = apply_transform(task.teacher, PruneConfig(0.5), tctx)
+    pruned = apply(task.teacher, PruneConfig(0.5), tctx)
     recalibrate_batchnorm_(pruned, x_tr)
     starts = {"prune0.5": pruned, "noprune": task.teacher}
     cases = [("prune0.5", "int4"), ("prune0.5", "int8"), ("noprune", "int4")]

@@ -1,4 +1,5 @@
-"""`import autocompress` and the pure layers stay cheap: no torch, onnxruntime or optuna."""
+"""`import autocompress`, the pure layers, the technique registry and the search driver
+stay cheap: no torch, onnxruntime, optuna or ray until they are used."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 def test_import_is_lean():
     code = (
         "import sys, autocompress, autocompress.config, autocompress.space, autocompress.pareto, autocompress.errors\n"
+        "import autocompress.techniques, autocompress.schema, autocompress.names, autocompress.segments, autocompress.fidelity\n"
+        "import autocompress.recipes, autocompress.atomic, autocompress.backends, autocompress.backends.ray_cluster\n"
+        "import autocompress.driver, autocompress.run, autocompress.cli\n"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'optuna', 'ray') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -209,3 +209,9 @@ def test_qat_with_rungs_builds_and_its_weights_reload(prepared, tiny_task, tmp_p
     model = rebuild_student(tiny_task, cfg)
     model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
     assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)
+
+
+def test_stage_names_follow_the_registry_in_pipeline_order():
+    from autocompress.pipeline import stage_names
+
+    assert stage_names() == ("blocks", "warmup", "prune", "lowrank", "finetune", "rungs", "export", "quantize", "accuracy", "latency")

@@ -8,10 +8,9 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-import optuna
 
 from autocompress.backends import _optuna_compat as compat
-from autocompress.backends.study import RunStudy, make_sampler, record, trial_params  # noqa: F401  (re-exported)
+from autocompress.backends.study import RunStudy, StudyBacked, make_sampler, record, trial_params  # noqa: F401  (re-exported)
 from autocompress.config import CandidateConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.fidelity import Fidelity, RungBoard
@@ -23,33 +22,12 @@ def _decider(board: RungBoard, number: int) -> Callable[[int, float, float], Any
     return lambda rung, acc, ratio: board.decide(rung, number, acc, ratio)
 
 
-class OptunaBackend:
-    """Backend (see backends.Backend) over a RunStudy in `storage_url`."""
+class OptunaBackend(StudyBacked):
+    """Backend (see backends.Backend) over a RunStudy in `storage_url`: trials one after another here."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
                  fidelity: Optional[Fidelity] = None):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity)
-
-    # ---- the Backend protocol, from the study
-    @property
-    def max_acc_drop(self) -> Optional[float]:
-        return self.run_study.max_acc_drop
-
-    @property
-    def study(self) -> Optional[optuna.Study]:
-        return self.run_study.study
-
-    def open(self, *, new: bool) -> None:
-        self.run_study.open(new=new)
-
-    def finished_count(self) -> int:
-        return self.run_study.finished_count()
-
-    def records(self) -> list[dict[str, Any]]:
-        return self.run_study.records()
-
-    def store_remeasured(self, number: int, values: dict[str, Any]) -> None:
-        self.run_study.store_remeasured(number, values)
 
     # ---- the loop
     def optimize(

@@ -52,7 +52,7 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from autocompress.backends.study import DIRECTIONS, STUDY_NAME, RunStudy
+from autocompress.backends.study import DIRECTIONS, STUDY_NAME, RunStudy, StudyBacked
 from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.fidelity import RungBoard, board_history
 from autocompress.pipeline import evaluate_candidate
@@ -572,7 +572,7 @@ class _Progress(tune.Callback):
 # --------------------------------------------------------------------------- backend
 
 
-class RayTuneBackend:
+class RayTuneBackend(StudyBacked):
     """Backend (see backends.Backend) over the run's RunStudy, as the local backend's;
     trials run through a Ray Tune Tuner (see the module docstring). `setup` is what every
     trial needs."""
@@ -583,27 +583,6 @@ class RayTuneBackend:
         self.setup = setup
         self.opts = opts
         self.run_path = Path(run_path)
-
-    # ---- the Backend protocol, from the study
-    @property
-    def max_acc_drop(self) -> Optional[float]:
-        return self.run_study.max_acc_drop
-
-    @property
-    def study(self) -> Optional[optuna.Study]:
-        return self.run_study.study
-
-    def open(self, *, new: bool) -> None:
-        self.run_study.open(new=new)
-
-    def finished_count(self) -> int:
-        return self.run_study.finished_count()
-
-    def records(self) -> list[dict[str, Any]]:
-        return self.run_study.records()
-
-    def store_remeasured(self, number: int, values: dict[str, Any]) -> None:
-        self.run_study.store_remeasured(number, values)
 
     def optimize(self, evaluate=None, *, budget: int, time_budget: Optional[float] = None,
                  on_trial: Callable[[dict[str, Any]], None] = lambda record: None, clock=time.monotonic) -> None:

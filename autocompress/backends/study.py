@@ -155,8 +155,10 @@ class RunStudy:
 
     # ---- how a trial ends
     def describe(self, trial: optuna.Trial, cfg) -> None:
+        """The candidate's id, its compact label and the same in words, on its trial."""
         trial.set_user_attr("candidate_id", cfg.id)
         trial.set_user_attr("description", cfg.describe())
+        trial.set_user_attr("details", cfg.explain())
 
     def tell_complete(self, trial: optuna.Trial, values, attrs: dict[str, Any]) -> None:
         for k, v in attrs.items():
@@ -203,4 +205,31 @@ class RunStudy:
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
-__all__ = ["CONSTRAINT", "DIRECTIONS", "REMEASURED", "STUDY_NAME", "RunStudy", "make_sampler", "record", "trial_params"]
+class StudyBacked:
+    """The study side of the Backend protocol for a backend that holds its trials in a
+    RunStudy (`self.run_study`); the backend adds `optimize`."""
+
+    run_study: RunStudy
+
+    @property
+    def max_acc_drop(self) -> Optional[float]:
+        return self.run_study.max_acc_drop
+
+    @property
+    def study(self) -> Optional[optuna.Study]:
+        return self.run_study.study
+
+    def open(self, *, new: bool) -> None:
+        self.run_study.open(new=new)
+
+    def finished_count(self) -> int:
+        return self.run_study.finished_count()
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.run_study.records()
+
+    def store_remeasured(self, number: int, values: dict[str, Any]) -> None:
+        self.run_study.store_remeasured(number, values)
+
+
+__all__ = ["CONSTRAINT", "DIRECTIONS", "REMEASURED", "STUDY_NAME", "RunStudy", "StudyBacked", "make_sampler", "record", "trial_params"]

@@ -92,6 +92,7 @@ class Technique:
     switch: Optional[str] = None  # the key whose default switches the technique off (hand recipes)
     recipe_strict: bool = True  # a hand recipe whose `switch` value the space cannot take is dropped
     needs: tuple[str, ...] = ()  # techniques sampled before it whose configs `suggest` reads
+    substages: tuple[str, ...] = ()  # sub-steps `apply` times on their own with ctx.timed(name)
     # Written into every candidate's id even when off. True for the techniques of the first
     # release only, so the ids of earlier runs stay valid; a later technique enters an id only
     # when a candidate uses it, so adding one leaves every existing id as it was.
@@ -198,7 +199,8 @@ class Technique:
         return type(cfg)(**kw)
 
     def examples(self) -> list[Any]:
-        """Configs the conformance suite applies (autocompress.testing)."""
+        """Configs the conformance suite applies (autocompress.testing); an entry may be
+        (config, {other technique: its config}) where the technique reads another's."""
         return []
 
 

@@ -51,6 +51,7 @@ class Blocks(Technique):
     Config = BlockConfig
     off = BlockConfig()
     in_every_id = True
+    substages = ("warmup",)
 
     # ---- the section
     def parse(self, body: Any, source: str) -> Spec:

@@ -74,4 +74,8 @@ class Finetune(Technique):
         return plan
 
     def examples(self) -> list[FinetuneConfig]:
-        return [FinetuneConfig(steps=0), FinetuneConfig(steps=5, lr=1e-3, batch_size=16), FinetuneConfig(steps=5, batch_size=16, qat=True)]
+        from autocompress.techniques.quantize import QuantizeConfig
+
+        qat = FinetuneConfig(steps=5, batch_size=16, qat=True)
+        return [FinetuneConfig(steps=0), FinetuneConfig(steps=5, lr=1e-3, batch_size=16),
+                (qat, {"quantize": QuantizeConfig("int8", "uint8", "qdq")}), (qat, {"quantize": QuantizeConfig(segment_bits=("int4", "int8"), format="qdq")})]
