@@ -31,8 +31,11 @@ on the loopback interface with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which must b
 before Ray is imported (backends.ray_cluster.open_session does); without it Ray 2.60 swaps
 127.0.0.1 for the machine's primary address and listens on every interface.
 
-Ray Tune's OptunaSearch keeps its trials in private attributes; `_GuardedOptunaSearch`
-reads them through four small methods at the end of its class, checked against Ray 2.60.0.
+Ray's private parts, checked against Ray 2.60.0 (RAY_CHECKED_AGAINST): Tune's OptunaSearch
+keeps its trials in private attributes, which `_GuardedOptunaSearch` reads through five
+small methods at the end of its class and nowhere else; `connect` passes `ray.init` its
+underscore options `_node_ip_address` and `_temp_dir` (a local instance on 127.0.0.1 in a
+temp dir of its own).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.fidelity import RungBoard, board_history
 from autocompress.pipeline import evaluate_candidate
 
+RAY_CHECKED_AGAINST = "2.60.0"
 METRICS = ["val_accuracy", "latency_ratio", "size_bytes"]
 MODES = ["max" if d == "maximize" else "min" for d in DIRECTIONS]
 LATENCY_ACTOR = "autocompress-latency"
