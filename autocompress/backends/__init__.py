@@ -3,12 +3,13 @@ trials in the run's Optuna study (backends.study). `Backend` is what the search 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 SAMPLERS = ("tpe", "nsga2", "random")  # Optuna samplers by name (backends.study.make_sampler)
 BACKENDS = ("optuna", "ray")  # local trials one after another (backends.optuna); trials as Ray processes (backends.ray_tune)
 
 
+@runtime_checkable
 class Backend(Protocol):
     """What the search needs of a backend."""
 
