@@ -19,7 +19,6 @@ from autocompress.config import CandidateConfig
 from autocompress.errors import ConfigError
 from autocompress.schema import Choice, Fixed, Param, Range, Replay, Settings, TrialLike, largest, values_of
 from autocompress.techniques import Spec, technique, techniques
-from autocompress.techniques.blocks import WARMUP_PARAM, BlockSpec  # noqa: F401  (re-exported)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -74,16 +73,6 @@ class SearchSpace:
     def settings_for(self, section: str) -> Settings:
         found = self.specs.get(section)
         return found.settings if found is not None and found.settings is not None else Settings()
-
-    @property
-    def blocks(self) -> Optional[BlockSpec]:
-        """The blocks section (None when the space has none)."""
-        return self.spec("blocks").extra
-
-    @property
-    def block_choices(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
-        """Per block target found in the model: the choices that fit it (after bind)."""
-        return self.blocks.bound if self.blocks is not None else ()
 
     def searched(self) -> list[str]:
         """Names of the parameters that are actually searched (not fixed)."""

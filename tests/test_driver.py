@@ -1,4 +1,4 @@
-"""search.py beyond the CLI: the manifest, rebuilding a run's task and a trial's model."""
+"""The search driver beyond the CLI: the manifest, rebuilding a run's task and a trial's model."""
 
 from __future__ import annotations
 

@@ -380,7 +380,7 @@ def test_blocks_bind_to_the_model_and_exclude_impossible_choices_visibly(tiny_ta
     space = SearchSpace.from_dict({"blocks": {"targets": "auto", "choices": ["keep", "skip", "mbconv_e3_k3"]}})
     assert SearchSpace.from_dict(space.to_dict()).fingerprint == space.fingerprint
     bound, notes = space.bind(tiny_task.teacher, tiny_task.train.x[:2])
-    assert bound.block_choices == (("block1", ("keep", "skip", "mbconv_e3_k3")), ("block2", ("keep", "mbconv_e3_k3")))
+    assert bound.spec("blocks").extra.bound == (("block1", ("keep", "skip", "mbconv_e3_k3")), ("block2", ("keep", "mbconv_e3_k3")))
     assert notes[0] == "blocks: targets block1, block2"
     assert any(n.startswith("blocks: skip excluded for block2 (skip cannot map 8 -> 16 channels at stride 2") for n in notes)
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))

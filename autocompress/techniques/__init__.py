@@ -11,7 +11,6 @@ from autocompress.techniques._registry import (
     format_values,
     pipeline_order,
     register_technique,
-    registered,
     technique,
     technique_of,
     techniques,
@@ -19,5 +18,5 @@ from autocompress.techniques._registry import (
 )
 from autocompress.techniques import prune, lowrank, quantize, finetune, distill, blocks  # noqa: E402,F401  (register, in this order)
 
-__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "registered", "technique",
+__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "technique",
            "technique_of", "techniques", "unregister_technique"]

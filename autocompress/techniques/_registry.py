@@ -28,10 +28,9 @@ is imported inside `apply` / `bind`, so `import autocompress.space` stays cheap.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from dataclasses import replace as _replace
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from autocompress.errors import ConfigError
 from autocompress.schema import Fixed, Key, Param, Settings, TrialLike, parse_param, parse_settings
@@ -237,16 +236,6 @@ def unregister_technique(name: str) -> None:
     _REGISTRY.pop(name)
 
 
-@contextmanager
-def registered(cls: type, name: str, *, stage: str, order: int) -> Iterator[Technique]:
-    """`cls` registered under `name` for the length of the with-block."""
-    register_technique(name, stage=stage, order=order)(cls)
-    try:
-        yield _REGISTRY[name]
-    finally:
-        unregister_technique(name)
-
-
 def techniques() -> list[Technique]:
     """Every registered technique, in registration (sampling) order."""
     return list(_REGISTRY.values())
@@ -284,5 +273,5 @@ def technique(name: str) -> Technique:
         raise ValueError(f"unknown technique {name!r}; registered: {list(_REGISTRY)}") from None
 
 
-__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "registered", "technique",
+__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "technique",
            "technique_of", "techniques", "unregister_technique"]

@@ -95,3 +95,31 @@ def test_a_search_samples_it_describes_it_and_switches_it_off_in_the_recipes(toy
         if row["param.scale.factor"] != 1.0:
             assert f"scale x{row['param.scale.factor']:g}" in row["description"]
     assert "scale:\n  factor:" in (out / "space.yaml").read_text()
+
+
+def test_registering_it_leaves_every_existing_id_and_label_as_it_was(toy):
+    """Against the ids and labels recorded before this technique (or the registry) existed.
+    trials.csv rounds float params to 10 digits, so a recorded trial with a sampled learning
+    rate does not rebuild its exact config: the ids are compared where nothing is rounded."""
+    import json
+
+    from autocompress.space import load_space
+
+    golden = json.loads((FIXTURES / "trial_sequence.json").read_text())
+    compared = 0
+    for case, name in (("global-tpe", "global"), ("default-nsga2", "default"), ("rich-random", str(FIXTURES / "space_rich.yaml"))):
+        space = load_space(name).bind(*_demo_binding())[0]  # no scale section: off in every candidate
+        for t in golden[case]["trials"]:
+            cfg = space.config_from_params(t["params"])
+            assert cfg.scale == toy.ScaleConfig() and "scale" not in cfg.to_dict()
+            assert cfg.describe() == t["description"]
+            if "finetune.lr" not in t["params"] and not any(isinstance(v, float) and "temperature" in k for k, v in t["params"].items()):
+                assert cfg.id == t["candidate_id"]
+                compared += 1
+    assert compared >= 10
+
+
+def _demo_binding():
+    from tests.backends.test_trial_sequence import _demo_binding
+
+    return _demo_binding()
