@@ -8,8 +8,8 @@ all apply.
                         --data experiments/tasks/conv1d_signals.py:build_data --budget 30
 
 The teacher is trained once (seeded) and cached under $AUTOCOMPRESS_CACHE, keyed by this
-file's source. The file stands alone, as a user's task file does (`--model FILE.py:FN` imports
-it by path), so its teacher-training code repeats that of vgg_patterns.py.
+file's source. The file stands alone, as a user's task file does (`--model FILE.py:FN`
+imports it by path), so its teacher-training code repeats that of vgg_patterns.py.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ plain conv-BN-ReLU stacks and max-pooling, no residuals, a two-layer classifier 
                         --data experiments/tasks/vgg_patterns.py:build_data --budget 30
 
 The teacher is trained once (seeded) and cached under $AUTOCOMPRESS_CACHE (default
-~/.cache/autocompress), keyed by this file's source. The file stands alone, as a user's task file does (`--model FILE.py:FN` imports
-it by path), so its teacher-training code repeats that of conv1d_signals.py.
+~/.cache/autocompress), keyed by this file's source. The file stands alone, as a user's task file does
+(`--model FILE.py:FN` imports it by path), so its teacher-training code repeats that of conv1d_signals.py.
 """
 
 from __future__ import annotations
