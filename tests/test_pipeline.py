@@ -182,13 +182,31 @@ def test_a_candidate_not_promoted_at_a_rung_stops_with_its_rung_results(prepared
 def test_a_promoted_candidate_finishes_the_full_pipeline(prepared, tmp_path):
     from autocompress.fidelity import Fidelity
 
-    calls, at_rung = _rung_recorder(True)
-    res = build_candidate(KD_INT8, prepared, tmp_path / "p", fidelity=Fidelity((4, 10)), at_rung=at_rung)
+    import onnx
+
+    measured = []  # the op types of every graph the latency worker was given
+    worker = prepared.latency_worker
+    real_measure = worker.measure
+
+    def recording_measure(path, *args, **kwargs):
+        measured.append(sorted(node.op_type for node in onnx.load(str(path)).graph.node))
+        return real_measure(path, *args, **kwargs)
+
+    worker.measure = recording_measure
+    try:
+        calls, at_rung = _rung_recorder(True)
+        res = build_candidate(KD_INT8, prepared, tmp_path / "p", fidelity=Fidelity((4, 10)), at_rung=at_rung)
+    finally:
+        del worker.measure
     assert len(calls) == 1 and res.onnx_path.is_file() and 0.0 <= res.val_accuracy <= 1.0
     assert res.rung_results[0]["promoted"] is True and res.rung_results[0]["steps"] == 4
     assert res.stage_seconds["rungs"] > 0 and res.stage_seconds["finetune"] > 0
-    # the rung's latency probe had the candidate's graph: same quantized graph, similar ratio
-    assert abs(calls[0][2] - res.latency.ratio) < 0.5
+    assert calls[0][2] > 0 and res.latency.ratio > 0
+    # the rung's latency probe had the candidate's graph: the same quantized ops as the final file
+    # (compared by structure, not by the two timings: on a 0.02 ms model they differ by noise)
+    final_ops = sorted(node.op_type for node in onnx.load(str(res.onnx_path)).graph.node)
+    assert len(measured) == 2 and measured[0] == measured[1] == final_ops
+    assert any(op.startswith(("QLinear", "QuantizeLinear", "ConvInteger", "MatMulInteger")) for op in final_ops)
 
 
 def test_rungs_must_end_at_the_candidates_fine_tune(prepared, tmp_path):
