@@ -17,7 +17,7 @@ LAYERS = [
     ["schema", "pareto", "fidelity", "hardware"],  # pure data and numerics; hardware profiles
     ["tasks.", "transforms.", "training.", "export.", "evaluation."],  # what touches models and ONNX files
     ["techniques."],  # one file per technique: config, search-space schema, sampling, labels, apply
-    ["config", "space", "recipes"],  # candidates and search spaces, over the registry
+    ["config", "space", "recipes", "climb"],  # candidates and search spaces, over the registry; the structured start
     ["pipeline", "testing"],  # one candidate config -> measured metrics; the conformance suite
     ["backends."],  # drive the pipeline over a space (Optuna here, Ray Tune on a cluster)
     ["run", "outputs", "report."],  # the run directory and what is written into it

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from autocompress.techniques._registry import (
     STAGES,
+    Move,
     Spec,
     Technique,
     apply,
     format_values,
     pipeline_order,
     register_technique,
+    segment_moves,
+    step,
     technique,
     technique_of,
     techniques,
@@ -18,5 +21,6 @@ from autocompress.techniques._registry import (
 )
 from autocompress.techniques import prune, lowrank, quantize, finetune, distill, blocks  # noqa: E402,F401  (register, in this order)
 
-__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "technique",
+__all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "segment_moves",
+           "step", "technique",
            "technique_of", "techniques", "unregister_technique"]

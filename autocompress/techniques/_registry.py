@@ -33,7 +33,7 @@ from dataclasses import replace as _replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from autocompress.errors import ConfigError
-from autocompress.schema import Fixed, Key, Param, Settings, TrialLike, parse_param, parse_settings
+from autocompress.schema import Choice, Fixed, Key, Param, Range, Settings, TrialLike, parse_param, parse_settings
 
 STAGES = ("model", "finetune", "graph")
 
@@ -66,6 +66,60 @@ class Spec:
 
     def with_param(self, key: str, param: Param) -> "Spec":
         return _replace(self, params={**self.params, key: param})
+
+
+@dataclass(frozen=True)
+class Move:
+    """One step of a technique towards more compression: `changes` ({trial parameter:
+    value}) applied to a trial's params; `whole` when it moves every segment (or target)
+    at once. `what` says it in a few words ("prune ratio +0.15, segment 2")."""
+
+    what: str
+    changes: Mapping[str, Any]
+    whole: bool
+
+
+def segment_names(spec: Spec, key: str) -> list[str]:
+    """The trial parameters of a segmented key: ['prune.ratio'] with `per: global`,
+    ['prune.ratio.0', 'prune.ratio.1', ...] with `per: segment`."""
+    st = spec.settings or Settings()
+    name = spec.param_name(key)
+    return [name] if st.per == "global" else [f"{name}.{i}" for i in range(st.n)]
+
+
+def step(param: Param, value: Any, *, up: bool, by: Optional[float] = None, ladder: Optional[Sequence[Any]] = None) -> Any:
+    """The value one step from `value` (upwards or downwards) within `param`, or None when
+    there is none. A range moves `by` (snapped to its grid); a choice moves to the next of its
+    values in numeric order, or along `ladder` (values not on the ladder are never proposed)."""
+
+    if isinstance(param, Range):
+        if by is None or value is None:
+            return None
+        new = param.snap(value + by if up else value - by)
+        return None if new == value else new
+    if isinstance(param, Choice):
+        order = [v for v in ladder if v in param.values] if ladder is not None else sorted(param.values)
+        if value not in order:
+            return order[0] if order and ladder is not None and up else None
+        i = order.index(value) + (1 if up else -1)
+        return order[i] if 0 <= i < len(order) else None
+    return None
+
+
+def segment_moves(spec: Spec, key: str, params: Mapping[str, Any], *, up: bool, what: str, by: Optional[float] = None,
+                  ladder: Optional[Sequence[Any]] = None, unset: Any = None) -> list[Move]:
+    """Moves of a segmented key: every segment one step at once, then each segment alone
+    (when there are several). `unset`: the value of a parameter the trial did not sample."""
+    names = segment_names(spec, key)
+    param = spec.params[key]
+    stepped = {n: step(param, params.get(n, unset), up=up, by=by, ladder=ladder) for n in names}
+    stepped = {n: v for n, v in stepped.items() if v is not None}
+    if not stepped:
+        return []
+    moves = [Move(f"{what}, every segment" if len(names) > 1 else what, stepped, True)]
+    if len(names) > 1:
+        moves += [Move(f"{what}, segment {names.index(n)}", {n: v}, False) for n, v in stepped.items()]
+    return moves
 
 
 def format_values(one: Any, per_segment: Optional[Sequence[Any]]) -> str:
@@ -197,6 +251,13 @@ class Technique:
                 kw[f.name] = v
         return type(cfg)(**kw)
 
+    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list["Move"]:
+        """One step more compression from a trial's `params` (all of its trial parameters),
+        for the structured search (autocompress.climb): a Move of the whole model first, then
+        one per segment or target, each changing this technique's parameters only. [] when
+        the technique cannot compress further or has no notion of stronger (the default)."""
+        return []
+
     def examples(self) -> list[Any]:
         """Configs the conformance suite applies (autocompress.testing); an entry may be
         (config, {other technique: its config}) where the technique reads another's."""
@@ -273,5 +334,5 @@ def technique(name: str) -> Technique:
         raise ValueError(f"unknown technique {name!r}; registered: {list(_REGISTRY)}") from None
 
 
-__all__ = ["STAGES", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "technique",
+__all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "format_values", "segment_moves", "segment_names", "step", "pipeline_order", "register_technique", "technique",
            "technique_of", "techniques", "unregister_technique"]

@@ -13,11 +13,14 @@ from typing import Any, Mapping, Optional
 
 from autocompress.errors import ConfigError
 from autocompress.names import parse_block
-from autocompress.schema import Fixed, Key, parse_param
-from autocompress.techniques._registry import Spec, Technique, register_technique
+from autocompress.schema import Choice, Fixed, Key, parse_param
+from autocompress.techniques._registry import Move, Spec, Technique, register_technique, step
 
 WARMUP_PARAM = "blocks.warmup"  # the trial parameter of blocks.warmup (so no target may be named 'warmup')
 _WARMUP = Key(int, 0, 0, 100_000)
+# Moves of the structured search, each block one step cheaper: a basic residual block (two
+# full 3x3 convolutions) -> an inverted residual -> a depthwise-separable conv -> nothing.
+CHEAPER = ("keep", "mbconv_e3_k3", "dwsep_k3", "skip")
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,22 @@ class Blocks(Technique):
                 new = [path for path, name in cfg.choices if name != "keep"]
                 warmup_blocks_(model, ctx.teacher, new, ctx.train_x, cfg.warmup_steps, seed=ctx.seed)
         return model
+
+    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
+        """Every target one step along CHEAPER at once, then each target alone."""
+        b = spec.extra
+        stepped = {}
+        for target, choices in (b.bound if b is not None else ()):
+            if len(choices) > 1:
+                new = step(Choice(tuple(choices)), params.get(f"blocks.{target}", "keep"), up=True, ladder=CHEAPER)
+                if new is not None:
+                    stepped[f"blocks.{target}"] = new
+        if not stepped:
+            return []
+        moves = [Move("cheaper blocks, every target", stepped, True)]
+        if len(stepped) > 1:
+            moves += [Move(f"{name.split('.', 1)[1]} -> {v}", {name: v}, False) for name, v in stepped.items()]
+        return moves
 
     def examples(self) -> list[BlockConfig]:
         """For the demo architecture (layer1: 48 -> 48, layer2: 48 -> 96 at stride 2, ...)."""

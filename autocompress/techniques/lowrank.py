@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from autocompress.schema import Key
-from autocompress.techniques._registry import Spec, Technique, format_values, register_technique
+from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class LowRank(Technique):
         cfg = LowRankConfig(rank_ratio=float(rank if rank is not None else 1.0), segment_ratios=tuple(map(float, seg)) if seg else None,
                             exclude=exclude)
         return cfg if cfg.active else LowRankConfig(exclude=exclude)
+
+    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
+        """The next lower rank ratio of the space (a range: 0.25 lower), every segment, then each alone."""
+        return segment_moves(spec, "rank_ratio", params, up=False, by=0.25, what="lower rank", unset=1.0)
 
     def label(self, cfg: LowRankConfig, candidate) -> str:
         return f"rank {format_values(cfg.rank_ratio, cfg.segment_ratios)}" if cfg.active else ""

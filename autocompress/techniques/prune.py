@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 
 from autocompress.names import PRUNE_CRITERIA
 from autocompress.schema import Key
-from autocompress.techniques._registry import Spec, Technique, format_values, register_technique
+from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class PruneConfig:
         return any(r > 0 for r in (self.segment_ratios or (self.ratio,)))
 
 
+STRONGER_STEP = 0.15  # a move of the structured search: 0.5 -> 0.65 -> 0.8 of the channels removed
+
+
 @register_technique("prune", stage="model", order=20)
 class Prune(Technique):
     Config = PruneConfig
@@ -58,6 +61,10 @@ class Prune(Technique):
             return PruneConfig(exclude=exclude)
         round_to = int(spec.get(trial, "round_to"))
         return PruneConfig(cfg.ratio, cfg.segment_ratios, spec.get(trial, "criterion"), round_to if round_to > 1 else None, exclude)
+
+    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
+        """Every segment's ratio (or the one ratio) up by STRONGER_STEP, then each alone."""
+        return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"prune ratio +{STRONGER_STEP:g}", unset=0.0)
 
     def label(self, cfg: PruneConfig, candidate) -> str:
         if not cfg.active:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 from autocompress.errors import ConfigError
 from autocompress.names import BITS
 from autocompress.schema import Key, values_of
-from autocompress.techniques._registry import Spec, Technique, format_values, register_technique
+from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,11 @@ class Quantize(Technique):
         fmt = "qdq" if "int4" in set(bits or (mode,)) else spec.get(trial, "format")
         return QuantizeConfig(mode=cfg.mode, activations=spec.get(trial, "activations"), format=fmt,
                               calibration=spec.get(trial, "calibration"), segment_bits=bits)
+
+    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
+        """fp32 -> int8 weights, every segment, then each alone. int4 is left to the sampler:
+        4-bit weights buy size, and on CPUs run slower than int8 (QDQ, dequantized)."""
+        return segment_moves(spec, "mode", params, up=True, ladder=("fp32", "int8"), what="int8 weights", unset="fp32")
 
     def label(self, cfg: QuantizeConfig, candidate) -> str:
         if not cfg.active:
