@@ -52,6 +52,11 @@ class SearchOptions:
 
 
 DEFAULT_BUDGET = 100
+# The accuracy drop (points below the teacher, on val) beyond which a candidate is not
+# usable when --max-acc-drop is not given: the hypervolume's reference (autocompress.pareto).
+# Trials beyond it are kept in trials.csv and inform the sampler (an Optuna constraint),
+# but are not on the front.
+DEFAULT_DROP_LIMIT = 10.0
 
 
 def _check_options(o: SearchOptions) -> None:
@@ -193,8 +198,14 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
     else:
         run = RunDir.check_new(Path(o.out) if o.out else default_run_dir(task.name))
     budget = o.budget or DEFAULT_BUDGET
+    drop_limit = o.max_acc_drop if o.max_acc_drop is not None else DEFAULT_DROP_LIMIT
     seed = 0 if o.seed is None else o.seed
     sampler = o.sampler or "tpe"
+    # the structured start climbs within the drop limit given, else within CLIMB_LIMIT; random
+    # search stays random (the baseline it is compared with)
+    from autocompress.climb import CLIMB_LIMIT
+
+    climb_limit = None if sampler == "random" else (o.max_acc_drop if o.max_acc_drop is not None else CLIMB_LIMIT)
 
     backend_name = o.backend or "optuna"
     session = None
@@ -215,7 +226,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         manifest = (manifest if resume else new_manifest()) | {
             "task": task.spec, "task_fingerprint": task.fingerprint, "space_fingerprint": space.fingerprint,
             "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
-            "budget": budget, "max_acc_drop": o.max_acc_drop, "checkpoint": o.checkpoint,
+            "budget": budget, "max_acc_drop": o.max_acc_drop, "drop_limit": drop_limit, "checkpoint": o.checkpoint,
             "input_shape": list(task.input_shape), "backend": backend_name,
         }
         if fidelity is not None:
@@ -254,17 +265,21 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             f"Teacher: val {100 * ctx.teacher.val_accuracy:.2f}%  {ctx.teacher.latency_ms:.3f} ms  "
             f"{ctx.teacher.size_bytes / 1024:.0f} KB   searching {budget} trials (sampler {sampler}, seed {seed})"
         )
+        progress(f"Drop limit: {drop_limit:g} pt below the teacher's val accuracy"
+                 + (" (the default; set it with --max-acc-drop)" if o.max_acc_drop is None else "")
+                 + ": the front holds the candidates within it")
         if session is None:
             from autocompress.backends.optuna import OptunaBackend
 
-            backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop, fidelity=fidelity)
+            backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity,
+                                    climb_limit=climb_limit)
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
             setup = session.setup(task=task, space=space, profile=profile, teacher=ctx.teacher, seed=seed, checkpoint=o.checkpoint,
                                   table=table, teacher_macs=ctx.teacher_macs)
             backend = RayTuneBackend(run.storage_url, space, setup=setup, opts=session.opts, run_path=run.path,
-                                     sampler=sampler, seed=seed, max_acc_drop=o.max_acc_drop, fidelity=fidelity)
+                                     sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity, climb_limit=climb_limit)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
         try:
@@ -324,8 +339,8 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
 
 
 def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> list[tuple[int, float, float]]:
-    """Time every front point again (a fresh measurement, never the cache) and use those
-    values in the run's tables; the front is recomputed from them until every point on
+    """Time every front point and hand recipe again (a fresh measurement, never the cache)
+    and use those values in the run's tables; the front is recomputed from them until every point on
     it has been re-measured (a point that turns out slower can let another onto the
     front). Logged per point; returns (trial, recorded ratio, re-measured ratio)."""
     from autocompress.outputs import teacher_row
@@ -338,11 +353,13 @@ def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> 
         return changes
     while True:
         df = trials_frame(backend.records(), teacher_row(ctx.teacher), max_acc_drop=backend.max_acc_drop)
-        todo = df[df["pareto"] & ~flag_column(df, "remeasured")]
+        # the hand recipes too: the front is compared with them, so both are timed alike
+        recipe = df["recipe"].notna() & df["state"].eq("COMPLETE") & df["duplicate_of"].isna() if "recipe" in df else False
+        todo = df[(df["pareto"] | recipe) & ~flag_column(df, "remeasured")]
         if todo.empty:
             return changes
         if not changes:
-            progress(f"Re-measuring the front's latency ({len(todo)} points) ...")
+            progress(f"Re-measuring the latency of the front and the hand recipes ({len(todo)} points) ...")
         for _, row in todo.iterrows():
             n = int(row["number"])
             try:

@@ -26,8 +26,9 @@ class OptunaBackend(StudyBacked):
     """Backend (see backends.Backend) over a RunStudy in `storage_url`: trials one after another here."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
-                 fidelity: Optional[Fidelity] = None):
-        self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity)
+                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None):
+        self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
+                                  climb_limit=climb_limit)
 
     # ---- the loop
     def optimize(
@@ -51,6 +52,7 @@ class OptunaBackend(StudyBacked):
             if time_budget is not None and clock() - start >= time_budget:
                 logging.getLogger(__name__).info("time budget reached")
                 break
+            rs.plan_ahead(budget)
             trial = study.ask()
             try:
                 cfg: CandidateConfig = rs.space.suggest(trial)

@@ -483,13 +483,16 @@ class _GuardedOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna COMPLETE only for a finished candidate, FAIL (with
     the reason) for everything else, and stores the candidate's attributes on the trial."""
 
-    def __init__(self, *args, define: _DefineByRun, **kwargs):
+    def __init__(self, *args, define: _DefineByRun, budget: Optional[int] = None, **kwargs):
         super().__init__(*args, space=define, **kwargs)
         self._define = define
+        self.budget = budget  # the search's: the structured start plans against it (None: no structured start)
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.pending: dict[str, Any] = {}  # errored trials waiting for their reason
 
     def suggest(self, trial_id: str):
+        if self.budget is not None:
+            self._define.run_study.using(self._study()).plan_ahead(self.budget)
         config = super().suggest(trial_id)
         if config is not None:
             self.numbers[trial_id] = self._open_trial(trial_id).number
@@ -582,8 +585,9 @@ class RayTuneBackend(StudyBacked):
     trial needs."""
 
     def __init__(self, storage_url: str, space, *, setup: TrialSetup, opts: RayOptions, run_path: Path, sampler: str = "tpe",
-                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None):
-        self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity)
+                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None, climb_limit: Optional[float] = None):
+        self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
+                                  climb_limit=climb_limit)
         self.setup = setup
         self.opts = opts
         self.run_path = Path(run_path)
@@ -598,7 +602,7 @@ class RayTuneBackend(StudyBacked):
             return
         searcher = _GuardedOptunaSearch(
             define=_DefineByRun(rs, rs.built_candidates()), metric=METRICS, mode=MODES, sampler=rs.sampler(),
-            study_name=STUDY_NAME, storage=optuna.storages.RDBStorage(rs.storage_url),
+            study_name=STUDY_NAME, storage=optuna.storages.RDBStorage(rs.storage_url), budget=budget,
         )
         board = None
         if rs.fidelity is not None:  # one rung board for all trials, on the driver's node, seeded with the study's rungs

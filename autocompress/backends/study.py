@@ -30,20 +30,17 @@ _NOT_IN_RECORDS = {"stage_seconds", CONSTRAINT, "config", "rung_results", "measu
 _STATES = optuna.trial.TrialState
 
 
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return trial.user_attrs.get(CONSTRAINT, [0.0])
-
-
-def make_sampler(name: str, *, seed: int, constrained: bool) -> optuna.samplers.BaseSampler:
-    cf = _constraints if constrained else None
+def make_sampler(name: str, *, seed: int) -> optuna.samplers.BaseSampler:
+    """The named sampler. TPE and NSGA-II read each trial's constraint (set when it is told,
+    RunStudy.tell_complete): trials beyond the drop limit inform them but are not chased."""
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate + group are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # group=True: the space is conditional (no alpha/T without fine-tune, no int8
             # options for fp32); grouping keeps multivariate TPE joint within each branch.
-            return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, n_startup_trials=10, multivariate=True, group=True)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf, population_size=20)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
@@ -72,9 +69,10 @@ class RunStudy:
     died are marked FAIL ('interrupted') and their params enqueued again on resume."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0,
-                 max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None):
+                 max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None):
         self.space = space
         self.max_acc_drop = max_acc_drop
+        self.climb_limit = climb_limit  # the structured start's accuracy-drop limit (autocompress.climb), or None: no climb
         self.fidelity = fidelity  # multi-fidelity (autocompress.fidelity), or None: every candidate gets its full fine-tune
         self.storage_url = storage_url
         self.sampler_name = sampler
@@ -92,7 +90,7 @@ class RunStudy:
         """A fresh sampler, seeded by the run's seed and the trials so far (a resumed run does
         not replay the first run's draws)."""
         n_done = len(self.study.trials) if self.study is not None else 0
-        return make_sampler(self.sampler_name, seed=self.seed + n_done, constrained=self.max_acc_drop is not None)
+        return make_sampler(self.sampler_name, seed=self.seed + n_done)
 
     def open(self, *, new: bool) -> None:
         storage = optuna.storages.RDBStorage(self.storage_url)
@@ -106,6 +104,28 @@ class RunStudy:
         else:
             for t in self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)):
                 self.interrupt(t, "interrupted (driver stopped); re-enqueued")
+
+    # ---- the structured start
+    def plan_ahead(self, budget: int) -> int:
+        """Enqueue the climb's next trials (autocompress.climb) once the trials it waits for
+        (hand recipes, the round in flight) are finished; returns how many were enqueued."""
+        if self.climb_limit is None:
+            return 0
+        from autocompress import climb
+        from autocompress.recipes import KD
+
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == _STATES.WAITING or (t.state == _STATES.RUNNING and ("recipe" in t.user_attrs or climb.ROUND in t.user_attrs))
+               for t in trials):
+            return 0
+        done = [climb.Done(t.number, t.params, t.user_attrs.get("acc_drop_pts"), *(t.values[1:] if t.state == _STATES.COMPLETE else (None, None)),
+                           attrs={k: t.user_attrs[k] for k in climb.ATTRS if k in t.user_attrs})
+                for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
+        fine_tune = {k: v for k, v in (self.space.recipe(KD) or {}).items() if k.startswith(("finetune.", "distill."))}
+        steps = climb.plan(self.space, done, limit=self.climb_limit, budget=budget, started=len(trials), fine_tune=fine_tune)
+        for st in steps:
+            self.study.enqueue_trial(st.params, user_attrs=st.attrs)
+        return len(steps)
 
     # ---- what the study holds
     def built_candidates(self) -> dict[str, int]:
@@ -163,8 +183,10 @@ class RunStudy:
     def tell_complete(self, trial: optuna.Trial, values, attrs: dict[str, Any]) -> None:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        if self.max_acc_drop is not None:
-            trial.set_user_attr(CONSTRAINT, [attrs["acc_drop_pts"] - self.max_acc_drop])
+        if self.max_acc_drop is not None:  # feasible when <= 0 (Optuna's constrained samplers)
+            excess = attrs["acc_drop_pts"] - self.max_acc_drop
+            trial.set_user_attr(CONSTRAINT, [excess])
+            trial.set_constraint(CONSTRAINT, excess)
         self.study.tell(trial, [float(v) for v in values])
 
     def tell_outcome(self, trial: optuna.Trial, outcome: Outcome, t_total: float) -> None:
@@ -190,6 +212,8 @@ class RunStudy:
             if k not in ("recipe", "retry_of", "t_total"):
                 trial.set_user_attr(k, v)
         trial.set_user_attr("duplicate_of", original)
+        for key, value in src.constraints.items():  # as constrained as the trial it copies
+            trial.set_constraint(key, value)
         trial.set_user_attr("t_total", 0.0)
         if src.state == _STATES.PRUNED:  # stopped at a rung: so is its duplicate
             self.study.tell(trial, state=_STATES.PRUNED)
@@ -202,7 +226,10 @@ class RunStudy:
         next run builds it."""
         compat.fail_stored_trial(self.study, trial, {"failure_reason": reason, "interrupted": True})
         if trial.params:
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            from autocompress.climb import ATTRS
+
+            kept = {k: trial.user_attrs[k] for k in ("recipe", *ATTRS) if k in trial.user_attrs}
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **kept})
 
 
 class StudyBacked:

@@ -69,8 +69,8 @@ def test_records_leave_out_internal_attributes(tmp_path):
 
 
 def test_make_sampler():
-    assert isinstance(make_sampler("tpe", seed=0, constrained=False), optuna.samplers.TPESampler)
-    assert isinstance(make_sampler("nsga2", seed=0, constrained=True), optuna.samplers.NSGAIISampler)
-    assert isinstance(make_sampler("random", seed=0, constrained=False), optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler("tpe", seed=0), optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("nsga2", seed=0), optuna.samplers.NSGAIISampler)
+    assert isinstance(make_sampler("random", seed=0), optuna.samplers.RandomSampler)
     with pytest.raises(ConfigError, match="--sampler must be one of"):
-        make_sampler("grid", seed=0, constrained=False)
+        make_sampler("grid", seed=0)

@@ -5,9 +5,12 @@ to the demo's model architecture, with a deterministic stand-in for the pipeline
 candidate's three objectives are a fixed function of its config (no training, no timing),
 so the sampler sees the same values on every run. The sequence of trials (parameters,
 labels, candidate ids, recipes, duplicates) and the Pareto front are compared with
-tests/fixtures/trial_sequence.json, which was recorded before the technique registry
-replaced the hand-written config and space code. A change in that file means the search
-itself behaves differently.
+tests/fixtures/trial_sequence.json. The backend runs as `autocompress search` runs it: the
+default drop limit as the samplers' constraint and, but for random search, the structured
+start (autocompress.climb) after the hand recipes. The file was first recorded before the
+technique registry replaced the hand-written config and space code (and matched it after),
+then again when the default drop limit and the climb changed where the search spends its
+trials. A change in that file means the search itself behaves differently.
 
 Regenerate (only for an intended change of behaviour): python -m tests.backends.test_trial_sequence
 """
@@ -77,7 +80,11 @@ def record(space_name: str, sampler: str, storage_dir: Path, *, budget: int = BU
 
     model, x = _demo_binding()
     space, _ = load_space(space_name).bind(model, x)
-    backend = OptunaBackend(f"sqlite:///{storage_dir / f'{Path(space_name).stem}-{sampler}.db'}", space, sampler=sampler, seed=0)
+    from autocompress.climb import CLIMB_LIMIT
+    from autocompress.driver import DEFAULT_DROP_LIMIT
+
+    backend = OptunaBackend(f"sqlite:///{storage_dir / f'{Path(space_name).stem}-{sampler}.db'}", space, sampler=sampler, seed=0,
+                            max_acc_drop=DEFAULT_DROP_LIMIT, climb_limit=None if sampler == "random" else CLIMB_LIMIT)
     backend.open(new=True)
 
     def evaluate(cfg, number, **kw):
@@ -90,6 +97,7 @@ def record(space_name: str, sampler: str, storage_dir: Path, *, budget: int = BU
         trials.append({
             "number": rec["number"], "state": rec["state"], "description": rec.get("description"),
             "candidate_id": rec.get("candidate_id"), "recipe": rec.get("recipe"), "duplicate_of": rec.get("duplicate_of"),
+            "climb": rec.get("climb_what"),
             "params": {k[len("param."):]: v for k, v in sorted(rec.items()) if k.startswith("param.")},
         })
     done = [t for t in backend.study.trials if t.state.name == "COMPLETE"]
