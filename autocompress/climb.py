@@ -5,10 +5,12 @@ before the sampler takes over. Pure: it reads finished trials and says which to 
 A round proposes moves from its base (the fastest candidate within the climb's limit so far):
 each technique's `stronger` steps (autocompress.techniques.Move) applied to the base's trial
 parameters. The first rounds move every segment of one technique at once; when such a round
-no longer pays, the rounds move one segment (or block) at a time. After a round, the moves
-that paid (usable, and faster or much smaller than the base) are combined into one candidate.
-The climb stops when a round of per-segment moves pays nothing, or at CLIMB_SHARE of the
-budget; the sampler has the trials after it, and every climb trial informs it.
+no longer pays, the rounds move one segment (or block) at a time, and when those no longer
+pay, one segment at a time by a finer step (FINE of a range's step: prune +0.05). After a
+round, the moves that paid (usable, and faster or much smaller than the base) are combined
+into one candidate. The climb stops when a round of fine moves pays nothing, or at
+CLIMB_SHARE of the budget; the sampler has the trials after it, and every climb trial
+informs it; a sampled trial that beats the climb's base starts a new round from it.
 
 A move that changes the model's structure on a base without fine-tuning (the int8 teacher)
 gets the recipes' distillation fine-tune: a pruned model without one is broken.
@@ -24,6 +26,8 @@ CLIMB_LIMIT = 1.0  # points of val accuracy a climb step may lose when no --max-
 CLIMB_SHARE = 2 / 3  # the climb plans trials up to this share of the budget
 FASTER = 0.98  # a move pays when its latency ratio is below FASTER x its base's ...
 SMALLER = 0.9  # ... or it is no slower (within 1 / FASTER) and at most SMALLER x the size
+FINE = 1 / 3  # the last rounds' steps, of a range's usual step (prune +0.05 instead of +0.15)
+MODES = ("whole", "parts", "fine")  # every segment at once; one at a time; one at a time, finer
 
 ROUND, KIND, BASE, MODE, WHAT = "climb_round", "climb", "climb_base", "climb_mode", "climb_what"  # trial attributes
 ATTRS = (ROUND, KIND, BASE, MODE, WHAT)
@@ -114,9 +118,9 @@ def _moves(space, base: Done, mode: str, rnd: int, seen: set[str], fine_tune: Ma
 
     out = []
     for t in techniques():
-        for move in t.stronger(space.spec(t.name), base.params):
-            if move.whole != (mode == "whole"):
-                continue
+        moves = t.stronger(space.spec(t.name), base.params, scale=FINE if mode == "fine" else 1.0)
+        wholes, parts = [m for m in moves if m.whole], [m for m in moves if not m.whole]
+        for move in wholes if mode == "whole" else (parts or wholes):  # a technique of one part moves it whole
             params, cfg = complete(space, {**base.params, **move.changes}, fine_tune)
             if cfg.id in seen:
                 continue
@@ -176,18 +180,20 @@ def plan(space, done: Sequence[Done], *, limit: float, budget: int, started: int
     now = best(done, limit)
     if now is not None and now.number != base.number and better(now, base):
         return _first(space, now, rnd + 1, mode, seen, fine_tune)[:cap]
-    if mode == "whole":
-        return _moves(space, base, "parts", rnd + 1, seen, fine_tune)[:cap]
+    for later in MODES[MODES.index(mode) + 1:]:  # this round paid nothing: smaller moves, from the same base
+        steps = _moves(space, base, later, rnd + 1, seen, fine_tune)
+        if steps:
+            return steps[:cap]
     return []
 
 
 def _first(space, base: Done, rnd: int, mode: str, seen: set[str], fine_tune) -> list[Step]:
-    """The moves of a round in `mode`; a round of whole moves with nothing left to move
-    becomes one of per-segment moves."""
-    steps = _moves(space, base, mode, rnd, seen, fine_tune)
-    if not steps and mode == "whole":
-        steps = _moves(space, base, "parts", rnd, seen, fine_tune)
-    return steps
+    """The moves of a round in `mode`, or in the first later mode with anything to move."""
+    for m in MODES[MODES.index(mode):]:
+        steps = _moves(space, base, m, rnd, seen, fine_tune)
+        if steps:
+            return steps
+    return []
 
 
 __all__ = ["ATTRS", "CLIMB_LIMIT", "CLIMB_SHARE", "Done", "Step", "best", "better", "complete", "plan"]

@@ -48,6 +48,7 @@ def test_search_writes_every_output(search_run, cli_inputs):
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["budget"] == 3 and manifest["seed"] == 0 and manifest["sampler"] == "tpe"
     assert manifest["profile"] == "fast"
+    assert manifest["max_acc_drop"] is None and manifest["drop_limit"] == 10.0  # the default limit, recorded
     assert manifest["task"] == {"kind": "user", "model": TINY_MODEL_SPEC, "data": TINY_DATA_SPEC}
     assert manifest["space_fingerprint"] == load_space(str(cli_inputs.space)).fingerprint
     assert manifest["profile_fingerprint"] == load_profile(str(cli_inputs.profile)).fingerprint
@@ -332,6 +333,11 @@ def test_the_front_is_remeasured_at_the_end_and_the_tables_use_it(search_run):
     assert done["not_faster"].isin([True, False]).all() and done["latency_passes"].ge(1).all()
     pareto = pd.read_csv(search_run.out / "pareto.csv")
     assert {"not_faster", "latency_ratio_recorded"} <= set(pareto.columns)
+    # the hand recipes are re-measured with the front: the two compare alike
+    recipes = done[done["recipe"].notna() & done["duplicate_of"].isna()]
+    assert len(recipes) >= 1 and recipes["remeasured"].eq(True).all()
+    # the front holds only candidates within the default drop limit (all trials stay in trials.csv)
+    assert (front["acc_drop_pts"] <= 10.0 + 1e-9).all()
 
 
 def test_verify_remeasures_every_front_point(search_run, tmp_path, capsys):

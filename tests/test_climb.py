@@ -97,7 +97,7 @@ def test_moves_that_pay_are_combined_then_the_climb_goes_on_from_the_best():
     assert r2[0].params["prune.ratio.0"] == 0.8
 
 
-def test_when_whole_moves_stop_paying_single_segments_move_and_then_the_climb_ends():
+def test_when_whole_moves_stop_paying_single_segments_move_then_finer_and_then_the_climb_ends():
     done = recipes_done(RECIPES)
     r1 = run_plan(done)
     done += as_done(r1, 3, [(1.5, 0.12, 100e3), (0.5, 0.179, 170e3)])  # too inaccurate; not faster by 2%
@@ -106,6 +106,11 @@ def test_when_whole_moves_stop_paying_single_segments_move_and_then_the_climb_en
     assert all(s.attrs[climb.MODE] == "parts" and s.attrs[climb.BASE] == 2 for s in r2)
     assert r2[0].params["prune.ratio.0"] == 0.65 and r2[0].params["prune.ratio.1"] == 0.5
     done += as_done(r2, 5, [(2.0, 0.15, 150e3), (None, None, None)])  # one beyond the limit, one failed
+    r3 = run_plan(done)  # one segment at a time by a finer step; the lower rank was tried already
+    assert [s.attrs[climb.WHAT] for s in r3] == ["prune ratio +0.05, segment 0", "prune ratio +0.05, segment 1"]
+    assert all(s.attrs[climb.MODE] == "fine" and s.attrs[climb.ROUND] == 3 for s in r3)
+    assert (r3[0].params["prune.ratio.0"], r3[0].params["prune.ratio.1"]) == (0.55, 0.5)
+    done += as_done(r3, 7, [(1.2, 0.17, 170e3), (0.9, 0.179, 175e3)])  # beyond the limit; not faster by 2%
     assert run_plan(done) == []
 
 

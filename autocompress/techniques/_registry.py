@@ -107,11 +107,17 @@ def step(param: Param, value: Any, *, up: bool, by: Optional[float] = None, ladd
 
 
 def segment_moves(spec: Spec, key: str, params: Mapping[str, Any], *, up: bool, what: str, by: Optional[float] = None,
-                  ladder: Optional[Sequence[Any]] = None, unset: Any = None) -> list[Move]:
+                  ladder: Optional[Sequence[Any]] = None, unset: Any = None, scale: float = 1.0) -> list[Move]:
     """Moves of a segmented key: every segment one step at once, then each segment alone
-    (when there are several). `unset`: the value of a parameter the trial did not sample."""
+    (when there are several). `unset`: the value of a parameter the trial did not sample.
+    With `scale` < 1 a range moves `by * scale` (at least its grid step) and a choice not at all."""
     names = segment_names(spec, key)
     param = spec.params[key]
+    if scale < 1:
+        if not isinstance(param, Range) or by is None:
+            return []
+        by = max(by * scale, param.step or 0.0)
+        what = f"{what.split(' +')[0]} +{by:g}" if " +" in what else what
     stepped = {n: step(param, params.get(n, unset), up=up, by=by, ladder=ladder) for n in names}
     stepped = {n: v for n, v in stepped.items() if v is not None}
     if not stepped:
@@ -251,11 +257,12 @@ class Technique:
                 kw[f.name] = v
         return type(cfg)(**kw)
 
-    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list["Move"]:
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list["Move"]:
         """One step more compression from a trial's `params` (all of its trial parameters),
         for the structured search (autocompress.climb): a Move of the whole model first, then
-        one per segment or target, each changing this technique's parameters only. [] when
-        the technique cannot compress further or has no notion of stronger (the default)."""
+        one per segment or target, each changing this technique's parameters only. `scale` < 1
+        asks for a finer step (a range's step scaled; a choice has none finer: no move). []
+        when the technique cannot compress further or has no notion of stronger (the default)."""
         return []
 
     def examples(self) -> list[Any]:

@@ -181,9 +181,11 @@ class Blocks(Technique):
                 warmup_blocks_(model, ctx.teacher, new, ctx.train_x, cfg.warmup_steps, seed=ctx.seed)
         return model
 
-    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
-        """Every target one step along CHEAPER at once, then each target alone."""
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
+        """Every target one step along CHEAPER at once, then each target alone (no finer step)."""
         b = spec.extra
+        if scale < 1:
+            return []
         stepped = {}
         for target, choices in (b.bound if b is not None else ()):
             if len(choices) > 1:

@@ -47,9 +47,9 @@ class LowRank(Technique):
                             exclude=exclude)
         return cfg if cfg.active else LowRankConfig(exclude=exclude)
 
-    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
-        """The next lower rank ratio of the space (a range: 0.25 lower), every segment, then each alone."""
-        return segment_moves(spec, "rank_ratio", params, up=False, by=0.25, what="lower rank", unset=1.0)
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
+        """The next lower rank ratio of the space (a range: 0.25 x scale lower), every segment, then each alone."""
+        return segment_moves(spec, "rank_ratio", params, up=False, by=0.25, what="lower rank", unset=1.0, scale=scale)
 
     def label(self, cfg: LowRankConfig, candidate) -> str:
         return f"rank {format_values(cfg.rank_ratio, cfg.segment_ratios)}" if cfg.active else ""

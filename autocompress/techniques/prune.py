@@ -62,9 +62,10 @@ class Prune(Technique):
         round_to = int(spec.get(trial, "round_to"))
         return PruneConfig(cfg.ratio, cfg.segment_ratios, spec.get(trial, "criterion"), round_to if round_to > 1 else None, exclude)
 
-    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
-        """Every segment's ratio (or the one ratio) up by STRONGER_STEP, then each alone."""
-        return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"prune ratio +{STRONGER_STEP:g}", unset=0.0)
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
+        """Every segment's ratio (or the one ratio) up by STRONGER_STEP x scale, then each alone."""
+        return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"prune ratio +{STRONGER_STEP:g}", unset=0.0,
+                             scale=scale)
 
     def label(self, cfg: PruneConfig, candidate) -> str:
         if not cfg.active:

@@ -68,10 +68,10 @@ class Quantize(Technique):
         return QuantizeConfig(mode=cfg.mode, activations=spec.get(trial, "activations"), format=fmt,
                               calibration=spec.get(trial, "calibration"), segment_bits=bits)
 
-    def stronger(self, spec: Spec, params: Mapping[str, Any]) -> list[Move]:
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
         """fp32 -> int8 weights, every segment, then each alone. int4 is left to the sampler:
         4-bit weights buy size, and on CPUs run slower than int8 (QDQ, dequantized)."""
-        return segment_moves(spec, "mode", params, up=True, ladder=("fp32", "int8"), what="int8 weights", unset="fp32")
+        return segment_moves(spec, "mode", params, up=True, ladder=("fp32", "int8"), what="int8 weights", unset="fp32", scale=scale)
 
     def label(self, cfg: QuantizeConfig, candidate) -> str:
         if not cfg.active:
