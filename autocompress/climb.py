@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 CLIMB_LIMIT = 1.0  # points of val accuracy a climb step may lose when no --max-acc-drop is given
-CLIMB_SHARE = 2 / 3  # the climb plans trials up to this share of the budget
+CLIMB_SHARE = 0.8  # the climb plans trials up to this share of the budget
 FASTER = 0.98  # a move pays when its latency ratio is below FASTER x its base's ...
 SMALLER = 0.9  # ... or it is no slower (within 1 / FASTER) and at most SMALLER x the size
 FINE = 1 / 3  # the last rounds' steps, of a range's usual step (prune +0.05 instead of +0.15)
