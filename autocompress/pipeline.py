@@ -138,6 +138,7 @@ class CandidateResult:
     rung_results: list[dict[str, Any]] = field(default_factory=list)  # multi-fidelity: the candidate's rungs before the last
     macs: int = 0  # multiply-accumulates of its Conv/Linear layers (the FLOPs proxy)
     predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, nodes it had to estimate)
+    steps_run: Optional[int] = None  # fine-tune steps actually run (fewer than asked when stopped early)
 
 
 def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
@@ -280,10 +281,21 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
         handles = [w.begin(student, tctx.example_input) for w in plan.wrappers]
     rung_results: list[dict[str, Any]] = []
     done = 0
+    plateau = None  # early stopping: one fine-tune only (rungs compare candidates at equal steps)
+    if plan.early_stop is not None and len(rungs) == 1 and plan.steps > 0:
+        from autocompress.training.early_stop import Plateau
+
+        plateau = Plateau(plan.early_stop, plan.steps)
     for rung, steps in enumerate(rungs):
+        stop = None
+        if plateau is not None:
+            def stop(step: int) -> bool:
+                ended = plateau.should_stop(step, lambda: torch_accuracy(student, task.val.x, task.val.y))
+                student.train()
+                return ended
         with stage("finetune"):  # a rung after the first: a new cosine cycle from where the last ended
             distill_(student, task.train.x, task.train.y, ctx.soft_targets, replace(plan, steps=steps - done), plan,
-                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps)
+                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps, stop=stop)
         done = steps
         if rung < len(rungs) - 1:
             with stage("rungs"):
@@ -305,8 +317,9 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
         predicted = ctx.predict_ratio(final) if ctx.table is not None else None
         latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
     macs = sum(l.macs for l in layer_configs(student, tctx.example_input, cfg.quantize))
+    steps_run = plateau.history[-1][0] if plateau is not None and plateau.since >= plateau.rule.patience else done
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, stage.seconds, ort_only, rung_results,
-                           macs=macs, predicted=predicted)
+                           macs=macs, predicted=predicted, steps_run=steps_run)
 
 
 def _ort_only(path: Path) -> bool:
@@ -402,6 +415,8 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
     }
     if fidelity is not None:
         attrs["rung_results"] = res.rung_results
+    if cfg.finetune.early_stop and res.steps_run is not None:
+        attrs["finetune_steps_run"] = res.steps_run  # of cfg.finetune.steps: fewer when the val accuracy stopped moving
     if res.predicted is not None:
         attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
     return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)

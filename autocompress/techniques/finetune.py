@@ -13,16 +13,21 @@ from autocompress.schema import Key
 from autocompress.techniques._registry import Spec, Technique, register_technique
 
 
+EARLY_STOP_DEFAULT = False
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Distillation fine-tune length and optimiser settings (steps = 0: no fine-tune).
     qat: fake-quantize the weights during the fine-tune at the bit widths the export will
-    apply (only with steps > 0 and some quantized layer)."""
+    apply (only with steps > 0 and some quantized layer). early_stop: end the fine-tune
+    when the val accuracy has stopped moving (training.early_stop)."""
 
     steps: int = 0
     lr: float = 1e-3
     batch_size: int = 64
     qat: bool = False
+    early_stop: bool = False
 
     @property
     def active(self) -> bool:
@@ -38,6 +43,7 @@ class Finetune(Technique):
         "lr": Key(float, 1e-3, 0.0, 1.0, low_open=True),
         "batch_size": Key(int, 64, 1, 4096),
         "qat": Key(bool, False),  # quantization-aware fine-tune (when something is quantized)
+        "early_stop": Key(bool, EARLY_STOP_DEFAULT),  # end a fine-tune whose val accuracy stopped moving
     }
     switch = "steps"
     needs = ("quantize",)  # QAT only when the candidate quantizes something
@@ -48,7 +54,8 @@ class Finetune(Technique):
         if steps <= 0:  # the optimiser settings and QAT do not matter
             return replace(self.off, steps=steps)
         return FinetuneConfig(steps=steps, lr=float(spec.get(trial, "lr")), batch_size=int(spec.get(trial, "batch_size")),
-                              qat=bool(spec.get(trial, "qat")) if chosen["quantize"].active else False)
+                              qat=bool(spec.get(trial, "qat")) if chosen["quantize"].active else False,
+                              early_stop=bool(spec.get(trial, "early_stop")))
 
     def label(self, cfg: FinetuneConfig, candidate) -> str:
         kd = candidate.distill if candidate is not None else None
@@ -59,19 +66,31 @@ class Finetune(Technique):
     def explain(self, cfg: FinetuneConfig, candidate) -> str:
         if cfg.steps <= 0:
             return "no fine-tune"
-        return f"{cfg.steps} fine-tune steps (Adam, lr {cfg.lr:.2g}, batch {cfg.batch_size})" + (", quantization-aware" if cfg.qat else "")
+        return (f"{cfg.steps} fine-tune steps (Adam, lr {cfg.lr:.2g}, batch {cfg.batch_size})" + (", quantization-aware" if cfg.qat else "")
+                + (", stopped early when val accuracy stops moving" if cfg.early_stop else ""))
 
     def apply(self, plan, cfg: FinetuneConfig, ctx):
         """The TrainPlan with this fine-tune's length and optimiser, and QAT where asked."""
         if cfg.steps <= 0:
             return replace(plan, steps=0)
         plan = replace(plan, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size)
+        if cfg.early_stop:
+            from autocompress.training.early_stop import EarlyStop
+
+            plan = replace(plan, early_stop=EarlyStop())
         quantize = ctx.candidate.quantize if ctx.candidate is not None else None
         if cfg.qat and quantize is not None and quantize.active:
             from autocompress.training.qat import QAT
 
             plan = replace(plan, wrappers=plan.wrappers + (QAT(quantize),))
         return plan
+
+    def to_dict(self, cfg: FinetuneConfig) -> dict[str, Any]:
+        """Without `early_stop` when off, so the ids of candidates from before it stay valid."""
+        out = super().to_dict(cfg)
+        if not out.get("early_stop"):
+            out.pop("early_stop", None)
+        return out
 
     def examples(self) -> list[FinetuneConfig]:
         from autocompress.techniques.quantize import QuantizeConfig

@@ -54,13 +54,15 @@ def distill_(
     *,
     seed: int = 0,
     between_steps: Optional[Callable[[], None]] = None,
+    stop: Optional[Callable[[int], bool]] = None,
 ) -> nn.Module:
     """Fine-tune `student` in place for `finetune.steps` steps of Adam (cosine-decayed
     learning rate) on minibatches of (x, y) with precomputed teacher logits. `finetune`
     has steps, lr and batch_size, `distill` alpha and temperature (their configs, or one
     training.plan.TrainPlan for both).
     `between_steps()` is called after every step (e.g. to let a latency measurement on
-    the same cores go first)."""
+    the same cores go first); `stop(step)` after every step (1-based) ends the fine-tune
+    when it returns True (early stopping)."""
     if finetune.steps <= 0:
         return student.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -69,7 +71,7 @@ def distill_(
     student.train()
     n, bs = len(y), min(finetune.batch_size, len(y))
     perm, pos = torch.randperm(n, generator=gen), 0
-    for _ in range(finetune.steps):
+    for step in range(1, finetune.steps + 1):
         if pos + bs > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos : pos + bs]
@@ -81,6 +83,8 @@ def distill_(
         sched.step()
         if between_steps is not None:
             between_steps()
+        if stop is not None and stop(step):
+            break
     return student.eval()
 
 

@@ -9,7 +9,8 @@ from typing import Any
 @dataclass(frozen=True)
 class TrainPlan:
     """Adam for `steps` steps (cosine-decayed `lr`) on minibatches of `batch_size`, with the
-    distillation loss alpha * CE + (1 - alpha) * T^2 * KL at `temperature` (training.distill).
+    distillation loss alpha * CE + (1 - alpha) * T^2 * KL at `temperature` (training.distill),
+    ended early when the val metric stops moving if `early_stop` (training.early_stop) is set.
     `wrappers` change the model for the length of the fine-tune: each has
     begin(model, example_input) -> a handle whose bake_() ends it (e.g. training.qat.QAT)."""
 
@@ -19,6 +20,7 @@ class TrainPlan:
     alpha: float = 0.5
     temperature: float = 4.0
     wrappers: tuple[Any, ...] = ()
+    early_stop: Any = None  # training.early_stop.EarlyStop, or None: every step runs
 
 
 __all__ = ["TrainPlan"]
