@@ -207,9 +207,11 @@ class RunStudy:
     def tell_duplicate(self, trial: optuna.Trial, original: int) -> None:
         """The same candidate was already built and measured by trial `original`: `trial`
         takes its result and attributes, marked duplicate_of."""
+        from autocompress.climb import ATTRS
+
         src = self.study.trials[original]
         for k, v in src.user_attrs.items():
-            if k not in ("recipe", "retry_of", "t_total"):
+            if k not in ("recipe", "retry_of", "t_total", *ATTRS):  # what the trial was, not what it measured
                 trial.set_user_attr(k, v)
         trial.set_user_attr("duplicate_of", original)
         for key, value in src.constraints.items():  # as constrained as the trial it copies
