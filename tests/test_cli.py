@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from types import SimpleNamespace
 
@@ -298,6 +299,30 @@ def test_trials_csv_numbers_are_finite(search_run):
         assert np.isfinite(done[col]).all(), col
     assert (done["speedup"] * done["latency_ratio"]).round(9).eq(1.0).all()
     assert yaml.safe_load((search_run.out / "profile.yaml").read_text())["name"] == "fast"
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_the_search_climbs_after_the_hand_recipes_unless_it_is_random(sampler, cli_inputs, tmp_path, capsys):
+    from autocompress.climb import CLIMB_SHARE
+    from autocompress.cli import main
+
+    out, space = tmp_path / "run", tmp_path / "space.yaml"
+    space.write_text(cli_inputs.space.read_text().replace("{low: 0.0, high: 0.5, step: 0.25}", "{low: 0.0, high: 0.8, step: 0.05}"))
+    assert "0.8" in space.read_text()  # room above the recipes' 50% for the climb's first move
+    args = search_args(cli_inputs, "--budget", 6, "--sampler", sampler, "--max-acc-drop", 100, "--out", out)
+    args[args.index("--space") + 1] = str(space)
+    assert main(args) == 0
+    assert "Drop limit: 100 pt below the teacher's val accuracy: the front" in capsys.readouterr().out
+    trials = pd.read_csv(out / "trials.csv")
+    climbed = trials["climb_what"].notna() if "climb_what" in trials else pd.Series(False, index=trials.index)
+    if sampler == "random":
+        assert not climbed.any()
+    else:  # right after the recipes, from the fastest one (every recipe is within a 100-pt limit)
+        assert climbed.iloc[3] and not climbed.iloc[:3].any()
+        recipes = trials.iloc[:3]
+        told = recipes["latency_ratio_recorded"].fillna(recipes["latency_ratio"]) if "latency_ratio_recorded" in recipes else recipes["latency_ratio"]
+        assert int(trials["climb_base"].iloc[3]) == int(recipes["number"][told.idxmin()])  # what the study was told
+        assert climbed.sum() <= math.ceil(6 * CLIMB_SHARE) - 3
 
 
 @pytest.mark.slow
