@@ -63,11 +63,33 @@ def flag_column(df: pd.DataFrame, col: str) -> pd.Series:
     return df[col].astype("boolean").fillna(False).astype(bool) if col in df else pd.Series(False, index=df.index)
 
 
+def recipe_comparison(trials: pd.DataFrame, *, within: float = 1.0) -> Optional[str]:
+    """One line: the fastest candidate within `within` pt of the teacher (val) against the
+    fastest hand recipe within it, both as the tables have them (re-measured at the end of
+    the search); None when the run has no hand recipe."""
+    if "recipe" not in trials:
+        return None
+    ok = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna() & (trials["acc_drop_pts"] <= within + 1e-9)]
+    recipes = ok[ok["recipe"].notna()]
+    if ok.empty:
+        return f"Within {within:g} pt of the teacher (val): no candidate"
+    best = ok.loc[ok["latency_ratio"].idxmin()]
+    head = f"Within {within:g} pt of the teacher (val): fastest {1 / best['latency_ratio']:.2f}x (#{int(best['number'])})"
+    if recipes.empty:
+        return head + "; no hand recipe is within it"
+    rb = recipes.loc[recipes["latency_ratio"].idxmin()]
+    if int(rb["number"]) == int(best["number"]):
+        return head + f", the hand recipe '{rb['recipe']}': the search found nothing faster"
+    gain = rb["latency_ratio"] / best["latency_ratio"]
+    return head + f"; fastest hand recipe {1 / rb['latency_ratio']:.2f}x (#{int(rb['number'])} '{rb['recipe']}'): {gain:.2f}x faster than it"
+
+
 def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front", trials: Optional[pd.DataFrame] = None) -> str:
     """Teacher row, then each front point: speedup, size reduction, val and test accuracy.
     A point whose ONNX file uses com.microsoft operators (runs on ONNX Runtime only) is
     marked with '†', one that is not faster than the teacher beyond measurement noise with
-    '‡'. With `trials`, a last line counts the built candidates that were not faster."""
+    '‡'. With `trials`, a line compares the fastest candidate within 1 pt with the fastest
+    hand recipe within it, and a last line counts the built candidates that were not faster."""
     ort_only = flag_column(front, "ort_only")
     slow = flag_column(front, "not_faster")
     labels = {i: str(d) + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "") for i, d in front.get("description", pd.Series(dtype=str)).items()}
@@ -88,6 +110,10 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
         lines.append("† uses com.microsoft operators (ONNX Runtime's QOperator contrib ops, or 4-bit Q/DQ below opset 21): runs on ONNX Runtime only")
     if slow.any():
         lines.append("‡ not faster than the teacher beyond measurement noise (the ratio's 95% interval reaches 1)")
+    if trials is not None:
+        line = recipe_comparison(trials)
+        if line:
+            lines.append(line)
     if trials is not None and "not_faster" in trials:
         built = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
         flagged = built[flag_column(built, "not_faster")]

@@ -167,3 +167,28 @@ def test_summary_flags_points_that_are_not_faster_and_counts_them():
     assert any("int8 qdq/s8 ‡" in line for line in lines) and not any("prune 0.5 ‡" in line for line in lines)
     assert "‡ not faster than the teacher beyond measurement noise" in text
     assert "Not faster than the teacher on this profile: 1 of 2 built candidates, e.g. #1 int8 qdq/s8 (0.95x)" in text
+
+
+AT_ONE = TeacherRow(val_accuracy=1.0, test_accuracy=1.0, latency_ms=2.0, size_bytes=1000)  # a teacher at 100% val
+
+
+def _with_recipes(rows):
+    """trials_frame over records with (number, val accuracy, latency ratio, recipe or None)."""
+    records = [{"number": n, "state": "COMPLETE", "val_accuracy": acc, "latency_ratio": ratio, "size_bytes": 100.0,
+                "description": f"c{n}", "recipe": recipe} for n, acc, ratio, recipe in rows]
+    return trials_frame(records, AT_ONE)
+
+
+def test_the_summary_compares_the_fastest_point_within_1_pt_with_the_fastest_hand_recipe():
+    from autocompress.report.tables import recipe_comparison
+
+    df = _with_recipes([(0, 0.995, 0.30, "int8 teacher"), (1, 0.99, 0.20, "prune 50% + KD + int8"), (2, 0.98, 0.05, None),
+                        (3, 0.992, 0.10, None)])
+    line = recipe_comparison(df)
+    assert line == ("Within 1 pt of the teacher (val): fastest 10.00x (#3); fastest hand recipe 5.00x "
+                    "(#1 'prune 50% + KD + int8'): 2.00x faster than it")  # #2 is 10x but 2 pt below the teacher
+    assert line in format_summary(df[df["pareto"]], AT_ONE, trials=df)
+    same = recipe_comparison(_with_recipes([(0, 0.995, 0.30, "int8 teacher"), (1, 0.99, 0.40, None)]))
+    assert same.endswith("the hand recipe 'int8 teacher': the search found nothing faster")
+    assert recipe_comparison(_with_recipes([(0, 0.9, 0.3, "int8 teacher")])) == "Within 1 pt of the teacher (val): no candidate"
+    assert recipe_comparison(trials_frame([{"number": 0, "state": "FAIL"}], AT_ONE)) is None  # no recipe column: nothing to say
