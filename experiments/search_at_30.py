@@ -3,6 +3,7 @@
 synthetic signals), searched side by side, seeded.
 
     .venv/bin/python experiments/search_at_30.py [--tasks demo,vgg,conv1d] [--seeds 0,1,2] [--budget 30] [--out runs/at30]
+        [--space SPACE.yaml]
 
 Each (task, seed) is one `autocompress search` subprocess, as a user would run it. Read
 from the run directory, per run:
@@ -73,6 +74,7 @@ def main() -> int:
     ap.add_argument("--tasks", default="demo,vgg,conv1d")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budget", type=int, default=30)
+    ap.add_argument("--space", default=None, help="a search space instead of the default")
     ap.add_argument("--out", default="runs/at30")
     ap.add_argument("--note", default="")
     ap.add_argument("--results", default=str(HERE / "results" / "search_at_30.jsonl"))
@@ -85,7 +87,7 @@ def main() -> int:
             if out.exists():
                 shutil.rmtree(out)
             cmd = [sys.executable, "-m", "autocompress.cli", "search", *TASKS[task], "--budget", str(args.budget), "--seed", str(seed),
-                   "--out", str(out)]
+                   "--out", str(out), *(["--space", args.space] if args.space else [])]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             row = {"date": dt.date.today().isoformat(), "commit": commit, "note": args.note, "task": task, "seed": seed,

@@ -182,3 +182,27 @@ def test_the_local_backend_climbs_after_the_recipes_and_hands_over_to_the_sample
     rec = b.records()[3]
     assert rec["climb_what"] and rec["climb"] == "move" and rec["climb_base"] == 2
 
+
+
+def _block_moves(space, params):
+    from autocompress.techniques import technique
+
+    return technique("blocks").stronger(space.spec("blocks"), climb.complete(space, params, {})[0])
+
+
+def test_a_block_move_warms_the_new_block_up_when_the_space_searches_it():
+    from autocompress.space import load_space
+    from tests.backends.test_trial_sequence import _demo_binding
+
+    plain, _ = load_space("default").bind(*_demo_binding())
+    assert all("blocks.warmup" not in m.changes for m in _block_moves(plain, {}))  # fixed at 0: left alone
+    data = plain.to_dict()
+    data["blocks"]["warmup"] = [0, 50]
+    warm, _ = SearchSpace.from_dict(data).bind(*_demo_binding())
+    got = _block_moves(warm, {})  # every block kept
+    assert got[0].whole and got[0].changes == {"blocks.layer1": "dwsep_k3", "blocks.layer2": "dwsep_k3", "blocks.layer3": "dwsep_k3",
+                                               "blocks.warmup": 50}
+    assert [m.changes for m in got[1:]] == [{"blocks.layer1": "dwsep_k3", "blocks.warmup": 50}, {"blocks.layer2": "dwsep_k3", "blocks.warmup": 50},
+                                            {"blocks.layer3": "dwsep_k3", "blocks.warmup": 50}]
+    skipped = [m.changes for m in _block_moves(warm, {"blocks.layer1": "dwsep_k3", "blocks.warmup": 0})]
+    assert {"blocks.layer1": "skip"} in skipped  # nothing to warm up in a skipped block

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 from autocompress.errors import ConfigError
 from autocompress.names import parse_block
-from autocompress.schema import Choice, Fixed, Key, parse_param
+from autocompress.schema import Choice, Fixed, Key, largest, parse_param
 from autocompress.techniques._registry import Move, Spec, Technique, register_technique, step
 
 WARMUP_PARAM = "blocks.warmup"  # the trial parameter of blocks.warmup (so no target may be named 'warmup')
@@ -184,7 +184,10 @@ class Blocks(Technique):
         return model
 
     def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
-        """Every target one step along CHEAPER at once, then each target alone (no finer step)."""
+        """Every target one step along CHEAPER at once, then each target alone (no finer step).
+        A move that brings in a new block warms it up with the space's longest warm-up (a
+        freshly initialised block needs it: experiments/README.md, block warm-up), when the
+        space searches blocks.warmup."""
         b = spec.extra
         if scale < 1:
             return []
@@ -196,9 +199,15 @@ class Blocks(Technique):
                     stepped[f"blocks.{target}"] = new
         if not stepped:
             return []
-        moves = [Move("cheaper blocks, every target", stepped, True)]
+        warm = spec.params.get("warmup")
+        warmup = {} if warm is None or isinstance(warm, Fixed) or params.get(WARMUP_PARAM, 0) else {WARMUP_PARAM: largest(warm)}
+
+        def move(what: str, changes: dict[str, str], whole: bool) -> Move:
+            return Move(what, {**changes, **(warmup if any(v != "skip" for v in changes.values()) else {})}, whole)
+
+        moves = [move("cheaper blocks, every target", stepped, True)]
         if len(stepped) > 1:
-            moves += [Move(f"{name.split('.', 1)[1]} -> {v}", {name: v}, False) for name, v in stepped.items()]
+            moves += [move(f"{name.split('.', 1)[1]} -> {v}", {name: v}, False) for name, v in stepped.items()]
         return moves
 
     def examples(self) -> list[BlockConfig]:
