@@ -46,6 +46,8 @@ def analyse(out: Path) -> dict:
     teacher = manifest["teacher"]
     trials = pd.read_csv(out / "trials.csv")
     front = pd.read_csv(out / "pareto.csv")
+    if "recipe" not in trials:  # a space that can express no hand recipe
+        trials["recipe"] = None
     done = trials[trials["state"].eq("COMPLETE")]
     drop = (teacher["val_accuracy"] - done["val_accuracy"]) * 100
     recipes = done[done["recipe"].notna() & (drop <= 1.0)]
