@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from search_at_30 import TASKS, analyse  # noqa: E402
+from search_at_30 import TASKS, analyse, commit_here, run_search  # noqa: E402
 
 from autocompress.run import cpu_info  # noqa: E402
 
@@ -50,20 +47,14 @@ def main() -> int:
     ap.add_argument("--note", default="")
     ap.add_argument("--results", default=str(HERE / "results" / "joint_vs_single.jsonl"))
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = commit_here()
     rows = []
     for arm in args.arms.split(","):
         for seed in map(int, args.seeds.split(",")):
             out = Path(args.out) / f"{args.task}-{arm.replace(' ', '_')}-s{seed}"
-            if out.exists():
-                shutil.rmtree(out)
-            cmd = [sys.executable, "-m", "autocompress.cli", "search", *TASKS[args.task], "--space", ARMS[arm],
-                   "--budget", str(args.budget), "--seed", str(seed), "--out", str(out)]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            command, wall = run_search([*TASKS[args.task], "--space", ARMS[arm], "--budget", str(args.budget), "--seed", str(seed)], out)
             row = {"date": dt.date.today().isoformat(), "commit": commit, "note": args.note, "task": args.task, "arm": arm, "seed": seed,
-                   "budget": args.budget, "command": " ".join(["autocompress", *cmd[3:]]), "cpu": cpu_info(),
-                   "wall_s": round(time.perf_counter() - t0, 1), **analyse(out)}
+                   "budget": args.budget, "command": command, "cpu": cpu_info(), "wall_s": wall, **analyse(out)}
             rows.append(row)
             with open(args.results, "a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +29,7 @@ from autocompress.run import cpu_info
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from search_at_30 import TASKS  # noqa: E402
+from search_at_30 import TASKS, commit_here, run_search  # noqa: E402
 
 
 def curve(out: Path, step: int = 5) -> dict[int, float]:
@@ -61,21 +58,16 @@ def main() -> int:
     ap.add_argument("--note", default="")
     ap.add_argument("--results", default=str(HERE / "results" / "sample_efficiency.jsonl"))
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = commit_here()
     rows = []
     for arm in args.arms.split(","):
         sampler, budget = arm.split(":")
         for seed in map(int, args.seeds.split(",")):
             out = Path(args.out) / f"{args.task}-{sampler}-s{seed}"
-            if out.exists():
-                shutil.rmtree(out)
-            cmd = [sys.executable, "-m", "autocompress.cli", "search", *TASKS[args.task], "--sampler", sampler, "--budget", budget,
-                   "--seed", str(seed), "--out", str(out)]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            command, wall = run_search([*TASKS[args.task], "--sampler", sampler, "--budget", budget, "--seed", str(seed)], out)
             row = {"date": dt.date.today().isoformat(), "commit": commit, "note": args.note, "task": args.task, "sampler": sampler,
-                   "budget": int(budget), "seed": seed, "command": " ".join(["autocompress", *cmd[3:]]), "cpu": cpu_info(),
-                   "wall_s": round(time.perf_counter() - t0, 1), "hypervolume_at": curve(out)}
+                   "budget": int(budget), "seed": seed, "command": command, "cpu": cpu_info(), "wall_s": wall,
+                   "hypervolume_at": curve(out)}
             rows.append(row)
             with open(args.results, "a") as f:
                 f.write(json.dumps(row) + "\n")

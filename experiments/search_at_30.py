@@ -41,6 +41,22 @@ TASKS = {
 }
 
 
+def commit_here() -> str:
+    """The commit of the checkout these scripts run from (a benchmark records it)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+
+def run_search(search_args: list[str], out: Path) -> tuple[str, float]:
+    """`autocompress search ... --out out` in a subprocess, as a user runs it, into a fresh
+    `out`; (the command as a user would type it, wall seconds)."""
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "autocompress.cli", "search", *search_args, "--out", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return " ".join(["autocompress", *cmd[3:]]), round(time.perf_counter() - t0, 1)
+
+
 def analyse(out: Path) -> dict:
     manifest = json.loads((out / "run.json").read_text())
     teacher = manifest["teacher"]
@@ -81,20 +97,15 @@ def main() -> int:
     ap.add_argument("--note", default="")
     ap.add_argument("--results", default=str(HERE / "results" / "search_at_30.jsonl"))
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = commit_here()
     rows = []
     for task in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
             out = Path(args.out) / f"{task}-s{seed}"
-            if out.exists():
-                shutil.rmtree(out)
-            cmd = [sys.executable, "-m", "autocompress.cli", "search", *TASKS[task], "--budget", str(args.budget), "--seed", str(seed),
-                   "--out", str(out), *(["--space", args.space] if args.space else [])]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            command, wall = run_search([*TASKS[task], "--budget", str(args.budget), "--seed", str(seed),
+                                        *(["--space", args.space] if args.space else [])], out)
             row = {"date": dt.date.today().isoformat(), "commit": commit, "note": args.note, "task": task, "seed": seed,
-                   "budget": args.budget, "command": " ".join(["autocompress", *cmd[3:]]), "cpu": cpu_info(),
-                   "wall_s": round(time.perf_counter() - t0, 1), **analyse(out)}
+                   "budget": args.budget, "command": command, "cpu": cpu_info(), "wall_s": wall, **analyse(out)}
             rows.append(row)
             with open(args.results, "a") as f:
                 f.write(json.dumps(row) + "\n")
