@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=int, metavar="N", help="total trials of the study (default 100; on --resume may be raised)")
     s.add_argument("--time-budget", type=parse_duration, metavar="DURATION", help="wall-clock limit, e.g. 15m; the trial in flight finishes")
     s.add_argument("--seed", type=int, help="seed of the sampler and fine-tuning (default 0)")
+    s.add_argument("--workers", type=int, metavar="N", help="trials at once on this machine, each with its share of the cores; "
+                   "latency is still timed with nothing else running (default 1, or $AUTOCOMPRESS_WORKERS)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default tpe)")
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
     s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "only the most promising the full one; finetune.steps is then not searched")
     f.add_argument("--reduction-factor", type=int, metavar="ETA", help="the top 1/ETA of each rung is promoted (default 3; with --fidelity)")
     r = s.add_argument_group("cluster (Ray Tune)")
-    r.add_argument("--backend", choices=BACKENDS, help="optuna: trials one after another here (default); ray: trials as Ray processes")
+    r.add_argument("--backend", choices=BACKENDS, help="optuna: trials here, --workers at a time (default); ray: trials as Ray processes")
     r.add_argument("--ray-address", metavar="auto|HOST:PORT", help="join this Ray cluster (default: start a local instance for the run)")
     r.add_argument("--cpus-per-trial", type=float, metavar="N", help="CPUs each trial reserves (default 1)")
     r.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: as many as the CPUs allow)")
@@ -109,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
-                latency=args.latency, table=args.table, reduction_factor=args.reduction_factor,
+                latency=args.latency, table=args.table, reduction_factor=args.reduction_factor, workers=args.workers,
             ))
         elif args.command == "profiles":
             from autocompress.hardware import profiles_table

@@ -49,6 +49,7 @@ class SearchOptions:
     table: Optional[str] = None  # a device latency table (autocompress profile-device)
     fidelity: Optional[str] = None  # multi-fidelity rungs, e.g. "50,150" (fine-tune steps)
     reduction_factor: Optional[int] = None
+    workers: Optional[int] = None  # local trials at once (backends.local_pool); None: default_workers()
 
 
 DEFAULT_BUDGET = 100
@@ -78,6 +79,10 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {o.backend!r}")
     if o.backend == "optuna" or (o.backend is None and o.resume is None):
         _check_no_ray_flags(o)
+    if o.workers is not None and o.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {o.workers}")
+    if o.workers is not None and o.backend == "ray":
+        raise ConfigError("--workers is for the local backend; with --backend ray use --max-concurrent")
     if o.cpus_per_trial is not None and not o.cpus_per_trial > 0:
         raise ConfigError(f"--cpus-per-trial must be > 0, got {o.cpus_per_trial}")
     if o.max_concurrent is not None and o.max_concurrent < 1:
@@ -144,7 +149,7 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         max_acc_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
         latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
         fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
-        reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None,
+        reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None, workers=o.workers,
     )
     if resolved.backend == "ray":
         ray_m = m.get("ray", {})
@@ -268,11 +273,13 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         progress(f"Drop limit: {drop_limit:g} pt below the teacher's val accuracy"
                  + (" (the default; set it with --max-acc-drop)" if o.max_acc_drop is None else "")
                  + ": the front holds the candidates within it")
+        pool = None
         if session is None:
             from autocompress.backends.optuna import OptunaBackend
 
+            pool = _start_pool(o, task, space, profile, ctx, run, seed=seed, table=table, progress=progress)
             backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity,
-                                    climb_limit=climb_limit)
+                                    climb_limit=climb_limit, pool=pool)
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
@@ -284,7 +291,11 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
         created = False  # from here on the run directory holds results: never removed
         try:
             timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+            if pool is not None:
+                timing.update(workers=pool.workers, quiet_wait_s=round(pool.quiet_wait_s, 2))
         finally:
+            if pool is not None:
+                pool.close()
             ctx.close()
         manifest.setdefault("timing", []).append(timing)
         run.write_manifest(manifest)
@@ -372,6 +383,31 @@ def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> 
                                          "latency_passes": r.passes, "not_faster": r.not_faster})
             changes.append((n, float(row["latency_ratio"]), r.ratio))
             progress(f"  #{n}: {1 / row['latency_ratio']:.2f}x -> {1 / r.ratio:.2f}x ({100 * (r.ratio / row['latency_ratio'] - 1):+.1f}% latency)")
+
+
+def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwareProfile, ctx, run: RunDir, *, seed: int, table, progress):
+    """The local backend's worker processes when more than one trial runs at once (None:
+    trials one after another in this process)."""
+    import os
+
+    from autocompress.backends.local_pool import TrialPool, WorkerSetup, default_workers, threads_per_worker
+
+    workers = o.workers if o.workers is not None else default_workers()
+    if workers < 2:
+        return None
+    threads = threads_per_worker(workers)
+    setup = WorkerSetup(task_model=o.model, task_data=o.data, checkpoint=o.checkpoint, cwd=os.getcwd(), task_fingerprint=task.fingerprint,
+                        teacher_state=task.teacher.state_dict(), profile=profile, teacher=ctx.teacher, soft_targets=ctx.soft_targets,
+                        calibration=ctx.calibration, run_path=str(run.path.resolve()), seed=seed, threads=threads, table=table,
+                        predicted=ctx.predicted, teacher_macs=ctx.teacher_macs)
+    progress(f"Trials: {workers} at a time in worker processes ({threads} thread{'s' if threads > 1 else ''} each; "
+             "latency is timed while they wait; --workers 1 for one at a time here)")
+    pool = TrialPool(setup, workers, measure=lambda path, fresh: ctx.latency_worker.measure(path, fresh=fresh))
+    try:
+        return pool.start()
+    except BaseException:
+        pool.close()
+        raise
 
 
 def _load_table(o: SearchOptions, profile: HardwareProfile):

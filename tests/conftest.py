@@ -20,6 +20,7 @@ def isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("autocompress-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOCOMPRESS_CACHE", str(cache))
+        mp.delenv("AUTOCOMPRESS_WORKERS", raising=False)  # trials one at a time unless a test asks for workers
         yield cache
 
 

@@ -1,6 +1,7 @@
 """The local backend: the run's Optuna study (backends.study) driven by ask/tell in this
-process, one trial after another, so a failing candidate is recorded with its reason and
-the search goes on."""
+process, so a failing candidate is recorded with its reason and the search goes on.
+Trials run one after another here, or with a TrialPool (backends.local_pool) several at a
+time in worker processes on this machine."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ class OptunaBackend(StudyBacked):
     """Backend (see backends.Backend) over a RunStudy in `storage_url`: trials one after another here."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
-                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None):
+                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None, pool=None):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
                                   climb_limit=climb_limit)
+        self.pool = pool  # a started backends.local_pool.TrialPool: trials run in its workers, several at once
 
     # ---- the loop
     def optimize(
@@ -43,6 +45,8 @@ class OptunaBackend(StudyBacked):
         """Ask/tell until `budget` trials are finished or `time_budget` seconds have passed
         (checked between trials: the trial in flight always finishes). `evaluate(cfg,
         number, **kw)` builds one candidate (kw: the fidelity and rung decisions)."""
+        if self.pool is not None:
+            return self._optimize_pooled(budget=budget, time_budget=time_budget, on_trial=on_trial, clock=clock)
         rs = self.run_study
         study = rs.study
         start = clock()
@@ -52,33 +56,114 @@ class OptunaBackend(StudyBacked):
             if time_budget is not None and clock() - start >= time_budget:
                 logging.getLogger(__name__).info("time budget reached")
                 break
-            rs.plan_ahead(budget)
-            trial = study.ask()
-            try:
-                cfg: CandidateConfig = rs.space.suggest(trial)
-            except Exception as exc:  # noqa: BLE001
-                rs.tell_failed(trial, f"suggest: {one_line(exc)}")
-                on_trial(record(compat.frozen(study, trial)))
+            asked = self._ask(built, on_trial, budget)
+            if asked is None:
                 continue
-            rs.describe(trial, cfg)
-            if cfg.id in built:
-                rs.tell_duplicate(trial, built[cfg.id])
+            trial, cfg = asked
+            t0 = time.perf_counter()
+            kw = {} if board is None else {"fidelity": rs.fidelity, "at_rung": _decider(board, trial.number)}
+            try:
+                outcome = evaluate(cfg, trial.number, **kw)
+            except CandidateError as exc:
+                trial.set_user_attr("t_total", time.perf_counter() - t0)
+                rs.tell_failed(trial, str(exc))
+            except CandidateStopped as stop:
+                trial.set_user_attr("t_total", time.perf_counter() - t0)
+                rs.tell_stopped(trial, stop.reason, stop.rung_results)
+                built[cfg.id] = trial.number
+            except KeyboardInterrupt:
+                rs.tell_failed(trial, "interrupted (Ctrl-C)", interrupted=True)
+                raise
             else:
-                t0 = time.perf_counter()
-                kw = {} if board is None else {"fidelity": rs.fidelity, "at_rung": _decider(board, trial.number)}
-                try:
-                    outcome = evaluate(cfg, trial.number, **kw)
-                except CandidateError as exc:
-                    trial.set_user_attr("t_total", time.perf_counter() - t0)
-                    rs.tell_failed(trial, str(exc))
-                except CandidateStopped as stop:
-                    trial.set_user_attr("t_total", time.perf_counter() - t0)
-                    rs.tell_stopped(trial, stop.reason, stop.rung_results)
-                    built[cfg.id] = trial.number
-                except KeyboardInterrupt:
-                    rs.tell_failed(trial, "interrupted (Ctrl-C)", interrupted=True)
-                    raise
-                else:
-                    rs.tell_outcome(trial, outcome, time.perf_counter() - t0)
-                    built[cfg.id] = trial.number
+                rs.tell_outcome(trial, outcome, time.perf_counter() - t0)
+                built[cfg.id] = trial.number
             on_trial(record(compat.frozen(study, trial)))
+
+    def _ask(self, built: dict[str, int], on_trial, budget: int, building: Optional[dict[str, int]] = None):
+        """The next trial to build, as (trial, its candidate), or None when the trial
+        asked was told at once (its space could not be sampled, or its candidate was built
+        before and it takes that result). `building`: candidate id -> trial number of the
+        candidates in flight; a trial asking for one of those is returned as (trial, cfg, number)."""
+        rs = self.run_study
+        study = rs.study
+        rs.plan_ahead(budget)
+        trial = study.ask()
+        try:
+            cfg: CandidateConfig = rs.space.suggest(trial)
+        except Exception as exc:  # noqa: BLE001
+            rs.tell_failed(trial, f"suggest: {one_line(exc)}")
+            on_trial(record(compat.frozen(study, trial)))
+            return None
+        rs.describe(trial, cfg)
+        if cfg.id in built:
+            rs.tell_duplicate(trial, built[cfg.id])
+            on_trial(record(compat.frozen(study, trial)))
+            return None
+        if building is not None and cfg.id in building:
+            return trial, cfg, building[cfg.id]
+        return trial, cfg
+
+    def _optimize_pooled(self, *, budget: int, time_budget: Optional[float], on_trial, clock) -> None:
+        """The same loop with the pool's workers: a trial is asked whenever a worker is
+        idle and the budget allows (trials in flight count against it); the study is told
+        as each finishes. A trial asking for a candidate that is still being built waits
+        for it and then takes its result."""
+        rs = self.run_study
+        study = rs.study
+        pool = self.pool
+        start = clock()
+        built = rs.built_candidates()
+        board = rs.rung_board()
+        if board is not None:
+            pool.set_decider(lambda number, rung, acc, ratio: board.decide(rung, number, acc, ratio))
+        flight: dict[int, tuple[Any, CandidateConfig]] = {}  # trial number -> (trial, candidate)
+        waiting: list[tuple[Any, CandidateConfig, int]] = []  # (trial, candidate, number of the trial building it)
+        stopped = False
+        try:
+            while True:
+                while pool.idle() and not stopped:
+                    if rs.finished_count() + len(flight) + len(waiting) >= budget:
+                        break
+                    if time_budget is not None and clock() - start >= time_budget:
+                        logging.getLogger(__name__).info("time budget reached")
+                        stopped = True
+                        break
+                    building = {cfg.id: n for n, (_, cfg) in flight.items()}
+                    asked = self._ask(built, on_trial, budget, building)
+                    if asked is None:
+                        continue
+                    if len(asked) == 3:
+                        waiting.append(asked)
+                        continue
+                    trial, cfg = asked
+                    flight[trial.number] = (trial, cfg)
+                    pool.submit(pool.idle()[0], trial.number, cfg, fidelity=rs.fidelity)
+                if not flight:
+                    break
+                done = pool.next_finished()
+                trial, cfg = flight.pop(done.number)
+                trial.set_user_attr("t_total", done.seconds)
+                trial.set_user_attr("worker", done.worker)
+                if done.kind == "complete":
+                    values, attrs = done.payload
+                    rs.tell_complete(trial, values, {**attrs, "t_total": done.seconds})
+                    built[cfg.id] = trial.number
+                elif done.kind == "stopped":
+                    rs.tell_stopped(trial, *done.payload)
+                    built[cfg.id] = trial.number
+                else:
+                    rs.tell_failed(trial, done.payload)
+                on_trial(record(compat.frozen(study, trial)))
+                for item in [w for w in waiting if w[2] == done.number]:
+                    waiting.remove(item)
+                    other, _, original = item
+                    if original in built.values():
+                        rs.tell_duplicate(other, original)
+                    else:
+                        rs.tell_failed(other, f"the same candidate as trial {original}, which failed: {done.payload}")
+                    on_trial(record(compat.frozen(study, other)))
+        except KeyboardInterrupt:
+            pool.interrupt()
+            for trial in [t for t, _ in flight.values()] + [t for t, _, _ in waiting]:  # built again on --resume
+                rs.interrupt(compat.frozen(study, trial), "interrupted (Ctrl-C); re-enqueued")
+            raise
