@@ -94,6 +94,15 @@ class CandidateConfig:
         blob = json.dumps(self.canonical().to_dict(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+    @property
+    def float_id(self) -> str:
+        """Content hash of what the candidate is before its file is exported: the config
+        without the "graph" techniques (quantization). Candidates that differ only there
+        share their fine-tuned float model (pipeline.FloatCache)."""
+        graph = {t.name for t in pipeline_order("graph")}
+        blob = json.dumps({k: v for k, v in self.canonical().to_dict().items() if k not in graph}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
     def describe(self) -> str:
         """A short label, e.g. 'prune 0.5 l1 · rank 0.5 · kd 100 a=0.5 T=4 · int8 qop/u8':
         each technique's compact code in pipeline order; per-segment values in brackets."""

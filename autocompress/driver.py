@@ -16,6 +16,7 @@ import yaml
 from autocompress.errors import ConfigError, RunDirError, TaskError, one_line
 from autocompress.atomic import write_text_atomic
 from autocompress.hardware import HardwareProfile, check_available, load_profile
+from autocompress.names import FLOAT_CACHE_DIR
 from autocompress.run import RunDir, default_run_dir, load_run_task, new_manifest
 from autocompress.space import SearchSpace, load_space
 
@@ -274,8 +275,12 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
                  + (" (the default; set it with --max-acc-drop)" if o.max_acc_drop is None else "")
                  + ": the front holds the candidates within it")
         pool = None
+        cache_dir = run.path / FLOAT_CACHE_DIR
         if session is None:
             from autocompress.backends.optuna import OptunaBackend
+            from autocompress.pipeline import FloatCache
+
+            ctx.float_cache = FloatCache(cache_dir)
 
             pool = _start_pool(o, task, space, profile, ctx, run, seed=seed, table=table, progress=progress)
             backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity,
@@ -293,6 +298,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
             if pool is not None:
                 timing.update(workers=pool.workers, quiet_wait_s=round(pool.quiet_wait_s, 2))
+            shutil.rmtree(cache_dir, ignore_errors=True)  # the search ended: nothing builds from it any more
         finally:
             if pool is not None:
                 pool.close()
@@ -399,7 +405,8 @@ def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwarePro
     setup = WorkerSetup(task_model=o.model, task_data=o.data, checkpoint=o.checkpoint, cwd=os.getcwd(), task_fingerprint=task.fingerprint,
                         teacher_state=task.teacher.state_dict(), profile=profile, teacher=ctx.teacher, soft_targets=ctx.soft_targets,
                         calibration=ctx.calibration, run_path=str(run.path.resolve()), seed=seed, threads=threads, table=table,
-                        predicted=ctx.predicted, teacher_macs=ctx.teacher_macs)
+                        predicted=ctx.predicted, teacher_macs=ctx.teacher_macs,
+                        float_cache=str(ctx.float_cache.root) if ctx.float_cache is not None else None)
     progress(f"Trials: {workers} at a time in worker processes ({threads} thread{'s' if threads > 1 else ''} each; "
              "latency is timed while they wait; --workers 1 for one at a time here)")
     pool = TrialPool(setup, workers, measure=lambda path, fresh: ctx.latency_worker.measure(path, fresh=fresh))

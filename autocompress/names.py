@@ -51,7 +51,9 @@ PRUNE_CRITERIA = ("l1", "l2", "act_mean", "act_zero")
 
 # The folder of a run directory (or of a trial process's scratch space) that holds one
 # folder per trial, trials/N/, with its model.onnx and model.pt.
+# A run directory's fine-tuned float models shared by candidates (pipeline.FloatCache), removed when a search ends.
+FLOAT_CACHE_DIR = "float-cache"
 TRIALS_DIR = "trials"
 
 
-__all__ = ["BITS", "BLOCK_PATTERNS", "PRUNE_CRITERIA", "TRIALS_DIR", "VALID_FORMS", "parse_block"]
+__all__ = ["BITS", "BLOCK_PATTERNS", "FLOAT_CACHE_DIR", "PRUNE_CRITERIA", "TRIALS_DIR", "VALID_FORMS", "parse_block"]

@@ -82,6 +82,7 @@ class PipelineContext:
     table: Any = None  # evaluation.predictor.LatencyTable: predictions recorded next to (or instead of) measurements
     predicted: bool = False  # latency comes from `table`, nothing is timed
     teacher_macs: int = 0
+    float_cache: Optional["FloatCache"] = None  # fine-tuned float models, shared by candidates that differ only after the export
 
     def predict_ratio(self, path: Path) -> tuple[float, int]:
         """(latency ratio to the teacher the table predicts for the ONNX file at `path`, nodes
@@ -125,6 +126,57 @@ class PipelineContext:
             self._latency_worker = None
 
 
+class FloatCache:
+    """Fine-tuned float models by CandidateConfig.float_id and build seed: a candidate
+    that differs from an earlier one only in what happens after the export (quantization
+    format, calibration, bit widths without QAT) loads that model instead of building and
+    fine-tuning it again. The newest `keep` entries are kept (each a state_dict file and
+    a line of JSON: the trial that made it, the fine-tune steps it ran)."""
+
+    def __init__(self, root: Path, *, keep: int = 16):
+        self.root = Path(root)
+        self.keep = keep
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.pt", self.root / f"{key}.json"
+
+    def get(self, key: str) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
+        """(state_dict, its record) or None."""
+        import json
+
+        weights, meta = self._paths(key)
+        try:
+            info = json.loads(meta.read_text())
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (OSError, ValueError, RuntimeError, EOFError):
+            return None
+        os.utime(meta)
+        return state, info
+
+    def put(self, key: str, model: torch.nn.Module, info: dict[str, Any]) -> None:
+        import json
+
+        from autocompress.atomic import write_text_atomic
+
+        weights, meta = self._paths(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_suffix(f".tmp{os.getpid()}")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, weights)
+        write_text_atomic(meta, json.dumps(info))  # written last: an entry is complete once its record exists
+        entries = sorted(self.root.glob("*.json"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in entries[self.keep:]:
+            for f in self._paths(old.stem):
+                f.unlink(missing_ok=True)
+
+
+def build_seed(seed: int, cfg: CandidateConfig) -> int:
+    """The seed a candidate is built and fine-tuned with: the run's seed and the
+    candidate's float part (so candidates that differ only after the export get the same
+    fine-tune, and FloatCache can give one's model to the other)."""
+    return seed + int(cfg.float_id[:7], 16)
+
+
 @dataclass
 class CandidateResult:
     config: CandidateConfig
@@ -139,6 +191,7 @@ class CandidateResult:
     macs: int = 0  # multiply-accumulates of its Conv/Linear layers (the FLOPs proxy)
     predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, nodes it had to estimate)
     steps_run: Optional[int] = None  # fine-tune steps actually run (fewer than asked when stopped early)
+    reused_from: Optional[int] = None  # the trial whose fine-tuned float model this candidate took (FloatCache)
 
 
 def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
@@ -265,6 +318,17 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
     torch.manual_seed(seed)
     tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor, candidate=cfg, teacher=task.teacher,
                             train_x=task.train.x, seed=seed, timed=stage)
+    cache_key = None
+    if ctx.float_cache is not None and fidelity is None:
+        plan = TrainPlan()
+        for t in pipeline_order("finetune"):
+            plan = t.apply(plan, cfg[t.name], tctx)
+        if not plan.wrappers:  # a fine-tune wrapper (QAT) makes the float model depend on what follows the export
+            cache_key = f"{cfg.float_id}-s{seed}"
+            with stage("finetune"):
+                hit = ctx.float_cache.get(cache_key)
+            if hit is not None:
+                return _build_reused(cfg, ctx, out_dir, hit, stage, tctx)
     with stage(pipeline_order("model")[0].name):  # the copy counts to the first model technique, as it always has
         student = copy.deepcopy(task.teacher)
     student = _model_stage(student, cfg, tctx, stage=stage)
@@ -305,11 +369,40 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
                                  "place": decision.position + 1, "of": decision.n})
             if not decision.promote:
                 raise CandidateStopped(decision.reason, rung_results)
+    steps_run = plateau.history[-1][0] if plateau is not None and plateau.since >= plateau.rule.patience else done
     with stage("finetune"):
         for h in reversed(handles):
             h.bake_()  # e.g. QAT: weights now lie on the grid the quantizer will use
         state_path = out_dir / "model.pt"
         torch.save(student.state_dict(), state_path)
+        if cache_key is not None:
+            ctx.float_cache.put(cache_key, student, {"trial": _trial_number(out_dir), "steps_run": steps_run})
+    return _finish(cfg, ctx, student, out_dir, state_path, stage, tctx, rung_results=rung_results, steps_run=steps_run)
+
+
+def _trial_number(out_dir: Path) -> Optional[int]:
+    return int(out_dir.name) if out_dir.name.isdigit() else None
+
+
+def _build_reused(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, hit, stage: "_Stages", tctx: TransformContext) -> CandidateResult:
+    """The candidate from a fine-tuned float model another candidate made (FloatCache):
+    its architecture rebuilt (the model stage without the work that only changes weights),
+    the weights loaded, then exported and measured as usual."""
+    state, info = hit
+    with stage("finetune"):
+        student = rebuild_student(ctx.task, cfg)
+        student.load_state_dict(state)
+        student.eval()
+        state_path = out_dir / "model.pt"
+        torch.save(student.state_dict(), state_path)
+    return _finish(cfg, ctx, student, out_dir, state_path, stage, tctx, steps_run=info.get("steps_run"), reused_from=info.get("trial"))
+
+
+def _finish(cfg: CandidateConfig, ctx: PipelineContext, student: torch.nn.Module, out_dir: Path, state_path: Path, stage: "_Stages",
+            tctx: TransformContext, *, rung_results: Optional[list] = None, steps_run: Optional[int] = None,
+            reused_from: Optional[int] = None) -> CandidateResult:
+    """Export the fine-tuned model as deployed, then measure its accuracy, latency and size."""
+    task = ctx.task
     final, ort_only = export_deployable(student, cfg, task.input_shape, ctx.calibration, out_dir, stage=stage)
     with stage("accuracy"):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
@@ -317,9 +410,8 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
         predicted = ctx.predict_ratio(final) if ctx.table is not None else None
         latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
     macs = sum(l.macs for l in layer_configs(student, tctx.example_input, cfg.quantize))
-    steps_run = plateau.history[-1][0] if plateau is not None and plateau.since >= plateau.rule.patience else done
-    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, stage.seconds, ort_only, rung_results,
-                           macs=macs, predicted=predicted, steps_run=steps_run)
+    return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, stage.seconds, ort_only, rung_results or [],
+                           macs=macs, predicted=predicted, steps_run=steps_run, reused_from=reused_from)
 
 
 def _ort_only(path: Path) -> bool:
@@ -384,7 +476,7 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
     multi-fidelity) propagates, nothing left behind."""
     out_dir = trial_dir(root, number)
     try:
-        res = build_candidate(cfg, ctx, out_dir, seed=seed + number, fidelity=fidelity, at_rung=at_rung)
+        res = build_candidate(cfg, ctx, out_dir, seed=build_seed(seed, cfg), fidelity=fidelity, at_rung=at_rung)
     except (CandidateError, CandidateStopped):
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
@@ -417,6 +509,8 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
         attrs["rung_results"] = res.rung_results
     if cfg.finetune.early_stop and res.steps_run is not None:
         attrs["finetune_steps_run"] = res.steps_run  # of cfg.finetune.steps: fewer when the val accuracy stopped moving
+    if res.reused_from is not None:
+        attrs["finetune_reused_from"] = res.reused_from  # its fine-tuned float model came from that trial (FloatCache)
     if res.predicted is not None:
         attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
     return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)

@@ -233,3 +233,56 @@ def test_stage_names_follow_the_registry_in_pipeline_order():
     from autocompress.pipeline import stage_names
 
     assert stage_names() == ("blocks", "warmup", "prune", "lowrank", "finetune", "rungs", "export", "quantize", "accuracy", "latency")
+
+
+def test_candidates_differing_only_after_the_export_share_one_fine_tune(prepared, tmp_path):
+    """The second candidate (same pruning and fine-tune, int8 instead of fp32) loads the
+    first one's fine-tuned float model from the cache: the same weights as building it
+    from scratch with the same seed, and no training."""
+    from autocompress.pipeline import FloatCache, build_seed
+
+    fp32 = KD_INT8.replace(quantize=QuantizeConfig())
+    assert fp32.float_id == KD_INT8.float_id and fp32.id != KD_INT8.id
+    assert build_seed(0, fp32) == build_seed(0, KD_INT8) != build_seed(1, KD_INT8)
+    cached = dataclasses.replace(prepared, float_cache=FloatCache(tmp_path / "cache"))
+    seed = build_seed(0, fp32)
+    first = build_candidate(fp32, cached, tmp_path / "run" / "trials" / "3", seed=seed)
+    second = build_candidate(KD_INT8, cached, tmp_path / "run" / "trials" / "4", seed=seed)
+    assert first.reused_from is None and second.reused_from == 3
+    assert "prune" not in second.stage_seconds  # nothing was pruned or trained again
+    fresh = build_candidate(KD_INT8, prepared, tmp_path / "fresh", seed=seed)  # no cache: built and fine-tuned
+    assert fresh.reused_from is None
+    got, want = torch.load(second.state_dict_path, weights_only=True), torch.load(fresh.state_dict_path, weights_only=True)
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert second.val_accuracy == fresh.val_accuracy
+    # another seed is another fine-tune: not shared
+    other = build_candidate(KD_INT8, cached, tmp_path / "run" / "trials" / "5", seed=seed + 1)
+    assert other.reused_from is None
+
+
+def test_a_qat_candidate_neither_takes_nor_leaves_a_float_model(prepared, tmp_path):
+    from autocompress.pipeline import FloatCache
+
+    cache = FloatCache(tmp_path / "cache")
+    cached = dataclasses.replace(prepared, float_cache=cache)
+    qat = KD_INT8.replace(finetune=FinetuneConfig(steps=10, lr=1e-3, batch_size=32, qat=True))
+    build_candidate(KD_INT8.replace(quantize=QuantizeConfig()), cached, tmp_path / "trials" / "0")
+    res = build_candidate(qat, cached, tmp_path / "trials" / "1")
+    assert res.reused_from is None and len(list(cache.root.glob("*.pt"))) == 1
+
+
+def test_the_float_cache_keeps_its_newest_entries(tmp_path):
+    import os
+    import time
+
+    from autocompress.pipeline import FloatCache
+
+    cache = FloatCache(tmp_path, keep=2)
+    model = torch.nn.Linear(2, 2)
+    for i, key in enumerate("abc"):
+        cache.put(key, model, {"trial": i, "steps_run": 5})
+        t = time.time() - 100 + i
+        os.utime(tmp_path / f"{key}.json", (t, t))
+    assert cache.get("a") is None and sorted(f.stem for f in tmp_path.glob("*.pt")) == ["b", "c"]
+    state, info = cache.get("c")
+    assert info == {"trial": 2, "steps_run": 5} and torch.equal(state["weight"], model.weight.detach())

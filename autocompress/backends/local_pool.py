@@ -183,6 +183,7 @@ class WorkerSetup:
     table: Any = None
     predicted: bool = False
     teacher_macs: int = 0
+    float_cache: Optional[str] = None  # the run's FloatCache folder, shared by the workers
 
 
 class _DriverLatency:
@@ -220,7 +221,7 @@ def _worker_main(conn, index: int, board: QuietBoard, setup: WorkerSetup) -> Non
 
         torch.set_num_threads(setup.threads)
         from autocompress.evaluation import accuracy as accuracy_module
-        from autocompress.pipeline import PipelineContext, evaluate_candidate
+        from autocompress.pipeline import FloatCache, PipelineContext, evaluate_candidate
         from autocompress.tasks import load_task
 
         accuracy_module.set_default_threads(setup.threads)
@@ -246,7 +247,8 @@ def _worker_main(conn, index: int, board: QuietBoard, setup: WorkerSetup) -> Non
         latency = _DriverLatency(conn, gate)
         ctx = PipelineContext(task=task, profile=setup.profile, teacher=setup.teacher, soft_targets=setup.soft_targets,
                               calibration=setup.calibration, _latency_worker=latency, gate=gate, table=setup.table,
-                              predicted=setup.predicted, teacher_macs=setup.teacher_macs)
+                              predicted=setup.predicted, teacher_macs=setup.teacher_macs,
+                              float_cache=FloatCache(Path(setup.float_cache)) if setup.float_cache else None)
         kw = {}
         if with_fidelity:
             kw = {"fidelity": fidelity, "at_rung": lambda rung, acc, ratio: latency.ask("rung", rung, acc, ratio)}
