@@ -106,8 +106,9 @@ class OptunaBackend(StudyBacked):
     def _optimize_pooled(self, *, budget: int, time_budget: Optional[float], on_trial, clock) -> None:
         """The same loop with the pool's workers: a trial is asked whenever a worker is
         idle and the budget allows (trials in flight count against it); the study is told
-        as each finishes. A trial asking for a candidate that is still being built waits
-        for it and then takes its result."""
+        as each finishes. While the structured start waits for its trial in flight, a free
+        worker waits too (the sampler's start-up would spend it at random). A trial asking
+        for a candidate that is still being built waits for it and then takes its result."""
         rs = self.run_study
         study = rs.study
         pool = self.pool
@@ -127,6 +128,8 @@ class OptunaBackend(StudyBacked):
                     if time_budget is not None and clock() - start >= time_budget:
                         logging.getLogger(__name__).info("time budget reached")
                         stopped = True
+                        break
+                    if flight and rs.climb_in_flight(budget):  # its next round depends on the trial in flight
                         break
                     building = {cfg.id: n for n, (_, cfg) in flight.items()}
                     asked = self._ask(built, on_trial, budget, building)

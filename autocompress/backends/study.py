@@ -9,6 +9,7 @@ Objectives: maximize val accuracy, minimize latency ratio to the teacher, minimi
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any, Optional
 
@@ -126,6 +127,19 @@ class RunStudy:
         for st in steps:
             self.study.enqueue_trial(st.params, user_attrs=st.attrs)
         return len(steps)
+
+    def climb_in_flight(self, budget: int) -> bool:
+        """The structured start waits for a hand recipe or climb trial that is running, with
+        nothing of it queued and room for more in its share of the budget: a free worker
+        should wait for that trial rather than take a trial from the sampler."""
+        if self.climb_limit is None:
+            return False
+        from autocompress import climb
+
+        trials = self.study.get_trials(deepcopy=False)
+        if len(trials) >= math.ceil(climb.CLIMB_SHARE * budget) or any(t.state == _STATES.WAITING for t in trials):
+            return False
+        return any(t.state == _STATES.RUNNING and ("recipe" in t.user_attrs or climb.ROUND in t.user_attrs) for t in trials)
 
     # ---- what the study holds
     def built_candidates(self) -> dict[str, int]:

@@ -153,3 +153,23 @@ def test_workers_are_refused_with_a_bad_count_or_beside_ray(tmp_path):
         done = _search(tmp_path, "--budget", 2, "--out", tmp_path / "never", *extra)
         assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"autocompress: error: {message}"], done.stderr
         assert not (tmp_path / "never").exists()
+
+
+def test_a_free_worker_waits_while_the_structured_start_waits_for_its_trial_in_flight(tmp_path):
+    from autocompress.backends.study import RunStudy
+    from autocompress.space import load_space
+    from tests.backends.test_trial_sequence import _demo_binding
+
+    space, _ = load_space("default").bind(*_demo_binding())
+    rs = RunStudy(f"sqlite:///{tmp_path / 'study.db'}", space, climb_limit=1.0)
+    rs.open(new=True)
+    asked = [rs.study.ask() for _ in range(2)]  # two of the three hand recipes in flight, one queued
+    assert not rs.climb_in_flight(budget=30)  # the queued recipe is for the free worker
+    asked.append(rs.study.ask())
+    assert all("recipe" in t.user_attrs for t in asked)
+    assert rs.climb_in_flight(budget=30)  # nothing queued; the climb's next round waits for them
+    assert not rs.climb_in_flight(budget=3)  # ... unless the climb has no share of the budget left
+    for t in asked:
+        rs.study.tell(t, [0.9, 0.5, 1000.0])
+    assert not rs.climb_in_flight(budget=30)  # nothing in flight: the climb plans (or the sampler samples)
+    assert not RunStudy(f"sqlite:///{tmp_path / 'other.db'}", space, climb_limit=None).climb_in_flight(budget=30)
