@@ -1,11 +1,14 @@
 """Several trials at once on this machine: persistent worker processes, each with its own
 share of the cores, fed by the local backend's ask/tell loop (backends.optuna).
 
-Why: a candidate's fine-tune on a small model keeps one core busy far better than two
-(two torch threads on tiny convolutions mostly wait for each other), so on a 2-core
-machine two trials with one thread each finish sooner than two trials one after another
-with two threads each. Two processes that each use both cores thrash, so every worker
-sets its torch and ONNX Runtime threads to its share (cores // workers).
+Why: a fine-tune of a small model keeps one core busy far better than two (two torch
+threads on small convolutions mostly wait for each other): two 1-thread fine-tunes of the
+demo teacher at once got through 1.40x the steps of one 2-thread fine-tune after another on
+a 2-core AVX2 machine. A search gains that only where the parts that run alone are small;
+on the demo they were not (experiments/RESULTS.md), so one worker is the default. Two
+processes that each use both cores thrash, so every worker sets its torch threads and
+its accuracy sessions' threads to its share (cores // workers); the calibration sessions
+of ONNX Runtime's quantization tools keep their default (every core).
 
 Latency stays measured alone. The driver keeps the one latency worker process (and its
 cache of identical files) and times every candidate for every worker; while it times,
@@ -41,9 +44,9 @@ _POLL_S = 0.001
 def default_workers() -> int:
     """Trials at once when --workers is not given: $AUTOCOMPRESS_WORKERS, else 1 (one
     after another: a seeded search then asks the same trials every time; with several
-    workers the order in which trials finish steers the sampler). On the demo, two
-    workers on a 2-core AVX2 machine finished a search only 1.12x sooner (the latency
-    measurements, a fifth of a trial there, run alone): see experiments/RESULTS.md."""
+    workers the order in which trials finish steers the sampler). On the demo two workers
+    did not pay on a 2-core AVX2 machine (100 trials: 1068 s against 939 s one at a time;
+    experiments/RESULTS.md): latency is timed alone, and there a quarter of a trial."""
     env = os.environ.get(WORKERS_ENV)
     if not env:
         return 1
