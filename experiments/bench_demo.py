@@ -42,14 +42,19 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench-demo")
     ap.add_argument("--results", default=str(HERE / "results" / "bench_demo.jsonl"))
     args = ap.parse_args()
-    out = Path(args.out)
+    import autocompress
+
+    root = Path(autocompress.__file__).resolve().parent.parent  # the checkout benchmarked
+    out = Path(args.out).resolve()
     if out.exists():
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "autocompress.cli", "search", "--budget", str(args.budget), "--seed", str(args.seed),
-           "--sampler", args.sampler, "--out", str(out), *(["--space", args.space] if args.space else []),
+           "--sampler", args.sampler, "--out", str(out), *(["--space", str(Path(args.space).resolve()) if Path(args.space).is_file() else args.space] if args.space else []),
            *(["--workers", str(args.workers)] if args.workers else [])]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    # run from the checkout benchmarked: `python -m` puts the working directory first on
+    # sys.path, ahead of PYTHONPATH, so another checkout there would be imported instead
+    subprocess.run(cmd, check=True, cwd=root)
     wall = time.perf_counter() - t0
 
     manifest = json.loads((out / "run.json").read_text())
@@ -65,10 +70,7 @@ def main() -> int:
     good = front[(front["acc_drop_pts"] <= 1.0) & (front["speedup"] >= 2.0)]
     if "test_accuracy" in front and teacher.get("test_accuracy") is not None:
         good = good[(teacher["test_accuracy"] - good["test_accuracy"]) * 100 <= 1.0]
-    import autocompress
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(autocompress.__file__).parent).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root).stdout.strip()
     from search_at_30 import analyse
 
     quality = analyse(out)
