@@ -35,6 +35,9 @@ class HardwareProfile:
     passes: int = 7  # at least this many block pairs ...
     max_passes: int = 31  # ... and more until the ratio's 95% interval is within target_ci, up to this many
     target_ci: float = 0.03  # relative half-width of the ratio's 95% confidence interval
+    # during the search, at most this many pairs (None: max_passes); the front and the hand
+    # recipes are timed again at the end with up to max_passes (see screening())
+    search_max_passes: Optional[int] = None
     graph_optimization: str = "all"
     input_shape: Optional[tuple[int, ...]] = None  # one sample's shape for timing (default: the task's)
     cpu_affinity: Optional[tuple[int, ...]] = None  # cores the timing process may run on (default: any)
@@ -42,12 +45,22 @@ class HardwareProfile:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["providers"] = list(self.providers)
-        for key in ("input_shape", "cpu_affinity"):  # unset: left out (older runs' fingerprints stay valid)
+        for key in ("input_shape", "cpu_affinity", "search_max_passes"):  # unset: left out (older runs' fingerprints stay valid)
             if d[key] is None:
                 del d[key]
-            else:
+            elif key != "search_max_passes":
                 d[key] = list(d[key])
         return d
+
+    def screening(self) -> "HardwareProfile":
+        """The protocol for timing candidates during the search: at most `search_max_passes`
+        pairs of blocks. Every number a user reads (the teacher, the front, the hand
+        recipes, `verify`) is timed with the full protocol (up to `max_passes`)."""
+        from dataclasses import replace
+
+        if self.search_max_passes is None or self.search_max_passes >= self.max_passes:
+            return self
+        return replace(self, max_passes=self.search_max_passes, search_max_passes=None)
 
     def timing_shape(self, task_shape: tuple[int, ...]) -> tuple[int, ...]:
         """One sample's input shape for timing: the profile's override or the task's."""
@@ -99,6 +112,7 @@ _INT_FIELDS = {
     "repeats": (1, 100_000),
     "passes": (1, 1000),
     "max_passes": (1, 1000),
+    "search_max_passes": (1, 1000),
 }
 
 
@@ -129,6 +143,9 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
         kw["target_ci"] = float(v)
     if kw.get("max_passes", 31) < kw.get("passes", 7):
         raise ConfigError(f"max_passes must be >= passes, got max_passes {kw.get('max_passes', 31)} < passes {kw.get('passes', 7)} ({source})")
+    if "search_max_passes" in kw and not kw.get("passes", 7) <= kw["search_max_passes"] <= kw.get("max_passes", 31):
+        raise ConfigError(f"search_max_passes must be between passes and max_passes, got {kw['search_max_passes']} "
+                          f"(passes {kw.get('passes', 7)}, max_passes {kw.get('max_passes', 31)}) ({source})")
     if "graph_optimization" in data:
         v = data["graph_optimization"]
         if v not in _OPT_LEVELS:

@@ -213,7 +213,7 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
                                calibration=calibration_samples(task).numpy(), table=table, predicted=True, teacher_macs=teacher_macs)
     worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.input_shape), profile)
     try:
-        self_timing = worker.measure(path)
+        self_timing = worker.measure(path, fresh=True)
         val_acc = worker.accuracy(path) if accuracy_on_device else onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
     except Exception:
         worker.close()

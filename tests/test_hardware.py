@@ -56,6 +56,9 @@ def test_profile_from_a_yaml_path(tmp_path):
         ({"name": "x", "target_ci": 0}, ["target_ci must be a number in (0, 1)", "0"]),
         ({"name": "x", "target_ci": "3%"}, ["target_ci must be a number in (0, 1)", "'3%'"]),
         ({"name": "x", "passes": 9, "max_passes": 5}, ["max_passes must be >= passes", "5 < passes 9"]),
+        ({"name": "x", "search_max_passes": 3}, ["search_max_passes must be between passes and max_passes", "got 3", "passes 7"]),
+        ({"name": "x", "search_max_passes": 40}, ["search_max_passes must be between passes and max_passes", "got 40", "max_passes 31"]),
+        ({"name": "x", "search_max_passes": 7.5}, ["search_max_passes must be an integer"]),
         (["name", "x"], ["hardware profile must be a mapping"]),
     ],
 )
@@ -152,3 +155,14 @@ def test_cpu_affinity_outside_this_machine_is_refused(tmp_path):
     assert p.cpu_affinity == (usable[0],) and p.timing_shape((1, 8, 8)) == (3, 32, 32)
     assert load_profile().timing_shape((1, 8, 8)) == (1, 8, 8)
     assert "cpu_affinity" not in load_profile().to_dict()  # unset fields leave older fingerprints alone
+
+
+def test_the_search_time_protocol_caps_the_passes_and_leaves_older_fingerprints_alone():
+    full = HardwareProfile(name="p", passes=5, max_passes=20)
+    assert full.screening() is full  # unset: the search times with the full protocol
+    capped = HardwareProfile(name="p", passes=5, max_passes=20, search_max_passes=8)
+    screen = capped.screening()
+    assert (screen.passes, screen.max_passes, screen.search_max_passes) == (5, 8, None)
+    assert "search_max_passes" not in full.to_dict() and capped.to_dict()["search_max_passes"] == 8
+    assert capped.fingerprint != full.fingerprint
+    assert load_profile("cpu-1thread").screening().max_passes == 7  # the default profile screens

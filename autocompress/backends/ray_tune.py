@@ -55,7 +55,7 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from autocompress.backends.study import DIRECTIONS, STUDY_NAME, RunStudy, StudyBacked
+from autocompress.backends.study import DIRECTIONS, STUDY_NAME, RunStudy, StudyBacked, open_storage
 from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.fidelity import RungBoard, board_history
 from autocompress.pipeline import evaluate_candidate
@@ -602,7 +602,7 @@ class RayTuneBackend(StudyBacked):
             return
         searcher = _GuardedOptunaSearch(
             define=_DefineByRun(rs, rs.built_candidates()), metric=METRICS, mode=MODES, sampler=rs.sampler(),
-            study_name=STUDY_NAME, storage=optuna.storages.RDBStorage(rs.storage_url), budget=budget,
+            study_name=STUDY_NAME, storage=open_storage(rs.storage_url), budget=budget,
         )
         board = None
         if rs.fidelity is not None:  # one rung board for all trials, on the driver's node, seeded with the study's rungs

@@ -2,7 +2,9 @@
 
 Protocol over stdin/stdout, pickled: first (reference_path, profile, input_shape); then one
 (kind, candidate path) per request, answered with (True,
-payload) or (False, message): kind "measure" -> LatencyResult (evaluation.latency),
+payload) or (False, message): kind "measure" -> LatencyResult (evaluation.latency) with the
+profile's full protocol, "screen" -> the same with its search-time one (at most
+search_max_passes pairs),
 "nodes" -> (nodes, units) (evaluation.graph_profile.node_costs against the reference).
 End of input ends the worker. Anything printed goes to stderr, never into the protocol."""
 
@@ -27,6 +29,7 @@ def main() -> int:
         return 0
     profile.pin_process()  # the profile's cpu_affinity, if any: this process only times
     reference = profile.session(reference_path)
+    screening = profile.screening()
     while True:
         try:
             kind, path = pickle.load(proto_in)
@@ -36,7 +39,8 @@ def main() -> int:
             if kind == "nodes":
                 reply = (True, node_costs(reference_path, path, profile, input_shape))
             else:
-                reply = (True, measure_interleaved(reference_path, path, profile, input_shape, reference_session=reference))
+                protocol = screening if kind == "screen" else profile
+                reply = (True, measure_interleaved(reference_path, path, protocol, input_shape, reference_session=reference))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as this candidate's failure
             reply = (False, one_line(exc))
         pickle.dump(reply, proto_out)

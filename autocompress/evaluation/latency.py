@@ -177,7 +177,10 @@ def balanced_repeats(repeats: int, ref_seconds: float, cand_seconds: float) -> i
 @runtime_checkable
 class LatencyMeter(Protocol):
     """What times candidates against the teacher: the local worker process, the cache in
-    front of it, the Ray client of the latency service. `fresh`: never an earlier answer."""
+    front of it, the Ray client of the latency service. `fresh`: a new measurement with the
+    profile's full protocol (the teacher, the front and the hand recipes at the end of a
+    search: the numbers a user reads); otherwise the search may answer from its cache or
+    time with the profile's search-time protocol (HardwareProfile.screening)."""
 
     def measure(self, path: str | Path, *, fresh: bool = False) -> "LatencyResult": ...
 
@@ -193,8 +196,9 @@ class DeviceMeter(LatencyMeter, Protocol):
 
 class CachedLatency:
     """A LatencyMeter keyed by the ONNX file's content hash and the profile: an identical
-    model is timed once by the wrapped meter (the answer is marked `cached`). `fresh=True`
-    times it again (the end-of-search re-measurement of the front)."""
+    model is timed once by the wrapped meter (the answer is marked `cached`), with the
+    profile's search-time protocol. `fresh=True` times it again with the full protocol (the
+    teacher; the end-of-search re-measurement of the front and the recipes)."""
 
     def __init__(self, worker: LatencyMeter, profile: HardwareProfile):
         self._worker = worker
@@ -215,7 +219,7 @@ class CachedLatency:
         if not fresh and key in self._seen:
             self.hits += 1
             return replace(self._seen[key], cached=True)
-        result = self._worker.measure(path, fresh=True)
+        result = self._worker.measure(path, screen=not fresh)
         self._seen[key] = result
         return result
 
@@ -249,10 +253,11 @@ class LatencyWorker:
         pickle.dump(self._args, self._proc.stdin)
         self._proc.stdin.flush()
 
-    def measure(self, candidate_path, *, fresh: bool = False) -> LatencyResult:
+    def measure(self, candidate_path, *, fresh: bool = False, screen: bool = False) -> LatencyResult:
         """Time the ONNX file against the reference (always a new measurement: the worker
-        keeps no earlier answers, so `fresh` changes nothing)."""
-        return self._ask("measure", candidate_path)
+        keeps no earlier answers, so `fresh` changes nothing), with the profile's full
+        protocol, or its search-time one (HardwareProfile.screening) if `screen`."""
+        return self._ask("screen" if screen and not fresh else "measure", candidate_path)
 
     def node_costs(self, candidate_path) -> tuple[list, list[float]]:
         """(the candidate's optimized-graph nodes, each node's kernel time in context / the

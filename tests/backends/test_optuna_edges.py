@@ -74,3 +74,25 @@ def test_make_sampler():
     assert isinstance(make_sampler("random", seed=0), optuna.samplers.RandomSampler)
     with pytest.raises(ConfigError, match="--sampler must be one of"):
         make_sampler("grid", seed=0)
+
+
+def test_the_run_storage_logs_ahead_and_a_killed_writer_loses_no_commit(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    # a real process commits trials through the run's storage and is killed (no close, no checkpoint)
+    code = (
+        "import os, optuna\n"
+        "from autocompress.backends.study import open_storage\n"
+        f"s = optuna.create_study(study_name='x', storage=open_storage({url!r}), directions=['maximize'])\n"
+        "for i in range(3):\n"
+        "    t = s.ask(); t.suggest_float('p', 0, 1); t.set_user_attr('i', i); s.tell(t, 1.0)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert sqlite3.connect(tmp_path / "study.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    trials = optuna.load_study(study_name="x", storage=url).trials
+    assert [t.user_attrs["i"] for t in trials] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in trials)

@@ -209,6 +209,18 @@ def test_latency_worker_times_in_its_own_process_and_survives_errors(conv_models
     assert proc.poll() is not None  # closed with the context
 
 
+def test_the_latency_worker_screens_with_the_search_time_protocol(conv_models):
+    from autocompress.evaluation import LatencyWorker
+
+    small, big = conv_models
+    # an interval target no measurement reaches: the pass counts show which protocol ran
+    profile = HardwareProfile(name="s", warmup=1, repeats=3, passes=2, max_passes=5, search_max_passes=3, target_ci=1e-9)
+    with LatencyWorker(small, profile, (3, 24, 24)) as worker:
+        assert worker.measure(big, screen=True).passes == 3
+        assert worker.measure(big).passes == 5
+        assert worker.measure(big, screen=True, fresh=True).passes == 5  # fresh: always the full protocol
+
+
 def test_latency_worker_does_not_import_torch():
     import subprocess
     import sys
@@ -241,9 +253,11 @@ def test_an_identical_file_is_timed_once_unless_fresh(tmp_path):
     class CountingWorker:  # stands in for the timing process in this pure-logic test
         def __init__(self):
             self.calls = []
+            self.screened = []
 
-        def measure(self, path, *, fresh=False):
+        def measure(self, path, *, fresh=False, screen=False):
             self.calls.append(path)
+            self.screened.append(screen)
             return LatencyResult(0.5, 0.01, 1.0, 1.1, 0.1, 2.0, 7, 0.49, 0.51, True)
 
     a, b, c = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "c.onnx"
@@ -257,5 +271,6 @@ def test_an_identical_file_is_timed_once_unless_fresh(tmp_path):
     assert not cache.measure(c).cached
     assert not cache.measure(a, fresh=True).cached  # the deliberate re-measurement
     assert worker.calls == [a, c, a]
+    assert worker.screened == [True, True, False]  # the search's protocol, then the full one
     other = CachedLatency(worker, HardwareProfile(name="p", batch_size=8))
     assert other.key(b"graph-1") != cache.key(b"graph-1")  # keyed by the profile too
