@@ -20,7 +20,7 @@ from autocompress.errors import ConfigError
 from autocompress.schema import Choice, Fixed, Param, Range, Replay, Settings, TrialLike, largest, values_of
 from autocompress.techniques import Spec, technique, techniques
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"  # package data (top-level search_spaces/ links here)
 
 
 def schema() -> dict[str, dict[str, Any]]:
