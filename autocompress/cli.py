@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", metavar="FILE.py:FN", help="function returning your trained nn.Module")
     s.add_argument("--data", metavar="FILE.py:FN", help="function returning (train, val[, test]) Datasets of (x, y)")
     s.add_argument("--checkpoint", metavar="FILE", help="state_dict to load into the model (weights_only)")
+    s.add_argument("--task", metavar="FILE.py:FN", help="function returning an autocompress.Task (instead of --model/--data)")
     s.add_argument("--space", metavar="NAME|FILE", help="search space: built-in name or YAML file (default: default)")
     s.add_argument("--profile", metavar="NAME|FILE", help="hardware profile: built-in name or YAML file (default: cpu-1thread)")
     s.add_argument("--budget", type=int, metavar="N", help="total trials of the study (default 100; on --resume may be raised)")
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", metavar="FILE.py:FN")
     d.add_argument("--data", metavar="FILE.py:FN")
     d.add_argument("--checkpoint", metavar="FILE")
+    d.add_argument("--task", metavar="FILE.py:FN", help="function returning an autocompress.Task (instead of --model/--data)")
     d.add_argument("--space", metavar="NAME|FILE", help="search space to sample candidates from (default: default)")
     d.add_argument("--samples", type=int, default=300, metavar="N", help="candidates sampled, timed whole and profiled node by node (default 300; more cover more of the space)")
     d.add_argument("--seed", type=int, default=0)
@@ -103,16 +105,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _quiet_library_logs(args.command)
     try:
         if args.command == "search":
-            from autocompress.driver import SearchOptions, search
+            from autocompress.api import search
 
-            search(SearchOptions(
-                model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,
+            search(
+                args.task, model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
                 out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
                 latency=args.latency, table=args.table, reduction_factor=args.reduction_factor, workers=args.workers,
-            ))
+            )
         elif args.command == "profiles":
             from autocompress.hardware import profiles_table
 
@@ -120,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "profile-device":
             from autocompress.profile_device import ProfileDeviceOptions, profile_device
 
-            profile_device(ProfileDeviceOptions(out=args.out, profile=args.profile, model=args.model, data=args.data, checkpoint=args.checkpoint,
+            profile_device(ProfileDeviceOptions(out=args.out, profile=args.profile, model=args.model, data=args.data, checkpoint=args.checkpoint, task=args.task,
                                                 space=args.space, samples=args.samples, seed=args.seed))
         elif args.command == "audit":
             from autocompress.audit import audit

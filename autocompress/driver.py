@@ -31,6 +31,7 @@ class SearchOptions:
     model: Optional[str] = None
     data: Optional[str] = None
     checkpoint: Optional[str] = None
+    task: Optional[str] = None  # FILE.py:FN returning an autocompress.Task (instead of model/data)
     space: Optional[str] = None
     profile: Optional[str] = None
     budget: Optional[int] = None
@@ -76,6 +77,8 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError("--resume and --out go separately: --resume continues the run in its own directory")
     if (o.model is None) != (o.data is None):
         raise ConfigError("--model and --data go together: give both, or neither for the demo")
+    if o.task is not None and (o.model is not None or o.checkpoint is not None):
+        raise ConfigError("--task goes alone: the Task it returns holds the model and the data (no --model, --data or --checkpoint)")
     if o.backend is not None and o.backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {o.backend!r}")
     if o.backend == "optuna" or (o.backend is None and o.resume is None):
@@ -132,6 +135,9 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     task_spec = m["task"]
     if o.model is not None and (task_spec.get("model"), task_spec.get("data")) != (o.model, o.data):
         raise RunDirError(f"--resume {run.path}: the task differs (run: --model {task_spec.get('model')} --data {task_spec.get('data')})")
+    if o.task is not None and o.task != task_spec.get("task"):
+        raise RunDirError(f"--resume {run.path}: --task {o.task} differs from the run's ({task_spec.get('task') or 'not a --task run'})")
+    files = task_spec.get("kind") == "user"  # model and data files; kind "task": one --task file
     if o.max_acc_drop is not None and o.max_acc_drop != m.get("max_acc_drop"):
         raise RunDirError(f"--resume {run.path}: --max-acc-drop {o.max_acc_drop} differs from the run's {m.get('max_acc_drop')}")
     if o.seed is not None and o.seed != m["seed"]:
@@ -145,7 +151,8 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         if run_fidelity is None or given.to_dict() != run_fidelity:
             raise RunDirError(f"--resume {run.path}: multi-fidelity {given.to_dict()} differs from the run's {run_fidelity}")
     resolved = SearchOptions(
-        model=task_spec.get("model"), data=task_spec.get("data"), checkpoint=o.checkpoint or m.get("checkpoint"),
+        model=task_spec.get("model") if files else None, data=task_spec.get("data") if files else None,
+        checkpoint=o.checkpoint or m.get("checkpoint"), task=task_spec.get("task"),
         budget=o.budget or m["budget"], time_budget=o.time_budget, seed=m["seed"], sampler=o.sampler or m["sampler"],
         max_acc_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
         latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
@@ -167,17 +174,50 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     return m, space, profile, resolved
 
 
-def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path:
-    """Run (or resume) a search; returns the run directory."""
+PYTHON_TASK = "python"  # run.json task kind of a task built in Python (autocompress.api.Task)
+
+
+def _check_python_task(o: SearchOptions) -> None:
+    """What a task built in Python (an object, not files a process can load again) cannot do yet."""
+    if o.model is not None or o.data is not None or o.task is not None:
+        raise ConfigError("give a Task or files (--model/--data, --task), not both")
+    if o.checkpoint is not None:
+        raise ConfigError("--checkpoint is for --model/--data: load the weights into the Task's model")
+    if o.backend == "ray":
+        raise ConfigError("backend='ray' needs a task its trials can load from files (--model/--data, or --task FILE.py:FN returning the Task); "
+                          "a Task built in Python runs locally")
+    if o.workers is not None and o.workers > 1:
+        raise ConfigError(f"workers={o.workers}: a Task built in Python runs one trial at a time (workers=1); "
+                          "worker processes load their task from files (--model/--data, or --task FILE.py:FN returning the Task)")
+
+
+def validate(o: SearchOptions, *, python_task: bool = False) -> None:
+    """The options' own checks (ConfigError, one line), before any task is loaded."""
+    _check_options(o)
+    if python_task:
+        _check_python_task(o)
+    if o.resume is None and o.out is not None:
+        RunDir.check_new(Path(o.out))
+
+
+def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=None) -> Path:
+    """Run (or resume) a search; returns the run directory. `task`: a LoadedTask built by
+    the caller (autocompress.api) instead of the demo or --model/--data."""
     _check_options(o)
     from autocompress.tasks import load_task
 
+    if task is not None:
+        _check_python_task(o)
     resume = o.resume is not None
     if resume:
         run = RunDir.open_existing(Path(o.resume))
+        kind = run.read_manifest().get("task", {}).get("kind")
+        if (kind == PYTHON_TASK) != (task is not None):
+            raise RunDirError(f"--resume {run.path}: the run's task was built in Python: resume it with autocompress.search(task, resume=...)"
+                              if task is None else f"resume={str(run.path)!r}: the run was not made from a Task built in Python; resume it as it was made")
         manifest, space, profile, o = _resolve_resume(o, run)
-        if manifest.get("task", {}).get("kind") == "demo":
-            o = replace(o, model=None, data=None)
+        if task is not None:
+            _check_python_task(o)
     else:
         space = load_space(o.space or "default")
         profile = load_profile(o.profile or "cpu-1thread")
@@ -194,7 +234,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print) -> Path
             progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched")
     space.check_profile(profile)
     table = _load_table(o, profile)
-    task = load_task(o.model, o.data, o.checkpoint, progress=progress)
+    task = task if task is not None else load_task(o.model, o.data, o.checkpoint, task=o.task, progress=progress)
     space, notes = space.bind(task.teacher, task.train.x[:2])
     for note in notes:
         progress(note)
@@ -402,7 +442,7 @@ def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwarePro
     if workers < 2:
         return None
     threads = threads_per_worker(workers)
-    setup = WorkerSetup(task_model=o.model, task_data=o.data, checkpoint=o.checkpoint, cwd=os.getcwd(), task_fingerprint=task.fingerprint,
+    setup = WorkerSetup(task_model=o.model, task_data=o.data, checkpoint=o.checkpoint, task_spec=o.task, cwd=os.getcwd(), task_fingerprint=task.fingerprint,
                         teacher_state=task.teacher.state_dict(), profile=profile, teacher=ctx.teacher, soft_targets=ctx.soft_targets,
                         calibration=ctx.calibration, run_path=str(run.path.resolve()), seed=seed, threads=threads, table=table,
                         predicted=ctx.predicted, teacher_macs=ctx.teacher_macs,

@@ -32,6 +32,7 @@ class ProfileDeviceOptions:
     model: Optional[str] = None
     data: Optional[str] = None
     checkpoint: Optional[str] = None
+    task: Optional[str] = None  # FILE.py:FN returning an autocompress.Task (instead of model/data)
     space: Optional[str] = None
     samples: int = 300
     seed: int = 0
@@ -59,7 +60,7 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     profile = load_profile(o.profile or "cpu-1thread")
     space = load_space(o.space or "default")
     space.check_profile(profile)
-    task = load_task(o.model, o.data, o.checkpoint, progress=progress)
+    task = load_task(o.model, o.data, o.checkpoint, task=o.task, progress=progress)
     space, _ = space.bind(task.teacher, task.train.x[:2])
     calib = calibration_samples(task).numpy()
     work = Path(tempfile.mkdtemp(prefix="autocompress-profile-"))

@@ -146,13 +146,18 @@ class RunDir:
 
 
 def load_run_task(run: RunDir):
-    """The task a run was made with (the demo, or the user's files named in run.json)."""
+    """The task a run was made with (the demo, or the user's files named in run.json; a
+    task built in Python cannot be loaded again from the run: the caller passes it)."""
     from autocompress.tasks import load_task
 
     m = run.read_manifest()
     spec = m["task"]
     if spec.get("kind") == "demo":
         return load_task(progress=lambda s: None)
+    if spec.get("kind") == "python":
+        raise RunDirError(f"{run.path}: the run's task was built in Python; this needs it: autocompress.load_run(path, task=task)")
+    if spec.get("kind") == "task":
+        return load_task(task=spec["task"], progress=lambda s: None)
     return load_task(spec["model"], spec["data"], m.get("checkpoint"), progress=lambda s: None)
 
 

@@ -22,6 +22,7 @@ LAYERS = [
     ["backends."],  # drive the pipeline over a space (Optuna here, Ray Tune on a cluster)
     ["run", "outputs", "report."],  # the run directory and what is written into it
     ["driver", "verify", "audit", "profile_device"],  # the commands
+    ["api"],  # the Python API over the commands
     ["cli", "__init__", "__main__"],
 ]
 

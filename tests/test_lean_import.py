@@ -12,7 +12,8 @@ def test_import_is_lean():
         "import sys, autocompress, autocompress.config, autocompress.space, autocompress.pareto, autocompress.errors\n"
         "import autocompress.techniques, autocompress.schema, autocompress.names, autocompress.segments, autocompress.fidelity\n"
         "import autocompress.recipes, autocompress.atomic, autocompress.backends, autocompress.backends.ray_cluster\n"
-        "import autocompress.driver, autocompress.run, autocompress.cli\n"
+        "import autocompress.driver, autocompress.run, autocompress.cli, autocompress.api\n"
+        "autocompress.Task, autocompress.search, autocompress.load_run\n"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'optuna', 'ray') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

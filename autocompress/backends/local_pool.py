@@ -173,6 +173,7 @@ class WorkerSetup:
     task_model: Optional[str]
     task_data: Optional[str]
     checkpoint: Optional[str]
+    task_spec: Optional[str]  # --task FILE.py:FN (instead of model and data)
     cwd: str
     task_fingerprint: str
     teacher_state: Any  # the driver's teacher weights: every worker compresses the same model
@@ -229,7 +230,7 @@ def _worker_main(conn, index: int, board: QuietBoard, setup: WorkerSetup) -> Non
 
         accuracy_module.set_default_threads(setup.threads)
         os.chdir(setup.cwd)
-        task = load_task(setup.task_model, setup.task_data, setup.checkpoint, progress=lambda s: None)
+        task = load_task(setup.task_model, setup.task_data, setup.checkpoint, task=setup.task_spec, progress=lambda s: None)
         task.teacher.load_state_dict(setup.teacher_state)
         task.teacher.eval()
         if task.fingerprint != setup.task_fingerprint:

@@ -375,6 +375,7 @@ class TrialSetup:
     latency_node: Optional[str] = None
     table: Any = None  # a device latency table: its predictions are recorded next to the measurements
     teacher_macs: int = 0
+    task_spec: Optional[str] = None  # --task FILE.py:FN (instead of model and data)
 
 
 _CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task, soft targets, calibration)
@@ -389,13 +390,13 @@ def _context(setup: TrialSetup):
 
     if setup.task_fingerprint not in _CONTEXTS:
         here = os.getcwd()
-        if setup.cwd is not None and setup.task_model is not None:
+        if setup.cwd is not None and (setup.task_model is not None or setup.task_spec is not None):
             if not os.path.isdir(setup.cwd):
                 raise CandidateError(f"setup: the driver's working directory {setup.cwd} does not exist on node "
                                      f"{ray.get_runtime_context().get_node_id()[:8]}: put the task's files at the same paths on every node")
             os.chdir(setup.cwd)
         try:
-            task = load_task(setup.task_model, setup.task_data, setup.checkpoint, progress=lambda s: None)
+            task = load_task(setup.task_model, setup.task_data, setup.checkpoint, task=setup.task_spec, progress=lambda s: None)
         finally:
             os.chdir(here)
         if setup.teacher_state is not None:
@@ -670,9 +671,9 @@ class RaySession:
 
     def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str], table=None, teacher_macs: int = 0) -> TrialSetup:
         spec = task.spec
-        user = spec.get("kind") != "demo"  # the demo is loaded by name: no files
+        user = spec.get("kind") == "user"  # model and data files; the demo is loaded by name; "task": one --task file
         return TrialSetup(
-            task_model=spec.get("model") if user else None, task_data=spec.get("data") if user else None,
+            task_model=spec.get("model") if user else None, task_data=spec.get("data") if user else None, task_spec=spec.get("task"),
             checkpoint=checkpoint, task_fingerprint=task.fingerprint,
             space=space, profile=profile, teacher=teacher, seed=seed, latency=self.latency_actor, sink=self.sink,
             teacher_state={k: v.detach().cpu() for k, v in task.teacher.state_dict().items()}, cpus_per_trial=self.opts.cpus_per_trial,

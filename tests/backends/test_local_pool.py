@@ -93,18 +93,19 @@ def test_a_paused_worker_does_not_hold_up_a_measurement():
 # --------------------------------------------------------------------------- searches
 
 
-def _search(tmp_path, *extra, model=TINY_MODEL_SPEC, data=TINY_DATA_SPEC, space=SPACE_YAML, env=None, timeout=600):
+def _search(tmp_path, *extra, model=TINY_MODEL_SPEC, data=TINY_DATA_SPEC, task=None, space=SPACE_YAML, env=None, timeout=600):
     (tmp_path / "space.yaml").write_text(space)
     (tmp_path / "profile.yaml").write_text(FAST_PROFILE_YAML)
-    cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", model, "--data", data,
+    source = ["--task", task] if task is not None else ["--model", model, "--data", data]
+    cmd = [sys.executable, "-m", "autocompress.cli", "search", *source,
            "--space", str(tmp_path / "space.yaml"), "--profile", str(tmp_path / "profile.yaml"), *map(str, extra)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env={**__import__("os").environ, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache"), **(env or {})})
 
 
 def test_two_workers_build_the_trials_and_no_measurement_overlaps_their_work(tmp_path):
-    out = tmp_path / "run"
-    done = _search(tmp_path, "--budget", 6, "--workers", 2, "--out", out)
+    out = tmp_path / "run"  # the task from a --task file: each worker loads it again (the dying task below: --model/--data)
+    done = _search(tmp_path, "--budget", 6, "--workers", 2, "--out", out, task=f"{FIXTURES / 'tiny_task.py'}:build_task")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Trials: 2 at a time in worker processes (1 thread each" in done.stdout
     trials = pd.read_csv(out / "trials.csv")
