@@ -75,10 +75,9 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError(f"--max-acc-drop must be in [0, 100] points, got {o.max_acc_drop}")
     if o.resume is not None and o.out is not None:
         raise ConfigError("--resume and --out go separately: --resume continues the run in its own directory")
-    if (o.model is None) != (o.data is None):
-        raise ConfigError("--model and --data go together: give both, or neither for the demo")
-    if o.task is not None and (o.model is not None or o.checkpoint is not None):
-        raise ConfigError("--task goes alone: the Task it returns holds the model and the data (no --model, --data or --checkpoint)")
+    from autocompress.tasks import check_source
+
+    check_source(o.model, o.data, o.checkpoint, o.task)
     if o.backend is not None and o.backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {o.backend!r}")
     if o.backend == "optuna" or (o.backend is None and o.resume is None):
@@ -206,8 +205,6 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
     _check_options(o)
     from autocompress.tasks import load_task
 
-    if task is not None:
-        _check_python_task(o)
     resume = o.resume is not None
     if resume:
         run = RunDir.open_existing(Path(o.resume))
@@ -216,8 +213,6 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
             raise RunDirError(f"--resume {run.path}: the run's task was built in Python: resume it with autocompress.search(task, resume=...)"
                               if task is None else f"resume={str(run.path)!r}: the run was not made from a Task built in Python; resume it as it was made")
         manifest, space, profile, o = _resolve_resume(o, run)
-        if task is not None:
-            _check_python_task(o)
     else:
         space = load_space(o.space or "default")
         profile = load_profile(o.profile or "cpu-1thread")
@@ -232,6 +227,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
             searched = space.params["finetune.steps"].to_yaml()
             space = space.with_fixed("finetune.steps", fidelity.full_steps)
             progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched")
+    if task is not None:  # the options as resolved (on resume: the run's own)
+        _check_python_task(o)
     space.check_profile(profile)
     table = _load_table(o, profile)
     task = task if task is not None else load_task(o.model, o.data, o.checkpoint, task=o.task, progress=progress)

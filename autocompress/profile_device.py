@@ -48,12 +48,11 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     from autocompress.hardware import load_profile
     from autocompress.pipeline import calibration_samples, export_architecture
     from autocompress.space import load_space
-    from autocompress.tasks import load_task
+    from autocompress.tasks import check_source, load_task
 
     if o.samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {o.samples}")
-    if (o.model is None) != (o.data is None):
-        raise ConfigError("--model and --data go together: give both, or neither for the demo")
+    check_source(o.model, o.data, o.checkpoint, o.task)
     out = Path(o.out)
     if out.exists() and not out.is_file():
         raise ConfigError(f"--out {o.out}: exists and is not a file")

@@ -52,5 +52,4 @@ class Task:
         return build_task(self.model, splits, name=self.name, spec=spec, model_field="Task.model", data_field="Task")
 
 
-
 __all__ = ["METRICS", "Task"]
