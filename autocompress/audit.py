@@ -61,15 +61,14 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
     from autocompress.backends.study import STUDY_NAME
     from autocompress.evaluation.graph_profile import graph_nodes
     from autocompress.evaluation.predictor import LatencyTable, layer_configs, model_macs
-    from autocompress.pipeline import calibration_samples, export_architecture
+    from autocompress.pipeline import export_architecture
 
     manifest = run.read_manifest()
     table = LatencyTable.load_for(table_path, manifest.get("profile"), manifest.get("profile_fingerprint"))
     profile = run.profile()
     task = load_run_task(run)
     space = run.bound_space(task)
-    example = task.train.x[:2]
-    calib = calibration_samples(task).numpy()
+    example = task.example
     teacher_macs = model_macs(task.teacher, example)
     params = {t.number: t.params for t in optuna.load_study(study_name=STUDY_NAME, storage=run.storage_url).trials}  # one read
     out = trials.copy()
@@ -79,8 +78,8 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
     try:
         for k, i in enumerate(todo):
             cfg = space.config_from_params(params[int(out.at[i, "number"])])
-            student, path = export_architecture(task, cfg, calib, work)
-            out.at[i, "latency_ratio_predicted"] = table.predict_ratio(graph_nodes(path, profile, task.input_shape))[0]
+            student, path = export_architecture(task, cfg, work)
+            out.at[i, "latency_ratio_predicted"] = table.predict_ratio(graph_nodes(path, profile, task.timing_feed(profile)))[0]
             out.at[i, "macs_ratio"] = sum(l.macs for l in layer_configs(student, example, cfg.quantize)) / teacher_macs
             if (k + 1) % 20 == 0:
                 progress(f"  {k + 1}/{len(todo)}")

@@ -232,7 +232,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
     space.check_profile(profile)
     table = _load_table(o, profile)
     task = task if task is not None else load_task(o.model, o.data, o.checkpoint, task=o.task, progress=progress)
-    space, notes = space.bind(task.teacher, task.train.x[:2])
+    space, notes = space.bind(task.teacher, task.example)
     for note in notes:
         progress(note)
     if resume:
@@ -270,7 +270,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
             "task": task.spec, "task_fingerprint": task.fingerprint, "space_fingerprint": space.fingerprint,
             "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
             "budget": budget, "max_acc_drop": o.max_acc_drop, "drop_limit": drop_limit, "checkpoint": o.checkpoint,
-            "input_shape": list(task.input_shape), "backend": backend_name,
+            "input_shape": list(task.input_shape) if task.input_shape is not None else None, "inputs": task.input_shapes,
+            "outputs": list(task.output_names), "backend": backend_name,
         }
         if fidelity is not None:
             manifest["fidelity"] = fidelity.to_dict()
@@ -285,8 +286,8 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
         progress(f"Run directory: {run.path}")
         progress(f"Measuring the teacher under profile {profile.name!r} ...")
         try:
-            val = (task.val.x.numpy(), task.val.y.numpy())
-            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, task.input_shape, run.path, val))
+            timing = task.timing_feed(profile)
+            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, timing, run.path, task.val))
             ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
                           table=table, predicted=o.latency == "predicted")
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run

@@ -39,7 +39,9 @@ class HardwareProfile:
     # recipes are timed again at the end with up to max_passes (see screening())
     search_max_passes: Optional[int] = None
     graph_optimization: str = "all"
-    input_shape: Optional[tuple[int, ...]] = None  # one sample's shape for timing (default: the task's)
+    # one sample's shape for timing (default: the task's real batch as it is): a tuple for a
+    # task with one input, or ((input name, shape), ...) per input (YAML: a mapping)
+    input_shape: Optional[tuple] = None
     cpu_affinity: Optional[tuple[int, ...]] = None  # cores the timing process may run on (default: any)
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,6 +50,8 @@ class HardwareProfile:
         for key in ("input_shape", "cpu_affinity", "search_max_passes"):  # unset: left out (older runs' fingerprints stay valid)
             if d[key] is None:
                 del d[key]
+            elif key == "input_shape" and self.per_input_shapes is not None:
+                d[key] = {name: list(shape) for name, shape in self.per_input_shapes.items()}
             elif key != "search_max_passes":
                 d[key] = list(d[key])
         return d
@@ -64,13 +68,52 @@ class HardwareProfile:
 
     def timing_shape(self, task_shape: tuple[int, ...]) -> tuple[int, ...]:
         """One sample's input shape for timing: the profile's override or the task's."""
-        return tuple(self.input_shape) if self.input_shape is not None else tuple(task_shape)
+        return tuple(self.input_shape) if self.input_shape is not None and self.per_input_shapes is None else tuple(task_shape)
+
+    @property
+    def per_input_shapes(self) -> Optional[dict[str, tuple[int, ...]]]:
+        """The per-input override as {name: shape}, or None (no override, or one tuple)."""
+        if self.input_shape and isinstance(self.input_shape[0], tuple):
+            return {name: tuple(shape) for name, shape in self.input_shape}
+        return None
 
     def timing_input(self, task_shape: tuple[int, ...]):
-        """The batch models are timed on (fixed random values, float32 numpy)."""
+        """A batch of fixed random float32 values of one sample shape (a file timed without a
+        task: the profile's override or `task_shape`)."""
         import numpy as np
 
         return np.random.default_rng(0).standard_normal((self.batch_size, *self.timing_shape(task_shape))).astype(np.float32)
+
+    def timing_feed(self, real: Mapping[str, Any]) -> dict[str, Any]:
+        """The feed models are timed on, from real samples of the task (input name -> numpy
+        array, dtype kept): `batch_size` rows (the samples repeated when there are fewer),
+        each input whose shape the profile overrides filled to that shape by repeating its
+        values. ConfigError when the override does not fit the task's inputs."""
+        import numpy as np
+
+        shapes = self.per_input_shapes
+        if shapes is None and self.input_shape is not None:
+            if len(real) != 1:
+                raise ConfigError(f"input_shape {list(self.input_shape)} of profile {self.name!r} is one shape; the task has inputs "
+                                  f"{list(real)}: give one per input, e.g. input_shape: {{{next(iter(real))}: [...]}}")
+            shapes = {next(iter(real)): tuple(self.input_shape)}
+        unknown = sorted(set(shapes or {}) - set(real))
+        if unknown:
+            raise ConfigError(f"input_shape of profile {self.name!r} names {unknown[0]!r}, which is not an input of the task {list(real)}")
+        out = {}
+        for name, arr in real.items():
+            arr = np.asarray(arr)
+            shape = (shapes or {}).get(name, arr.shape[1:])
+            out[name] = np.ascontiguousarray(np.resize(arr, (self.batch_size, *shape)))
+        return out
+
+    def feed_for(self, session, timing: Any) -> dict[str, Any]:
+        """The feed of `session` for `timing`: a feed of real samples (timing_feed of it, the
+        inputs the session has), or one sample shape (timing_input, its one input)."""
+        if isinstance(timing, Mapping):
+            full = self.timing_feed(timing)
+            return {i.name: full[i.name] for i in session.get_inputs()}
+        return {session.get_inputs()[0].name: self.timing_input(tuple(timing))}
 
     def pin_process(self) -> None:
         """Restrict the calling process to `cpu_affinity` (no-op when unset)."""
@@ -156,8 +199,21 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> HardwareProfile:
         if not isinstance(v, list) or not v or not all(isinstance(p, str) for p in v):
             raise ConfigError(f"providers must be a non-empty list of names, got {v!r} ({source})")
         kw["providers"] = tuple(v)
-    for key, what, lo in (("input_shape", "sizes >= 1 (one sample, without the batch)", 1), ("cpu_affinity", "distinct core numbers >= 0", 0)):
+    shapes = data.get("input_shape")
+    if isinstance(shapes, Mapping):
+        if not shapes:
+            raise ConfigError(f"input_shape must name at least one input, got {{}} ({source})")
+        pairs = []
+        for name, shape in shapes.items():
+            if not isinstance(shape, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in shape):
+                raise ConfigError(f"input_shape[{name!r}] must be a list of sizes >= 1 (one sample, without the batch), got {shape!r} ({source})")
+            pairs.append((str(name), tuple(shape)))
+        kw["input_shape"] = tuple(pairs)
+    for key, what, lo in (("input_shape", "sizes >= 1 (one sample, without the batch), or a mapping input name -> such a list", 1),
+                          ("cpu_affinity", "distinct core numbers >= 0", 0)):
         v = data.get(key)
+        if key == "input_shape" and isinstance(v, Mapping):
+            continue
         if v is None:
             continue
         if (not isinstance(v, list) or not v or not all(isinstance(i, int) and not isinstance(i, bool) and i >= lo for i in v)

@@ -34,14 +34,14 @@ def write_trials_csv(run: RunDir, records: Sequence[dict[str, Any]], teacher, *,
 
 
 def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_drop: Optional[float], progress: Callable[[str], None] = print) -> pd.DataFrame:
-    from autocompress.evaluation import onnx_accuracy
+    from autocompress.evaluation import split_accuracy
 
     teacher = teacher_row(ctx.teacher)
     df = write_trials_csv(run, records, ctx.teacher, max_acc_drop=max_acc_drop)
     front = df[df["pareto"]].copy()
     test = ctx.task.test
     front["test_accuracy"] = [
-        onnx_accuracy(run.path / p, test.x.numpy(), test.y.numpy()) if test is not None else float("nan") for p in front["onnx"]
+        split_accuracy(run.path / p, test) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
     cols = ["number", "description", "details", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio",

@@ -23,24 +23,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from autocompress.config import CandidateConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
-from autocompress.evaluation import CachedLatency, LatencyMeter, LatencyResult, LatencyWorker, onnx_accuracy
+from autocompress.data import structure as st
+from autocompress.evaluation import CachedLatency, LatencyMeter, LatencyResult, LatencyWorker, split_accuracy
 from autocompress.evaluation.predictor import layer_configs, model_macs
 from autocompress.export import GraphContext, export_onnx, model_size_bytes
 from autocompress.fidelity import Decision, Fidelity
 from autocompress.hardware import HardwareProfile
 from autocompress.names import TRIALS_DIR
 from autocompress.tasks import LoadedTask
+from autocompress.tasks.base import CALIBRATION_SAMPLES  # noqa: F401 - where callers have found it
 from autocompress.techniques import pipeline_order
 from autocompress.training import distill_, recalibrate_batchnorm_, teacher_logits
 from autocompress.training.plan import TrainPlan
 from autocompress.transforms import TransformContext
 
-CALIBRATION_SAMPLES = 128
 
 
 def stage_names() -> tuple[str, ...]:
@@ -74,8 +74,8 @@ class PipelineContext:
     task: LoadedTask
     profile: HardwareProfile
     teacher: TeacherBaseline
-    soft_targets: torch.Tensor
-    calibration: np.ndarray
+    soft_targets: Optional[torch.Tensor]  # the teacher's outputs per training row (None: computed per batch)
+    calibration: Any  # calibration inputs (LoadedTask.calibration)
     _latency_worker: Any = None
     accuracy_on_device: bool = False  # val accuracy by the latency worker (on the device's node), not here on the CPU
     gate: Any = None  # with busy() and step(): CPU work that a latency measurement on the same cores must not overlap
@@ -89,7 +89,7 @@ class PipelineContext:
         it estimated): the nodes ONNX Runtime runs for it under the profile, looked up."""
         from autocompress.evaluation.graph_profile import graph_nodes
 
-        return self.table.predict_ratio(graph_nodes(path, self.profile, self.task.input_shape))
+        return self.table.predict_ratio(graph_nodes(path, self.profile, self.task.timing_feed(self.profile)))
 
     def predicted_latency(self, ratio: float) -> LatencyResult:
         """A LatencyResult for a ratio the table predicted (labelled predicted; no interval,
@@ -108,16 +108,13 @@ class PipelineContext:
     def between_steps(self) -> Optional[Callable[[], None]]:
         return self.gate.step if self.gate is not None else None
 
-    @property
-    def calibration_tensor(self) -> torch.Tensor:
-        """The calibration samples as a tensor (activation statistics for pruning)."""
-        return torch.from_numpy(self.calibration)
 
     @property
     def latency_worker(self) -> LatencyMeter:
         """The process that times candidates against the teacher (started on first use)."""
         if self._latency_worker is None:
-            self._latency_worker = CachedLatency(LatencyWorker(self.teacher.onnx_path, self.profile, self.task.input_shape), self.profile)
+            self._latency_worker = CachedLatency(LatencyWorker(self.teacher.onnx_path, self.profile, self.task.timing_feed(self.profile)),
+                                                 self.profile)
         return self._latency_worker
 
     def close(self) -> None:
@@ -203,18 +200,18 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
     accuracy(path), i.e. from the device's node. table: a device latency table whose
     predictions are recorded too; predicted: latency from it only (nothing timed; the
     teacher's milliseconds are the table's)."""
-    path = export_onnx(task.teacher, task.input_shape, Path(workdir) / "teacher" / "model.onnx")
-    test_acc = onnx_accuracy(path, task.test.x.numpy(), task.test.y.numpy()) if task.test is not None else None
-    teacher_macs = model_macs(task.teacher, task.train.x[:2])
+    path = export_onnx(task.teacher, task.example, Path(workdir) / "teacher" / "model.onnx", dynamic_axes=task.dynamic_axes)
+    test_acc = split_accuracy(path, task.test) if task.test is not None else None
+    teacher_macs = model_macs(task.teacher, task.example)
     if predicted:
-        val_acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
+        val_acc = split_accuracy(path, task.val)
         baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_ms)
-        return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train.x),
-                               calibration=calibration_samples(task).numpy(), table=table, predicted=True, teacher_macs=teacher_macs)
-    worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.input_shape), profile)
+        return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train),
+                               calibration=task.calibration, table=table, predicted=True, teacher_macs=teacher_macs)
+    worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.timing_feed(profile)), profile)
     try:
         self_timing = worker.measure(path, fresh=True)
-        val_acc = worker.accuracy(path) if accuracy_on_device else onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
+        val_acc = worker.accuracy(path) if accuracy_on_device else split_accuracy(path, task.val)
     except Exception:
         worker.close()
         raise
@@ -223,8 +220,8 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
         task=task,
         profile=profile,
         teacher=baseline,
-        soft_targets=teacher_logits(task.teacher, task.train.x),
-        calibration=calibration_samples(task).numpy(),
+        soft_targets=teacher_logits(task.teacher, task.train),
+        calibration=task.calibration,
         _latency_worker=worker,
         accuracy_on_device=accuracy_on_device,
         table=table,
@@ -232,12 +229,11 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
     )
 
 
-def calibration_samples(task: LoadedTask) -> torch.Tensor:
+def calibration_samples(task: LoadedTask) -> Any:
     """A fixed, seeded draw of training inputs for quantization calibration and
-    activation statistics (the same draw every time, so pruning can be replayed)."""
-    gen = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(task.train), generator=gen)[:CALIBRATION_SAMPLES]
-    return task.train.x[idx]
+    activation statistics (LoadedTask.calibration: the same draw every time, so pruning
+    can be replayed)."""
+    return task.calibration
 
 
 def _model_stage(student: torch.nn.Module, cfg: CandidateConfig, tctx: TransformContext, *,
@@ -254,17 +250,17 @@ def rebuild_student(task: LoadedTask, cfg: CandidateConfig) -> torch.nn.Module:
     the model-stage techniques exactly as in the search (deterministic given the teacher
     and the calibration draw; work that only changes weights, such as the block warm-up or
     BatchNorm re-estimation, is skipped), ready for its saved state_dict."""
-    tctx = TransformContext(example_input=task.train.x[:2], calibration=calibration_samples(task), candidate=cfg, weights=False)
+    tctx = TransformContext(example_input=task.example, calibration=task.calibration, candidate=cfg, weights=False)
     return _model_stage(copy.deepcopy(task.teacher), cfg, tctx)
 
 
-def export_architecture(task: LoadedTask, cfg: CandidateConfig, calibration: np.ndarray, out_dir: Path) -> tuple[torch.nn.Module, Path]:
+def export_architecture(task: LoadedTask, cfg: CandidateConfig, out_dir: Path) -> tuple[torch.nn.Module, Path]:
     """(the candidate's architecture untrained, its file exported and quantized as
     deployed): the graph ONNX Runtime runs, whose latency does not depend on the weights'
     values. BatchNorm statistics are recalibrated as after the search's fine-tune."""
     student = rebuild_student(task, cfg)
-    recalibrate_batchnorm_(student, task.train.x)
-    path, _ = export_deployable(student, cfg, task.input_shape, calibration, out_dir)
+    recalibrate_batchnorm_(student, task.train_sample)
+    path, _ = export_deployable(student, cfg, task, out_dir)
     return student, path
 
 
@@ -316,8 +312,8 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = _Stages()
     torch.manual_seed(seed)
-    tctx = TransformContext(example_input=task.train.x[:2], calibration=ctx.calibration_tensor, candidate=cfg, teacher=task.teacher,
-                            train_x=task.train.x, seed=seed, timed=stage)
+    tctx = TransformContext(example_input=task.example, calibration=ctx.calibration, candidate=cfg, teacher=task.teacher,
+                            train_x=task.train_sample, seed=seed, timed=stage)
     cache_key = None
     if ctx.float_cache is not None and fidelity is None:
         plan = TrainPlan()
@@ -354,11 +350,11 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
         stop = None
         if plateau is not None:
             def stop(step: int) -> bool:
-                ended = plateau.should_stop(step, lambda: torch_accuracy(student, task.val.x, task.val.y))
+                ended = plateau.should_stop(step, lambda: torch_accuracy(student, task.val))
                 student.train()
                 return ended
         with stage("finetune"):  # a rung after the first: a new cosine cycle from where the last ended
-            distill_(student, task.train.x, task.train.y, ctx.soft_targets, replace(plan, steps=steps - done), plan,
+            distill_(student, task.train, ctx.soft_targets, replace(plan, steps=steps - done), plan, teacher=task.teacher,
                      seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps, stop=stop)
         done = steps
         if rung < len(rungs) - 1:
@@ -403,9 +399,9 @@ def _finish(cfg: CandidateConfig, ctx: PipelineContext, student: torch.nn.Module
             reused_from: Optional[int] = None) -> CandidateResult:
     """Export the fine-tuned model as deployed, then measure its accuracy, latency and size."""
     task = ctx.task
-    final, ort_only = export_deployable(student, cfg, task.input_shape, ctx.calibration, out_dir, stage=stage)
+    final, ort_only = export_deployable(student, cfg, task, out_dir, calibration=ctx.calibration, stage=stage)
     with stage("accuracy"):
-        val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else onnx_accuracy(final, task.val.x.numpy(), task.val.y.numpy())
+        val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else split_accuracy(final, task.val)
     with stage("latency"):
         predicted = ctx.predict_ratio(final) if ctx.table is not None else None
         latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
@@ -423,20 +419,22 @@ def _ort_only(path: Path) -> bool:
     return any(n.domain == MS_DOMAIN for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, input_shape: tuple[int, ...], calibration: np.ndarray, out_dir: Path, *,
+def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, task: LoadedTask, out_dir: Path, *, calibration: Any = None,
                       stage: Callable[[str], Any] = lambda name: nullcontext()) -> tuple[Path, bool]:
-    """`model` as deployed: out_dir/model.onnx, exported, then changed by each of the
-    candidate's active "graph" techniques in pipeline order (the files before the last
-    removed). (path, ort_only: the file needs ONNX Runtime). `stage(name)` wraps the
+    """`model` as deployed: out_dir/model.onnx, exported on the task's example inputs, then
+    changed by each of the candidate's active "graph" techniques in pipeline order (the
+    files before the last removed; quantization calibrated on `calibration`, default the
+    task's draw). (path, ort_only: the file needs ONNX Runtime). `stage(name)` wraps the
     'export' step and each technique (the pipeline times them)."""
     final = Path(out_dir) / "model.onnx"
     steps = [t for t in pipeline_order("graph") if t.is_active(cfg[t.name])]
     with stage("export"):
-        path = export_onnx(model, input_shape, final.with_name("model.fp32.onnx") if steps else final)
+        path = export_onnx(model, task.example, final.with_name("model.fp32.onnx") if steps else final, dynamic_axes=task.dynamic_axes)
     for i, t in enumerate(steps):
         with stage(t.name):
+            feed = st.feed(task.calibration if calibration is None else calibration)
             dst = final if i == len(steps) - 1 else final.with_name(f"model.{t.name}.onnx")
-            out = t.apply(path, cfg[t.name], GraphContext(calibration=calibration, input_shape=tuple(input_shape), dst=dst))
+            out = t.apply(path, cfg[t.name], GraphContext(calibration=feed, input_shape=task.input_shape, dst=dst))
             os.remove(path)
             path = out
     return path, bool(steps) and _ort_only(path)
@@ -450,9 +448,9 @@ def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: Candida
     deepcopy of a parametrized module shares its class, so baking a copy would break the
     original). The latency depends on the graph, not on the weights' values; the probe
     files are removed."""
-    acc = torch_accuracy(student, ctx.task.val.x, ctx.task.val.y)
+    acc = torch_accuracy(student, ctx.task.val)
     try:
-        onnx, _ = export_deployable(probe, cfg, ctx.task.input_shape, ctx.calibration, probe_dir)
+        onnx, _ = export_deployable(probe, cfg, ctx.task, probe_dir, calibration=ctx.calibration)
         ratio = ctx.predict_ratio(onnx)[0] if ctx.predicted else ctx.latency_worker.measure(onnx).ratio
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
@@ -517,8 +515,11 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
 
 
 @torch.no_grad()
-def torch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 512) -> float:
-    """Top-1 accuracy of a torch model in eval mode (left in eval mode)."""
+def torch_accuracy(model: torch.nn.Module, split, *, batch: int = 512) -> float:
+    """Top-1 accuracy of a torch model in eval mode (left in eval mode) on a split."""
     model.eval()
-    hits = sum(int((model(x[i : i + batch]).argmax(dim=1) == y[i : i + batch]).sum()) for i in range(0, len(y), batch))
-    return hits / max(1, len(y))
+    hits = n = 0
+    for inputs, y in split.batches(batch):
+        hits += int((st.primary(st.call(model, inputs)).argmax(dim=1) == torch.as_tensor(y)).sum())
+        n += len(y)
+    return hits / max(1, n)

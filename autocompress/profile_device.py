@@ -46,7 +46,7 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     from autocompress.evaluation.predictor import LatencyTable, within
     from autocompress.export import export_onnx
     from autocompress.hardware import load_profile
-    from autocompress.pipeline import calibration_samples, export_architecture
+    from autocompress.pipeline import export_architecture
     from autocompress.space import load_space
     from autocompress.tasks import check_source, load_task
 
@@ -60,21 +60,20 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     space = load_space(o.space or "default")
     space.check_profile(profile)
     task = load_task(o.model, o.data, o.checkpoint, task=o.task, progress=progress)
-    space, _ = space.bind(task.teacher, task.train.x[:2])
-    calib = calibration_samples(task).numpy()
+    space, _ = space.bind(task.teacher, task.example)
     work = Path(tempfile.mkdtemp(prefix="autocompress-profile-"))
     try:
-        teacher_onnx = export_onnx(task.teacher, task.input_shape, work / "teacher.onnx")
+        teacher_onnx = export_onnx(task.teacher, task.example, work / "teacher.onnx", dynamic_axes=task.dynamic_axes)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=o.seed))
         samples = []  # (nodes, units, measured ratio to the teacher)
         progress(f"Timing and profiling {o.samples} sampled candidates against the teacher under profile {profile.name!r} ...")
-        with LatencyWorker(teacher_onnx, profile, task.input_shape) as worker:
+        with LatencyWorker(teacher_onnx, profile, task.timing_feed(profile)) as worker:
             while len(samples) < o.samples and len(study.trials) < 5 * o.samples:
                 trial = study.ask()
                 cfg = space.suggest(trial)
                 study.tell(trial, 0.0)
                 try:
-                    _, path = export_architecture(task, cfg, calib, work / "candidate")
+                    _, path = export_architecture(task, cfg, work / "candidate")
                     ratio = worker.measure(path).ratio
                     samples.append((*worker.node_costs(path), ratio))
                 except Exception as exc:  # noqa: BLE001 - a candidate the model cannot take: skip it, say so

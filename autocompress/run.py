@@ -95,7 +95,7 @@ class RunDir:
 
     def bound_space(self, task):
         """The run's search space bound to its task's model, as in the search."""
-        space, _ = self.space().bind(task.teacher, task.train.x[:2])
+        space, _ = self.space().bind(task.teacher, task.example)
         return space
 
     def profile(self):

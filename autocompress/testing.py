@@ -97,6 +97,7 @@ def check_technique(t: Technique, example: Any, tmp_path: Path) -> None:
     if t.stage == "model":
         out = t.apply(copy.deepcopy(model), cfg, ctx)
     else:  # finetune: the plan the technique sets up, run for its steps (at most 5) the way the pipeline runs it
+        from autocompress.data.split import TensorSplit
         from autocompress.training import distill_, teacher_logits
         from autocompress.training.plan import TrainPlan
 
@@ -106,7 +107,8 @@ def check_technique(t: Technique, example: Any, tmp_path: Path) -> None:
         handles = [w.begin(out, ctx.example_input) for w in plan.wrappers]
         y = torch.randint(0, CLASSES, (len(x),), generator=torch.Generator().manual_seed(0))
         steps = min(max(plan.steps, 3), 5)  # a few steps even where the plan has none, so its loss runs
-        distill_(out, x, y, teacher_logits(teacher, x), TrainPlan(steps=steps, lr=plan.lr, batch_size=min(plan.batch_size, 16)),
+        train = TensorSplit(x, y, "train")
+        distill_(out, train, teacher_logits(teacher, train), TrainPlan(steps=steps, lr=plan.lr, batch_size=min(plan.batch_size, 16)),
                  plan, seed=0)
         for h in reversed(handles):
             h.bake_()

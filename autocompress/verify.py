@@ -41,7 +41,7 @@ def tolerance_for(latency_ms: float) -> float:
 def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.DataFrame:
     """Re-measure the run's front; returns the comparison table (also written to
     verify.csv). Raises RunDirError for a directory that is not a finished run."""
-    from autocompress.evaluation import LatencyWorker, onnx_accuracy
+    from autocompress.evaluation import LatencyWorker, split_accuracy
     from autocompress.evaluation.latency import not_faster
     from autocompress.hardware import check_available, load_profile
 
@@ -67,7 +67,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
              + ("" if same_profile else f" (the run used {manifest.get('profile')!r}: recorded values are under that profile)")
              + f", median of {o.repeats} measurements each ...")
     rows = []
-    with LatencyWorker(teacher, profile, tuple(manifest.get("input_shape") or task.input_shape)) as worker:
+    with LatencyWorker(teacher, profile, task.timing_feed(profile)) as worker:
         for _, p in front.sort_values("latency_ratio").iterrows():
             path = run.path / p["onnx"]
             results = [worker.measure(path) for _ in range(o.repeats)]
@@ -75,7 +75,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
             lo = statistics.median(r.ratio_low for r in results)
             hi = statistics.median(r.ratio_high for r in results)
             teacher_ms = statistics.median(r.reference_median_ms for r in results)
-            acc = onnx_accuracy(path, task.val.x.numpy(), task.val.y.numpy())
+            acc = split_accuracy(path, task.val)
             recorded = float(p["latency_ratio"])
             tol = tolerance_for(recorded * float(manifest["teacher"]["latency_ms"]))
             rel = recorded / ratio - 1.0  # re-measured speedup vs recorded speedup

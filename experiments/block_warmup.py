@@ -90,7 +90,7 @@ def main() -> int:
                         recalibrate_batchnorm_(student, x_tr)
                     for s in args.steps:
                         m = copy.deepcopy(student)
-                        distill_(m, x_tr, y_tr, soft, FinetuneConfig(steps=s, lr=1e-3, batch_size=64), kd, seed=seed)
+                        distill_(m, task.train, soft, FinetuneConfig(steps=s, lr=1e-3, batch_size=64), kd, seed=seed)
                         acc, ce = evaluate(m, x_val, y_val)
                         key = f"{label} | prune {prune:g} | warmup {w} | ft {s}"
                         per_seed.setdefault(key, []).append(

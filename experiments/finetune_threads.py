@@ -31,7 +31,7 @@ def one(threads: int, steps: int) -> None:
     student = copy.deepcopy(task.teacher)
     plan = replace(TrainPlan(), steps=steps, batch_size=64)
     t0 = time.perf_counter()
-    distill_(student, task.train.x, task.train.y, soft, plan, plan, seed=0)
+    distill_(student, task.train, soft, plan, plan, seed=0)
     print(f"{time.perf_counter() - t0:.2f}", flush=True)
 
 

@@ -126,7 +126,7 @@ def main() -> int:
                     handle = enable_qat_(student, example, bits_of, freeze_bn=arm == "qat")
                 if arm == "ptq_frozen_bn":
                     freeze_all_bn(student)
-                distill_(student, x_tr, y_tr, soft, ft, kd, seed=seed)
+                distill_(student, task.train, soft, ft, kd, seed=seed)
                 if handle is not None:
                     handle.bake_()
                 (qacc, qnll), (facc, _) = deploy(student, bits)

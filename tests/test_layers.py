@@ -15,7 +15,7 @@ ROOT = Path(autocompress.__file__).resolve().parent
 LAYERS = [
     ["errors", "atomic", "names", "segments"],  # shared facts and helpers, no dependencies
     ["schema", "pareto", "fidelity", "hardware"],  # pure data and numerics; hardware profiles
-    ["tasks.", "transforms.", "training.", "export.", "evaluation."],  # what touches models and ONNX files
+    ["data.", "tasks.", "transforms.", "training.", "export.", "evaluation."],  # what touches models and ONNX files
     ["techniques."],  # one file per technique: config, search-space schema, sampling, labels, apply
     ["config", "space", "recipes", "climb"],  # candidates and search spaces, over the registry; the structured start
     ["pipeline", "testing"],  # one candidate config -> measured metrics; the conformance suite

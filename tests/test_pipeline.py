@@ -38,9 +38,9 @@ def test_prepare_measures_the_teacher(prepared, tiny_task):
     with torch.no_grad():
         torch.testing.assert_close(prepared.soft_targets, tiny_task.teacher(tiny_task.train.x))
     assert prepared.calibration.shape == (min(CALIBRATION_SAMPLES, len(tiny_task.train)), *tiny_task.input_shape)
-    assert prepared.calibration.dtype == np.float32
+    assert prepared.calibration.dtype == torch.float32
     train_rows = {row.tobytes() for row in tiny_task.train.x.numpy()}
-    assert all(row.tobytes() in train_rows for row in prepared.calibration)
+    assert all(row.tobytes() in train_rows for row in prepared.calibration.numpy())
 
 
 def test_prepare_without_a_test_split(tiny_task, fast_profile, tmp_path):
@@ -110,7 +110,7 @@ def test_candidates_are_deterministic_for_a_seed(prepared, tmp_path):
 
 
 def test_a_failing_stage_becomes_a_candidate_error_naming_it(prepared, tmp_path):
-    broken = dataclasses.replace(prepared, calibration=np.zeros((4, 2, 2, 2), dtype=np.float32))
+    broken = dataclasses.replace(prepared, calibration=torch.zeros((4, 2, 2, 2)))
     with pytest.raises(CandidateError, match=r"^quantize: "):
         build_candidate(CandidateConfig(quantize=QuantizeConfig("int8", "uint8", "qoperator")), broken, tmp_path / "q")
     with pytest.raises(CandidateError, match=r"^finetune: "):

@@ -109,16 +109,16 @@ def check_resource(name: str) -> None:
 class LatencyService:
     """Holds the teacher ONNX file and a latency worker process on its node."""
 
-    def __init__(self, teacher_onnx: bytes, profile, input_shape: tuple[int, ...], val=None, quiet=None):
+    def __init__(self, teacher_onnx: bytes, profile, timing, val=None, quiet=None):
         from autocompress.evaluation import CachedLatency, LatencyWorker
 
         self._dir = Path(tempfile.mkdtemp(prefix="autocompress-latency-"))
         self._teacher = self._dir / "teacher.onnx"
         self._teacher.write_bytes(teacher_onnx)
         self._profile = profile
-        self._val = val  # (x, y) numpy arrays when accuracy is measured on the device too
+        self._val = val  # the val split (data.split.Split) when accuracy is measured on the device too
         self._quiet = quiet  # QuietPhase: trials on this node pause while it measures
-        self._worker = CachedLatency(LatencyWorker(self._teacher, profile, input_shape), profile)
+        self._worker = CachedLatency(LatencyWorker(self._teacher, profile, timing), profile)
 
     def measure(self, onnx: bytes, fresh: bool = False):
         """(LatencyResult, node id) for an ONNX file's bytes, timed against the teacher
@@ -142,13 +142,13 @@ class LatencyService:
     def accuracy(self, onnx: bytes):
         """(val accuracy, node id) of an ONNX file's bytes, run on this node with the
         profile's execution providers (one call at a time: never during a timing)."""
-        from autocompress.evaluation import onnx_accuracy
+        from autocompress.evaluation import split_accuracy
 
         if self._val is None:
             raise RuntimeError("the latency service was started without the validation split (--accuracy-on-device)")
         path = self._dir / "candidate-accuracy.onnx"
         path.write_bytes(onnx)
-        acc = onnx_accuracy(path, self._val[0], self._val[1], providers=tuple(self._profile.providers))
+        acc = split_accuracy(path, self._val, providers=tuple(self._profile.providers))
         return acc, ray.get_runtime_context().get_node_id()
 
     def close(self) -> None:
@@ -301,17 +301,18 @@ class ArtifactSink:
         write_bytes_atomic(dest, data)
 
 
-def start_services(run_path: Path, teacher_onnx: Path, profile, input_shape, opts: RayOptions, val=None):
+def start_services(run_path: Path, teacher_onnx: Path, profile, timing, opts: RayOptions, val=None):
     """Create the latency, artifact and quiet-phase actors for this run; returns
-    (latency, sink, quiet, the latency service's node id). `val`: the (x, y) validation
-    arrays, for accuracy on the device's node."""
+    (latency, sink, quiet, the latency service's node id). `timing`: the feed candidates
+    are timed on (LoadedTask.timing_feed); `val`: the validation split, for accuracy on the
+    device's node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
     pinned = NodeAffinitySchedulingStrategy(here, soft=False)
     sink = ArtifactSink.options(scheduling_strategy=pinned).remote(str(run_path))
     quiet = QuietPhase.options(scheduling_strategy=pinned).remote()
-    args = (teacher_onnx.read_bytes(), profile, tuple(input_shape), val, quiet)
+    args = (teacher_onnx.read_bytes(), profile, timing, val, quiet)
     if opts.latency_resource:  # RaySession checked that the cluster carries it
         latency = LatencyService.options(resources={opts.latency_resource: 1}).remote(*args)
     else:
@@ -384,7 +385,7 @@ _CONTEXTS: dict[str, Any] = {}  # per worker process: task fingerprint -> (task,
 def _context(setup: TrialSetup):
     import torch
 
-    from autocompress.pipeline import PipelineContext, calibration_samples
+    from autocompress.pipeline import PipelineContext
     from autocompress.tasks import load_task
     from autocompress.training import teacher_logits
 
@@ -405,7 +406,7 @@ def _context(setup: TrialSetup):
         if task.fingerprint != setup.task_fingerprint:
             raise CandidateError(f"setup: the task on node {ray.get_runtime_context().get_node_id()[:8]} differs from the "
                                  f"driver's (fingerprint {task.fingerprint} != {setup.task_fingerprint})")
-        _CONTEXTS[setup.task_fingerprint] = (task, teacher_logits(task.teacher, task.train.x), calibration_samples(task).numpy())
+        _CONTEXTS[setup.task_fingerprint] = (task, teacher_logits(task.teacher, task.train), task.calibration)
     task, soft, calib = _CONTEXTS[setup.task_fingerprint]
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     here = ray.get_runtime_context().get_node_id()
@@ -664,9 +665,9 @@ class RaySession:
         self.quiet = None
         self.latency_node: Optional[str] = None
 
-    def latency(self, teacher_onnx: Path, profile, input_shape, run_path: Path, val=None) -> RemoteLatency:
+    def latency(self, teacher_onnx: Path, profile, timing, run_path: Path, val=None) -> RemoteLatency:
         self.latency_actor, self.sink, self.quiet, self.latency_node = start_services(
-            Path(run_path), Path(teacher_onnx), profile, input_shape, self.opts, val if self.opts.accuracy_on_device else None)
+            Path(run_path), Path(teacher_onnx), profile, timing, self.opts, val if self.opts.accuracy_on_device else None)
         return RemoteLatency(self.latency_actor)
 
     def setup(self, *, task, space, profile, teacher, seed: int, checkpoint: Optional[str], table=None, teacher_macs: int = 0) -> TrialSetup:

@@ -1,6 +1,6 @@
 """Evaluation on the exported artifact: accuracy and latency, both with ONNX Runtime."""
 
-from autocompress.evaluation.accuracy import onnx_accuracy, onnx_predict
+from autocompress.evaluation.accuracy import onnx_accuracy, onnx_outputs, onnx_predict, split_accuracy
 from autocompress.evaluation.latency import (
     CachedLatency,
     DeviceMeter,
@@ -11,4 +11,5 @@ from autocompress.evaluation.latency import (
     summarize_interleaved,
 )
 
-__all__ = ["CachedLatency", "DeviceMeter", "LatencyMeter", "LatencyResult", "LatencyWorker", "measure_interleaved", "onnx_accuracy", "onnx_predict", "summarize_interleaved"]
+__all__ = ["CachedLatency", "DeviceMeter", "LatencyMeter", "LatencyResult", "LatencyWorker", "measure_interleaved", "onnx_accuracy", "onnx_outputs", "onnx_predict",
+           "split_accuracy", "summarize_interleaved"]

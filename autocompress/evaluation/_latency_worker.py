@@ -1,6 +1,7 @@
 """The latency worker process (see evaluation.latency.LatencyWorker).
 
-Protocol over stdin/stdout, pickled: first (reference_path, profile, input_shape); then one
+Protocol over stdin/stdout, pickled: first (reference_path, profile, timing: a feed or a shape,
+see HardwareProfile.feed_for); then one
 (kind, candidate path) per request, answered with (True,
 payload) or (False, message): kind "measure" -> LatencyResult (evaluation.latency) with the
 profile's full protocol, "screen" -> the same with its search-time one (at most
@@ -24,7 +25,7 @@ def main() -> int:
     from autocompress.evaluation.latency import measure_interleaved
 
     try:
-        reference_path, profile, input_shape = pickle.load(proto_in)
+        reference_path, profile, timing = pickle.load(proto_in)
     except EOFError:
         return 0
     profile.pin_process()  # the profile's cpu_affinity, if any: this process only times
@@ -37,10 +38,10 @@ def main() -> int:
             return 0
         try:
             if kind == "nodes":
-                reply = (True, node_costs(reference_path, path, profile, input_shape))
+                reply = (True, node_costs(reference_path, path, profile, timing))
             else:
                 protocol = screening if kind == "screen" else profile
-                reply = (True, measure_interleaved(reference_path, path, protocol, input_shape, reference_session=reference))
+                reply = (True, measure_interleaved(reference_path, path, protocol, timing, reference_session=reference))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as this candidate's failure
             reply = (False, one_line(exc))
         pickle.dump(reply, proto_out)

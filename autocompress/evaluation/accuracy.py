@@ -17,17 +17,57 @@ def set_default_threads(threads: int) -> None:
     _DEFAULT_THREADS = int(threads)
 
 
-def onnx_predict(path: str | Path, x: np.ndarray, *, batch: int = 256, threads: Optional[int] = None,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> np.ndarray:
-    """Predicted class per row of `x`, by ONNX Runtime (threads 0 = ORT default, None = the
-    process's default, set_default_threads; by default on the CPU, or on a hardware
-    profile's execution providers)."""
+def _session(path, threads: Optional[int], providers: tuple[str, ...]):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = _DEFAULT_THREADS if threads is None else threads
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=list(providers))
+    return ort.InferenceSession(str(path), sess_options=so, providers=list(providers))
+
+
+def onnx_outputs(path: str | Path, split, *, batch: int = 256, threads: Optional[int] = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({output name: outputs of every sample, concatenated}, targets) of the ONNX model at
+    `path` on a data.split.Split, read batch by batch; each batch's inputs fed by the
+    session's own input names (inputs the exported graph does not use are not fed)."""
+    from autocompress.data import structure as st
+
+    sess = _session(path, threads, providers)
+    wanted = [i.name for i in sess.get_inputs()]
+    names = [o.name for o in sess.get_outputs()]
+    outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    targets = []
+    for inputs, y in split.batches(batch):
+        full = st.feed(inputs)
+        missing = [n for n in wanted if n not in full]
+        if missing:
+            raise ValueError(f"the ONNX file takes inputs {wanted}; the data has {list(full)} (no {missing[0]!r})")
+        for n, v in zip(names, sess.run(None, {n: full[n] for n in wanted})):
+            outs[n].append(v)
+        targets.append(np.asarray(y))
+    if not targets:
+        raise ValueError("cannot measure on an empty split")
+    return {n: np.concatenate(v) for n, v in outs.items()}, np.concatenate(targets)
+
+
+def primary_output(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The output the built-in metrics read: "logits" if there is one, else the first."""
+    return outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
+
+
+def split_accuracy(path: str | Path, split, **kw) -> float:
+    """Top-1 accuracy (fraction) of the ONNX model at `path` on a data.split.Split."""
+    outputs, y = onnx_outputs(path, split, **kw)
+    return float((primary_output(outputs).argmax(axis=1) == y).mean())
+
+
+def onnx_predict(path: str | Path, x: np.ndarray, *, batch: int = 256, threads: Optional[int] = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> np.ndarray:
+    """Predicted class per row of `x`, by ONNX Runtime (threads 0 = ORT default, None = the
+    process's default, set_default_threads; by default on the CPU, or on a hardware
+    profile's execution providers)."""
+    sess = _session(path, threads, providers)
     name = sess.get_inputs()[0].name
     x = np.ascontiguousarray(x, dtype=np.float32)
     preds = [sess.run(None, {name: x[i : i + batch]})[0].argmax(axis=1) for i in range(0, len(x), batch)]

@@ -160,20 +160,17 @@ def _describe_all(events: Sequence[dict], model) -> dict[str, GraphNode]:
     return described
 
 
-def _feed(profile, sess, input_shape) -> dict:
-    return {sess.get_inputs()[0].name: profile.timing_input(input_shape)}
-
-
-def graph_nodes(path: str | Path, profile, input_shape: tuple[int, ...]) -> list[GraphNode]:
+def graph_nodes(path: str | Path, profile, timing) -> list[GraphNode]:
     """The nodes ORT runs for the model at `path` under `profile`, in run order (from one
-    profiled run: its times are not used)."""
+    profiled run: its times are not used). `timing`: the task's timing feed, or one
+    sample's shape (HardwareProfile.feed_for)."""
     with tempfile.TemporaryDirectory(prefix="autocompress-nodes-") as d:
         sess = _profiled_session(profile, path, Path(d))
-        sess.run(None, _feed(profile, sess, input_shape))
+        sess.run(None, profile.feed_for(sess, timing))
         return list(_describe_all(*_end(sess, Path(d))).values())
 
 
-def node_costs(reference_path: str | Path, candidate_path: str | Path, profile, input_shape: tuple[int, ...], *,
+def node_costs(reference_path: str | Path, candidate_path: str | Path, profile, timing, *,
                passes: int = 9, runs: int = 20) -> tuple[list[GraphNode], list[float]]:
     """(the candidate's nodes, each node's kernel time / the reference model's summed kernel
     time), both models profiled in alternating blocks of `runs` runs for `passes` pairs,
@@ -185,7 +182,7 @@ def node_costs(reference_path: str | Path, candidate_path: str | Path, profile, 
         for tag, path in (("ref", reference_path), ("cand", candidate_path)):
             dirs[tag].mkdir()
             sess = _profiled_session(profile, path, dirs[tag])
-            sessions[tag] = (sess, _feed(profile, sess, input_shape))
+            sessions[tag] = (sess, profile.feed_for(sess, timing))
         warmup = max(profile.warmup, 3)
         for sess, feed in sessions.values():
             for _ in range(warmup):

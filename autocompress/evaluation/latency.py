@@ -122,17 +122,18 @@ def measure_interleaved(
     reference_path,
     candidate_path,
     profile: HardwareProfile,
-    input_shape: tuple[int, ...],
+    timing,
     *,
     reference_session=None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyResult:
-    """Time candidate vs reference ONNX files under `profile` (see time_interleaved)."""
+    """Time candidate vs reference ONNX files under `profile` (see time_interleaved) on
+    `timing`: a feed of the task's real samples, or one sample's shape
+    (HardwareProfile.feed_for)."""
     ref_sess = reference_session or profile.session(reference_path)
     cand_sess = profile.session(candidate_path)
-    x = profile.timing_input(input_shape)
-    ref_feed = {ref_sess.get_inputs()[0].name: x}
-    cand_feed = {cand_sess.get_inputs()[0].name: x}
+    ref_feed = profile.feed_for(ref_sess, timing)
+    cand_feed = profile.feed_for(cand_sess, timing)
     return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock)
 
 
@@ -237,8 +238,10 @@ class LatencyWorker:
     torch) holds the reference session and times one candidate at a time. A worker that
     dies is restarted for the next candidate."""
 
-    def __init__(self, reference_path, profile: HardwareProfile, input_shape: tuple[int, ...]):
-        self._args = (str(reference_path), profile, tuple(input_shape))
+    def __init__(self, reference_path, profile: HardwareProfile, timing):
+        """`timing`: what models are timed on, the task's feed of real samples (input name
+        -> numpy array) or one sample's shape (HardwareProfile.feed_for)."""
+        self._args = (str(reference_path), profile, timing if isinstance(timing, dict) else tuple(timing))
         self._proc = None
 
     def _start(self) -> None:

@@ -193,6 +193,7 @@ def layer_configs(model, example_input, quantize_cfg) -> list[LayerConfig]:
     batch), with the bit width and format `quantize_cfg` gives each."""
     from torch import nn
 
+    from autocompress.data import structure as st
     from autocompress.training.qat import layer_bits
     from autocompress.transforms.order import hooked, run_once
 
@@ -205,7 +206,7 @@ def layer_configs(model, example_input, quantize_cfg) -> list[LayerConfig]:
         shapes.setdefault(name_of[id(mod)], tuple(args[0].shape))
 
     with hooked((modules[name] for name in bits), hook, pre=True):
-        run_once(model.eval(), example_input[:1])
+        run_once(model.eval(), st.take(example_input, slice(0, 1)))
     out = []
     for name, b in bits.items():
         m, shape = modules[name], shapes.get(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from typing import Any, Optional
 
 from autocompress.export.onnx import export_onnx, model_size_bytes
 from autocompress.export.quantize import QuantizeReport, quantizable_nodes, quantize_int8, quantize_onnx
@@ -13,11 +13,12 @@ from autocompress.export.quantize import QuantizeReport, quantizable_nodes, quan
 
 @dataclass(frozen=True)
 class GraphContext:
-    """What a "graph" technique may need besides the file it changes: calibration inputs,
-    one sample's input shape, and the path it writes (`dst`)."""
+    """What a "graph" technique may need besides the file it changes: calibration inputs (a
+    feed: input name -> samples, or one float array), one sample's input shape (None when
+    the model takes several inputs), and the path it writes (`dst`)."""
 
-    calibration: np.ndarray
-    input_shape: tuple[int, ...]
+    calibration: Any
+    input_shape: Optional[tuple[int, ...]]
     dst: Path
 
 

@@ -7,34 +7,47 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
+from autocompress.data import structure as st
+from autocompress.data.structure import INPUT_NAME, OUTPUT_NAME
+
 OPSET = 17
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """Write `model` (in eval mode, on CPU) to `path` with a dynamic batch axis."""
+def export_onnx(model: nn.Module, example, path: str | Path, *, dynamic_axes: Optional[dict[str, dict[int, str]]] = None) -> Path:
+    """Write `model` (in eval mode, on CPU) to `path`, traced on `example`: the task's example
+    inputs (a tensor, tuple or dict, data.structure), or one sample's shape (a zero tensor of
+    it). Inputs and outputs are named as data.structure names them, each with a dynamic batch
+    axis; `dynamic_axes` adds axes by input name (e.g. {"input_ids": {1: "sequence"}})."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    example = torch.zeros(1, *input_shape)
+    if isinstance(example, tuple) and all(isinstance(i, int) for i in example):
+        example = torch.zeros(1, *example)
     try:
+        with torch.no_grad():
+            out = st.call(model, example)
+            out_names = [n for n, _ in st.output_fields(out)]
+        plain = isinstance(example, torch.Tensor) and isinstance(out, torch.Tensor)  # traced as it is (names as ever)
+        names = st.input_names(example)
+        axes = {n: {0: "batch", **(dynamic_axes or {}).get(n, {})} for n in names}
+        axes.update({n: {0: "batch"} for n in out_names})
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model,
-                (example,),
+                model if plain else st.Flat(model, example),
+                tuple(st.tensors(example)),
                 str(path),
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                input_names=names,
+                output_names=out_names,
+                dynamic_axes=axes,
                 do_constant_folding=True,
             )
     finally:

@@ -50,10 +50,16 @@ ENTROPY_QUANTIZED_BINS = 128
 
 
 class _ArrayReader:
-    """CalibrationDataReader over one array, fed in batches."""
+    """CalibrationDataReader over a feed (input name -> array of all samples, or one float
+    array for a graph with one input), fed in batches; only the graph's own inputs."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int = 64):
-        self._batches = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
+    def __init__(self, input_names: list[str], x, batch: int = 64):
+        feed = dict(x) if isinstance(x, dict) else {input_names[0]: np.ascontiguousarray(x, dtype=np.float32)}
+        missing = [n for n in input_names if n not in feed]
+        if missing:
+            raise ValueError(f"calibration data has inputs {list(feed)}; the graph needs {missing[0]!r}")
+        n = len(next(iter(feed.values())))
+        self._batches = [{k: np.ascontiguousarray(feed[k][i : i + batch]) for k in input_names} for i in range(0, n, batch)]
         self._it = iter(self._batches)
 
     def get_next(self):
@@ -211,8 +217,8 @@ def quantize_onnx(
     calibration: np.ndarray,
     cfg: QuantizeConfig,
 ) -> QuantizeReport:
-    """Quantize `fp32_path` to `out_path` as `cfg` says; `calibration` is a float32 input
-    batch array (calibration runs on all of it).
+    """Quantize `fp32_path` to `out_path` as `cfg` says; `calibration` is a feed of input
+    name -> samples (or one float32 input batch array; calibration runs on all of it).
 
     Quantizable nodes are the Conv, Gemm and MatMul nodes in graph order; with
     `cfg.segment_bits` they are split into len(segment_bits) contiguous segments
@@ -306,7 +312,7 @@ def quantize_onnx(
     if overrides:
         extra_options["TensorQuantOverrides"] = overrides
 
-    reader = _ArrayReader(graph.input[0].name, np.ascontiguousarray(calibration, dtype=np.float32))
+    reader = _ArrayReader([i.name for i in graph.input if i.name not in initializers], calibration)
     with _quiet_ort(), tempfile.TemporaryDirectory(prefix="autocompress-quant-") as tmp:
         cache = None
         if cfg.calibration == "entropy":

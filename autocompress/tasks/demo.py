@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocompress.tasks.base import LoadedTask, Split
+from autocompress.tasks.base import LoadedTask, TensorSplit
 
 IMAGE_SIZE = 16
 SEED = 0
@@ -73,7 +73,7 @@ class DigitsResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def digits_splits() -> tuple[Split, Split, Split]:
+def digits_splits() -> tuple[TensorSplit, TensorSplit, TensorSplit]:
     """Seeded, stratified 60/20/20 split of the 1,797 digits, upsampled to 16x16 and
     standardised with the training split's mean and std."""
     from sklearn.datasets import load_digits
@@ -88,7 +88,7 @@ def digits_splits() -> tuple[Split, Split, Split]:
     val_idx, test_idx = train_test_split(rest, test_size=0.5, stratify=digits.target[rest], random_state=SEED)
     mean, std = x[train_idx].mean(), x[train_idx].std()
     x = (x - mean) / std
-    return tuple(Split(x[i].contiguous(), y[i].contiguous()) for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
+    return tuple(TensorSplit(x[i].contiguous(), y[i].contiguous(), name) for i, name in ((train_idx, "train"), (val_idx, "val"), (test_idx, "test")))  # type: ignore[return-value]
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -97,7 +97,7 @@ def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
 
-def train_teacher(train: Split, *, epochs: int = TEACHER_EPOCHS, seed: int = SEED, progress=print) -> DigitsResNet:
+def train_teacher(train: TensorSplit, *, epochs: int = TEACHER_EPOCHS, seed: int = SEED, progress=print) -> DigitsResNet:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = DigitsResNet()
@@ -119,7 +119,7 @@ def train_teacher(train: Split, *, epochs: int = TEACHER_EPOCHS, seed: int = SEE
     return model.eval()
 
 
-def _cache_key(train: Split) -> str:
+def _cache_key(train: TensorSplit) -> str:
     h = hashlib.sha1(inspect.getsource(inspect.getmodule(DigitsResNet)).encode())  # type: ignore[arg-type]
     h.update(train.x.numpy().tobytes())
     h.update(f"{SEED}-{TEACHER_EPOCHS}-{torch.__version__.split('+')[0]}".encode())
@@ -146,7 +146,6 @@ def demo_task(*, progress=print) -> LoadedTask:
         train=train,
         val=val,
         test=test,
-        input_shape=tuple(train.x.shape[1:]),
         num_classes=10,
         spec={"kind": "demo", "model": "DigitsResNet", "cache_key": path.stem},
     )

@@ -18,10 +18,16 @@ METRICS = ("accuracy",)  # what a Task's metric may be (top-1 accuracy on the va
 @dataclass(frozen=True, eq=False)
 class Task:
     """A trained model and its data. `train`, `val` and `test` (optional) are sized Datasets
-    of (input tensor, integer class) samples or DataLoaders of such batches; `val` selects
-    candidates, `test` is only reported for the front. `name` names the default run
-    directory; `version`, a string of yours, goes into the task's fingerprint (which a resume
-    checks) with the model's spec and a hash of the data."""
+    of (inputs, integer class) samples, or of dicts holding the class under `target_key`,
+    or DataLoaders of such batches; inputs are a tensor (any dtype), a tuple of tensors
+    (the model is called as model(*x)) or a dict of tensors (model(**x)). Nothing reads a
+    split whole: Datasets are read in batches of `batch_size` (None: the search space's
+    fine-tune batch size, 256 for evaluation), DataLoaders as they are. `val` selects
+    candidates, `test` is only reported for the front. `dynamic_axes` names axes besides
+    the batch that the exported ONNX file keeps dynamic, by input (e.g. {"input_ids": {1:
+    "sequence"}}). `name` names the default run directory; `version`, a string of yours,
+    goes into the task's fingerprint (which a resume checks) with the model's spec and a
+    hash of a seeded sample of the data."""
 
     model: Any
     train: Any
@@ -29,6 +35,9 @@ class Task:
     test: Any = None
     metric: str = "accuracy"
     loss: Any = None  # the fine-tune's label loss; None: cross-entropy (with distillation)
+    batch_size: Optional[int] = None
+    target_key: str = "labels"
+    dynamic_axes: Optional[dict] = None
     name: str = "task"
     version: Optional[str] = None
 
@@ -39,6 +48,16 @@ class Task:
             raise ConfigError(f"Task.loss: a classification task fine-tunes with cross-entropy and distillation; a loss of your own is not supported yet, got {self.loss!r}")
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ConfigError(f"Task.name must be a non-empty string without '/', got {self.name!r}")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigError(f"Task.batch_size must be a positive integer or None, got {self.batch_size!r}")
+        if not isinstance(self.target_key, str) or not self.target_key:
+            raise ConfigError(f"Task.target_key must be a non-empty string, got {self.target_key!r}")
+        if self.dynamic_axes is not None and not (
+                isinstance(self.dynamic_axes, dict) and all(isinstance(k, str) and isinstance(v, dict) and v
+                                                            and all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 and isinstance(n, str)
+                                                                    for a, n in v.items()) for k, v in self.dynamic_axes.items())):
+            raise ConfigError(f"Task.dynamic_axes must map input names to {{axis >= 1: name}}, e.g. {{'input_ids': {{1: 'sequence'}}}}, "
+                              f"got {self.dynamic_axes!r}")
         if self.version is not None and not isinstance(self.version, str):
             raise ConfigError(f"Task.version must be a string, got {self.version!r}")
 
@@ -49,7 +68,13 @@ class Task:
 
         splits = (self.train, self.val) if self.test is None else (self.train, self.val, self.test)
         spec = {**(source or {"kind": "python"}), "name": self.name, "model_class": type(self.model).__name__, "version": self.version}
-        return build_task(self.model, splits, name=self.name, spec=spec, model_field="Task.model", data_field="Task")
+        task = build_task(self.model, splits, name=self.name, spec=spec, model_field="Task.model", data_field="Task",
+                          batch_size=self.batch_size, target_key=self.target_key)
+        unknown = sorted(set(self.dynamic_axes or {}) - set(task.input_names))
+        if unknown:
+            raise ConfigError(f"Task.dynamic_axes names {unknown[0]!r}, which is not an input of the model {task.input_names}")
+        task.dynamic_axes = self.dynamic_axes
+        return task
 
 
 __all__ = ["METRICS", "Task"]

@@ -1,6 +1,7 @@
 """A user's task from Python files: --model FILE.py:FN returns a trained nn.Module,
---data FILE.py:FN returns (train, val) or (train, val, test) Datasets of (x, y) samples
-with one input tensor and an integer class label (or DataLoaders of such batches).
+--data FILE.py:FN returns (train, val) or (train, val, test) Datasets of (inputs, class)
+samples or dicts with a "labels" key (or DataLoaders of such batches); inputs as
+data.structure describes them (a tensor of any dtype, a tuple or a dict of tensors).
 Optional --checkpoint: a state_dict loaded with weights_only=True. `build_task` is the
 common core, also behind the Python API's Task (autocompress.api)."""
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import numbers
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from autocompress.errors import TaskError, one_line
-from autocompress.tasks.base import LoadedTask, Split
+from autocompress.data import structure as st
+from autocompress.data.split import TARGET_KEY, Split, as_split
+from autocompress.tasks.base import LoadedTask
 
 
 def load_callable(spec: str, *, flag: str) -> Callable[[], Any]:
@@ -56,90 +58,85 @@ def call_user(spec: str, *, flag: str) -> Any:
         raise TaskError(f"{flag}: {spec} raised {one_line(exc)}") from exc
 
 
-def _label(y: Any, where: str) -> int:
-    label = y.item() if isinstance(y, torch.Tensor) and y.numel() == 1 else y
-    if isinstance(label, bool) or not isinstance(label, numbers.Integral):
-        raise TaskError(f"{where} label must be an integer class, got {y!r}")
-    return int(label)
-
-
-def _materialize(ds: Any, name: str, *, field: str = "--data") -> Split:
-    """Read a split into tensors once: a sized Dataset of (x, y) samples, or a DataLoader
-    of (x, y) batches (the loader's own batching and collate function)."""
-    from torch.utils.data import DataLoader
-
-    if isinstance(ds, DataLoader):
-        return _from_loader(ds, name, field=field)
+def _split(data: Any, name: str, *, field: str, batch_size: Optional[int], target_key: str) -> Split:
     try:
-        n = len(ds)
-    except TypeError:
-        raise TaskError(f"{field}: the {name} split must be a sized Dataset or a DataLoader, got {type(ds).__name__}") from None
-    if n == 0:
-        raise TaskError(f"{field}: the {name} split is empty")
-    xs, ys = [], []
-    for i in range(n):
-        sample = ds[i]
-        if not isinstance(sample, (tuple, list)) or len(sample) != 2:
-            raise TaskError(f"{field}: {name}[{i}] must be an (x, y) pair, got {type(sample).__name__}")
-        x, y = sample
-        if not isinstance(x, torch.Tensor):
-            raise TaskError(f"{field}: {name}[{i}] input must be a torch.Tensor, got {type(x).__name__}")
-        y = _label(y, f"{field}: {name}[{i}]")
-        if xs and x.shape != xs[0].shape:
-            raise TaskError(f"{field}: {name}[{i}] input shape {tuple(x.shape)} differs from {tuple(xs[0].shape)}")
-        xs.append(x.float())
-        ys.append(y)
-    return Split(torch.stack(xs).contiguous(), torch.tensor(ys, dtype=torch.int64))
+        split = as_split(data, name=name, batch_size=batch_size, target_key=target_key)
+        split.head(1)
+    except TaskError:
+        raise
+    except (TypeError, ValueError) as exc:  # ours: what the data is not
+        raise TaskError(f"{field}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's dataset or collate function failed
+        raise TaskError(f"{field}: reading the {name} split raised {one_line(exc)}") from exc
+    return split
 
 
-def _from_loader(loader: Any, name: str, *, field: str) -> Split:
-    xs, ys = [], []
-    for i, batch in enumerate(loader):
-        where = f"{field}: {name} batch {i}"
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TaskError(f"{where} must be an (inputs, labels) pair, got {type(batch).__name__}")
-        x, y = batch
-        if not isinstance(x, torch.Tensor) or x.ndim < 2:
-            raise TaskError(f"{where}: inputs must be a batched torch.Tensor, got {getattr(x, 'shape', type(x).__name__)}")
-        y = torch.as_tensor(y)
-        if y.ndim != 1 or len(y) != len(x) or y.dtype.is_floating_point or y.dtype == torch.bool:
-            raise TaskError(f"{where}: labels must be integer classes, one per input, got {y.dtype} of shape {tuple(y.shape)}")
-        if xs and x.shape[1:] != xs[0].shape[1:]:
-            raise TaskError(f"{where}: input shape {tuple(x.shape[1:])} differs from {tuple(xs[0].shape[1:])}")
-        xs.append(x.float())
-        ys.append(y.to(torch.int64))
-    if not xs:
-        raise TaskError(f"{field}: the {name} split is empty")
-    return Split(torch.cat(xs).contiguous(), torch.cat(ys).contiguous())
+def _first(split: Split, n: int, field: str) -> tuple[Any, torch.Tensor]:
+    """The first `n` samples, their structure checked (TaskError naming `field`)."""
+    try:
+        inputs, targets = split.head(n)
+    except Exception as exc:  # noqa: BLE001 - the user's dataset or collate function failed
+        raise TaskError(f"{field}: reading the {split.name} split's first samples raised {one_line(exc)}") from exc
+    try:
+        st.check_inputs(inputs, f"the {split.name} split")
+    except ValueError as exc:
+        raise TaskError(f"{field}: {exc}") from None
+    return inputs, targets
+
+
+def _check_labels(split: Split, num_classes: int, field: str) -> None:
+    """Integer classes in range, on a bounded draw of the split."""
+    _, y = split.draw(256, seed=0)
+    y = torch.as_tensor(y)
+    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise TaskError(f"{field}: {split.name} labels must be integer classes, one per sample, got {y.dtype} of shape {tuple(y.shape)}")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise TaskError(f"{field}: {split.name} labels must be in [0, {num_classes - 1}] (the model has {num_classes} outputs), "
+                        f"got {int(y.min())}..{int(y.max())}")
 
 
 def build_task(model: Any, splits: Any, *, name: str, spec: dict[str, Any], model_field: str = "--model",
-               data_field: str = "--data") -> LoadedTask:
-    """A LoadedTask from a model and (train, val) or (train, val, test) splits; every problem
-    is a one-line TaskError naming `model_field` or `data_field`."""
+               data_field: str = "--data", batch_size: Optional[int] = None, target_key: str = TARGET_KEY) -> LoadedTask:
+    """A LoadedTask from a model and (train, val) or (train, val, test) splits (Datasets or
+    DataLoaders, read in batches, never whole); every problem is a one-line TaskError naming
+    `model_field` or `data_field`."""
     if not isinstance(model, nn.Module):
         raise TaskError(f"{model_field} must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
         raise TaskError(f"{data_field} must be (train, val) or (train, val, test), got {type(splits).__name__}")
     names = ("train", "val", "test")
-    parts = [_materialize(ds, names[i], field=data_field) for i, ds in enumerate(splits)]
+    parts = [_split(ds, names[i], field=data_field, batch_size=batch_size, target_key=target_key) for i, ds in enumerate(splits)]
     train, val = parts[0], parts[1]
     test = parts[2] if len(parts) == 3 else None
-    input_shape = tuple(train.x.shape[1:])
+    example, _ = _first(val, 2, data_field)
+    train_inputs, _ = _first(train, 2, data_field)
+    if st.input_names(train_inputs) != st.input_names(example):
+        raise TaskError(f"{data_field}: the train split's inputs {st.input_names(train_inputs)} differ from the val split's {st.input_names(example)}")
     model = model.cpu().eval()
     try:
         with torch.no_grad():
-            out = model(train.x[:2])
+            out = st.call(model, example)
     except Exception as exc:  # noqa: BLE001
-        raise TaskError(f"{model_field}: forward pass on input of shape {tuple(train.x[:2].shape)} failed: {one_line(exc)}") from exc
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise TaskError(f"{model_field}: must return logits of shape (batch, classes), got {getattr(out, 'shape', type(out).__name__)}")
-    num_classes = int(out.shape[1])
-    for split_name, part in zip(names, parts):
-        if int(part.y.min()) < 0 or int(part.y.max()) >= num_classes:
-            raise TaskError(f"{data_field}: {split_name} labels must be in [0, {num_classes - 1}] (the model has {num_classes} outputs), "
-                            f"got {int(part.y.min())}..{int(part.y.max())}")
-    return LoadedTask(name=name, teacher=model, train=train, val=val, test=test, input_shape=input_shape, num_classes=num_classes, spec=spec)
+        raise TaskError(f"{model_field}: forward pass on the val split's first inputs ({st.describe(example)}) failed: {one_line(exc)}") from exc
+    fields = st.output_fields(out)
+    if not fields:
+        raise TaskError(f"{model_field}: the model's output holds no tensor, got {type(out).__name__}")
+    try:
+        with torch.no_grad():
+            other = [n for n, _ in st.output_fields(st.call(model, train_inputs))]
+    except Exception as exc:  # noqa: BLE001
+        raise TaskError(f"{model_field}: forward pass on the train split's first inputs ({st.describe(train_inputs)}) failed: {one_line(exc)}") from exc
+    if other != [n for n, _ in fields]:
+        raise TaskError(f"{model_field}: the model's outputs change between batches: {other} on the train split's first, "
+                        f"{[n for n, _ in fields]} on the val split's")
+    logits = st.primary(out)
+    if logits.ndim != 2:
+        raise TaskError(f"{model_field}: must return logits of shape (batch, classes), got {tuple(logits.shape)}")
+    num_classes = int(logits.shape[1])
+    for part in parts:
+        _check_labels(part, num_classes, data_field)
+    return LoadedTask(name=name, teacher=model, train=train, val=val, test=test, num_classes=num_classes, spec=spec, example=example,
+                      output_names=tuple(n for n, _ in fields), output_kind=st.output_kind(out))
 
 
 def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> LoadedTask:

@@ -5,11 +5,13 @@ and T^2 keeps the soft term's gradient scale independent of T (Hinton et al., 20
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from autocompress.data import structure as st
 
 if TYPE_CHECKING:
     from autocompress.techniques.distill import DistillConfig
@@ -34,49 +36,71 @@ def kd_loss(
     return alpha * hard + (1.0 - alpha) * soft
 
 
+SOFT_TARGET_BYTES = 256 << 20  # teacher outputs of a split held in memory are cached up to this size
+
+
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, x: torch.Tensor, *, batch: int = 512) -> torch.Tensor:
-    """Teacher outputs for every row of `x`, computed once, without gradients."""
+def teacher_logits(teacher: nn.Module, train: Any, *, batch: int = 512) -> Optional[torch.Tensor]:
+    """The teacher's primary outputs (data.structure.primary) for every row of a split held
+    in memory (a TensorSplit, or inputs batched along the first axis), computed once without
+    gradients; None for a streamed split or when they would exceed SOFT_TARGET_BYTES (the
+    fine-tune then runs the teacher on each batch)."""
+    from autocompress.data.split import Split, TensorSplit
+
+    if isinstance(train, Split):
+        if not isinstance(train, TensorSplit):
+            return None
+        train = train.x
+    n = st.rows(train)
     was_training = teacher.training
     teacher.eval()
-    out = torch.cat([teacher(x[i : i + batch]) for i in range(0, len(x), batch)])
-    teacher.train(was_training)
-    return out
+    try:
+        first = st.primary(st.call(teacher, st.take(train, slice(0, 1))))
+        if n * first.numel() * first.element_size() > SOFT_TARGET_BYTES:
+            return None
+        return torch.cat([st.primary(st.call(teacher, st.take(train, slice(i, i + batch)))) for i in range(0, n, batch)])
+    finally:
+        teacher.train(was_training)
 
 
 def distill_(
     student: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    soft_targets: torch.Tensor,
+    train: Any,
+    soft_targets: Optional[torch.Tensor],
     finetune: "FinetuneConfig | TrainPlan",
     distill: "DistillConfig | TrainPlan",
     *,
+    teacher: Optional[nn.Module] = None,
     seed: int = 0,
     between_steps: Optional[Callable[[], None]] = None,
     stop: Optional[Callable[[int], bool]] = None,
 ) -> nn.Module:
     """Fine-tune `student` in place for `finetune.steps` steps of Adam (cosine-decayed
-    learning rate) on minibatches of (x, y) with precomputed teacher logits. `finetune`
-    has steps, lr and batch_size, `distill` alpha and temperature (their configs, or one
-    training.plan.TrainPlan for both).
+    learning rate) on minibatches of the training split (data.split.Split) with the
+    teacher's outputs: `soft_targets` precomputed for every row (teacher_logits), or, when
+    None, `teacher` run on each batch. `finetune` has steps, lr and batch_size, `distill`
+    alpha and temperature (their configs, or one training.plan.TrainPlan for both).
     `between_steps()` is called after every step (e.g. to let a latency measurement on
     the same cores go first); `stop(step)` after every step (1-based) ends the fine-tune
     when it returns True (early stopping)."""
     if finetune.steps <= 0:
         return student.eval()
-    gen = torch.Generator().manual_seed(seed)
+    if soft_targets is None and teacher is None:
+        raise ValueError("distill_ needs soft_targets or the teacher")
     opt = torch.optim.Adam(student.parameters(), lr=finetune.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=finetune.steps)
+    if teacher is not None:
+        teacher.eval()
     student.train()
-    n, bs = len(y), min(finetune.batch_size, len(y))
-    perm, pos = torch.randperm(n, generator=gen), 0
+    batches = train.stream(finetune.batch_size, seed)
     for step in range(1, finetune.steps + 1):
-        if pos + bs > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos : pos + bs]
-        pos += bs
-        loss = kd_loss(student(x[idx]), soft_targets[idx], y[idx], alpha=distill.alpha, temperature=distill.temperature)
+        inputs, targets, idx = next(batches)
+        if soft_targets is not None and idx is not None:
+            soft = soft_targets[idx]
+        else:
+            with torch.no_grad():
+                soft = st.primary(st.call(teacher, inputs))
+        loss = kd_loss(st.primary(st.call(student, inputs)), soft, targets, alpha=distill.alpha, temperature=distill.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -89,9 +113,10 @@ def distill_(
 
 
 @torch.no_grad()
-def recalibrate_batchnorm_(model: nn.Module, x: torch.Tensor, *, batch: int = 256) -> nn.Module:
-    """Re-estimate BatchNorm running statistics on `x` (in place). After channels are
-    removed the old statistics no longer match; this costs one forward pass."""
+def recalibrate_batchnorm_(model: nn.Module, x: Any, *, batch: int = 256) -> nn.Module:
+    """Re-estimate BatchNorm running statistics on the inputs `x` (a tensor, tuple or dict
+    batched along the first axis; in place). After channels are removed the old statistics
+    no longer match; this costs one forward pass."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model
@@ -100,8 +125,8 @@ def recalibrate_batchnorm_(model: nn.Module, x: torch.Tensor, *, batch: int = 25
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
     model.train()
-    for i in range(0, len(x), batch):
-        model(x[i : i + batch])
+    for i in range(0, st.rows(x), batch):
+        st.call(model, st.take(x, slice(i, i + batch)))
     for m, mom in zip(bns, saved):
         m.momentum = mom
     return model.eval()

@@ -10,18 +10,19 @@ originals did. The normalisation makes blocks of different scale weigh the same.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from autocompress.data import structure as st
 from autocompress.transforms.order import hooked
 
 WARMUP_LR = 3e-2
 WARMUP_BATCH = 32
 
 
-def _capture(teacher: nn.Module, paths: Sequence[str], x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _capture(teacher: nn.Module, paths: Sequence[str], x: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Input and output of each teacher block at `paths` on batch `x` (no gradients)."""
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     modules = {path: teacher.get_submodule(path) for path in paths}
@@ -31,7 +32,7 @@ def _capture(teacher: nn.Module, paths: Sequence[str], x: torch.Tensor) -> dict[
         seen[path_of[id(mod)]] = (inputs[0].detach(), output.detach())
 
     with hooked(modules.values(), hook), torch.no_grad():
-        teacher(x)
+        st.call(teacher, x)
     return seen
 
 
@@ -39,7 +40,7 @@ def warmup_blocks_(
     student: nn.Module,
     teacher: nn.Module,
     paths: Sequence[str],
-    x: torch.Tensor,
+    x: Any,
     steps: int,
     *,
     lr: float = WARMUP_LR,
@@ -59,7 +60,8 @@ def warmup_blocks_(
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
-    n, bs = len(x), min(batch_size, len(x))
+    n = st.rows(x)
+    bs = min(batch_size, n)
     perm, pos = torch.randperm(n, generator=gen), 0
     for b in blocks.values():
         b.train()
@@ -67,7 +69,7 @@ def warmup_blocks_(
         for _ in range(steps):
             if pos + bs > n:
                 perm, pos = torch.randperm(n, generator=gen), 0
-            feats = _capture(teacher, list(blocks), x[perm[pos : pos + bs]])
+            feats = _capture(teacher, list(blocks), st.take(x, perm[pos : pos + bs]))
             pos += bs
             loss = sum(
                 ((blocks[p](xin) - yout) ** 2).mean() / (yout**2).mean().clamp_min(1e-12) for p, (xin, yout) in feats.items()
@@ -83,7 +85,7 @@ def warmup_blocks_(
 
 
 @torch.no_grad()
-def block_errors(student: nn.Module, teacher: nn.Module, paths: Sequence[str], x: torch.Tensor) -> dict[str, float]:
+def block_errors(student: nn.Module, teacher: nn.Module, paths: Sequence[str], x: Any) -> dict[str, float]:
     """Normalised squared error of each student block against the teacher block on the
     teacher's own block inputs (eval mode): 0 means the block reproduces the original."""
     was = (student.training, teacher.training)

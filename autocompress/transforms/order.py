@@ -9,6 +9,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from autocompress.data import structure as st
+
 LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
 
 
@@ -19,10 +21,7 @@ def run_once(model: nn.Module, example_input: Any) -> None:
     model.eval()
     try:
         with torch.no_grad():
-            if isinstance(example_input, (tuple, list)):
-                model(*example_input)
-            else:
-                model(example_input)
+            st.call(model, example_input)
     finally:
         model.train(was_training)
 

@@ -17,11 +17,12 @@ Conv/Linear layers, i.e. the activations after BN, ReLU, pooling and residual ad
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch import nn
 
+from autocompress.data import structure as st
 from autocompress.transforms import TransformContext
 from autocompress.transforms.order import LAYERS as _LAYERS
 from autocompress.transforms.order import execution_order, hooked, layer_calls
@@ -60,7 +61,7 @@ class ActivationImportance:
     is the mean over the group's consuming layers; a group no layer consumes (none here,
     but possible in odd graphs) falls back to L1 weight magnitude."""
 
-    def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], *, mode: str):
+    def __init__(self, model: nn.Module, batches: Sequence[Any], *, mode: str):
         import torch_pruning as tp
 
         if mode not in ("act_mean", "act_zero"):
@@ -87,7 +88,7 @@ class ActivationImportance:
             model.eval()
             with hooked((m for m in model.modules() if isinstance(m, _LAYERS)), hook), torch.no_grad():
                 for b in batches:
-                    model(b)
+                    st.call(model, b)
         finally:
             model.train(was_training)
         self.stats = {m: sums[m] / counts[m] for m in sums}
@@ -124,7 +125,7 @@ def _importance(model: nn.Module, cfg: PruneConfig, ctx: TransformContext):
         return tp.importance.GroupMagnitudeImportance(p=1 if cfg.criterion == "l1" else 2)
     if cfg.criterion in ("act_mean", "act_zero"):
         data = ctx.calibration if ctx.calibration is not None else ctx.example_input
-        batches = [data[i : i + ctx.batch_size] for i in range(0, len(data), ctx.batch_size)]
+        batches = [st.take(data, slice(i, i + ctx.batch_size)) for i in range(0, st.rows(data), ctx.batch_size)]
         return ActivationImportance(model, batches, mode=cfg.criterion)
     raise ValueError(f"prune.criterion must be one of {list(CRITERIA)}, got {cfg.criterion!r}")
 

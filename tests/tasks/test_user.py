@@ -45,8 +45,9 @@ def test_fixture_task_loads(tiny_task):
     assert t.name == "tiny_task"
     assert t.input_shape == (3, 8, 8) and t.num_classes == 4
     assert (len(t.train), len(t.val), len(t.test)) == (300, 100, 100)
-    assert t.train.x.dtype == torch.float32 and t.train.y.dtype == torch.int64
-    assert set(t.train.y.tolist()) == {0, 1, 2, 3}
+    x, y = t.train.head(300)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert set(y.tolist()) == {0, 1, 2, 3}
     assert not t.teacher.training
     assert t.spec == {"kind": "user", "model": TINY_MODEL_SPEC, "data": TINY_DATA_SPEC}
 
@@ -77,7 +78,7 @@ def test_plain_list_datasets_and_int_labels_work(tmp_path):
             return rows, rows[:6], rows[6:]
         """)
     task = user_task(f"{path}:model", f"{path}:lists")
-    assert len(task.test) == 6 and task.train.y.tolist() == [i % 3 for i in range(12)]
+    assert len(task.test) == 6 and task.train.head(12)[1].tolist() == [i % 3 for i in range(12)]
 
 
 def test_checkpoint_is_loaded_and_recorded(tmp_path):
@@ -182,11 +183,11 @@ def test_labels_out_of_range_in_the_test_split(tmp_path):
     [
         ("return [], TensorDataset(X, Y)", "the train split is empty"),
         ("return iter([]), TensorDataset(X, Y)", "the train split must be a sized Dataset"),
-        ("return [(X[0],)], TensorDataset(X, Y)", "train[0] must be an (x, y) pair"),
-        ("return [(X[0].numpy(), 1)], TensorDataset(X, Y)", "train[0] input must be a torch.Tensor, got ndarray"),
-        ("return [(X[0], 1.5)], TensorDataset(X, Y)", "train[0] label must be an integer class, got 1.5"),
-        ("return [(X[0], True)], TensorDataset(X, Y)", "label must be an integer class, got True"),
-        ("return TensorDataset(X, Y), [(X[0], 0), (torch.zeros(5), 1)]", "val[1] input shape (5,) differs from (4,)"),
+        ("return [(X[0],)], TensorDataset(X, Y)", "train split's batch 0 must be an (inputs, target) pair or a dict with a 'labels' key"),
+        ("return [({'x': 'text'}, 1)], TensorDataset(X, Y)", "input 'x' must be a torch.Tensor, got list"),
+        ("return [(X[0], 1.5)], TensorDataset(X, Y)", "train labels must be integer classes, one per sample, got torch.float64"),
+        ("return [(X[0], True)], TensorDataset(X, Y)", "labels must be integer classes, one per sample, got torch.bool"),
+        ("return TensorDataset(X, Y), [(X[0], 0), (torch.zeros(5), 1)]", "reading the val split's first samples raised RuntimeError: stack expects"),
     ],
 )
 def test_malformed_samples(tmp_path, body, fragment):
@@ -211,7 +212,7 @@ def test_model_that_does_not_fit_the_data(tmp_path):
         def flat():
             return Flat()
         """)
-    with pytest.raises(TaskError, match=r"forward pass on input of shape \(2, 4\) failed"):
+    with pytest.raises(TaskError, match=r"forward pass on the val split's first inputs \(input float32 \(2, 4\)\) failed"):
         user_task(f"{path}:wrong_width", f"{path}:data")
     with pytest.raises(TaskError, match=r"must return logits of shape \(batch, classes\)"):
         user_task(f"{path}:flat", f"{path}:data")
@@ -241,7 +242,7 @@ def test_numpy_integer_labels_are_accepted(tmp_path):
             return rows, rows
         """)
     task = user_task(f"{path}:model", f"{path}:np_labels")
-    assert task.train.y.tolist() == [i % 3 for i in range(12)]
+    assert task.train.head(12)[1].tolist() == [i % 3 for i in range(12)]
 
 
 def test_fractional_tensor_labels_are_rejected(tmp_path):
@@ -249,5 +250,38 @@ def test_fractional_tensor_labels_are_rejected(tmp_path):
         def float_labels():
             return TensorDataset(X, Y.float() + 0.7), TensorDataset(X, Y)
         """)
-    with pytest.raises(TaskError, match="label must be an integer class"):
+    with pytest.raises(TaskError, match="train labels must be integer classes"):
         user_task(f"{path}:model", f"{path}:float_labels")
+
+
+def test_numpy_inputs_are_collated_into_tensors(tmp_path):
+    path = write_task(tmp_path, """
+        def np_inputs():
+            rows = [(X[i].numpy(), int(Y[i])) for i in range(12)]
+            return rows, rows
+        """)
+    task = user_task(f"{path}:model", f"{path}:np_inputs")
+    assert task.example.dtype == torch.float32 and task.input_shape == (4,)
+
+
+def test_outputs_whose_structure_changes_between_batches_are_refused(tmp_path):
+    path = write_task(tmp_path, """
+        class Moody(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 3)
+
+            def forward(self, x):
+                out = {"logits": self.fc(x)}
+                if x[0, 0] > 0:  # the train split's first sample, not the val split's
+                    out["extra"] = x
+                return out
+
+        def moody():
+            return Moody()
+
+        def data():
+            return TensorDataset(X.abs(), Y), TensorDataset(-X.abs(), Y)
+        """)
+    with pytest.raises(TaskError, match=r"outputs change between batches: \['logits', 'extra'\] on the train split's first, \['logits'\] on"):
+        user_task(f"{path}:moody", f"{path}:data")

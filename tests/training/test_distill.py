@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autocompress.config import DistillConfig, FinetuneConfig
+from autocompress.data.split import TensorSplit
 from autocompress.training import distill_, kd_loss, recalibrate_batchnorm_, teacher_logits
 from tests.helpers import assert_state_equal, state_snapshot
 
@@ -111,7 +112,7 @@ def test_distill_with_zero_steps_changes_nothing(student_setup):
     mod, _teacher, x, y, soft = student_setup
     student = mod.TinyResNet()
     snap = state_snapshot(student)
-    out = distill_(student, x, y, soft, FinetuneConfig(steps=0), DistillConfig())
+    out = distill_(student, TensorSplit(x, y), soft, FinetuneConfig(steps=0), DistillConfig())
     assert out is student and not student.training
     assert_state_equal(student, snap)
 
@@ -130,20 +131,20 @@ def test_distill_reduces_the_kd_loss_and_is_deterministic(student_setup):
 
     a = fresh()
     before = loss_of(a)
-    distill_(a, x, y, soft, ft, kd, seed=3)
+    distill_(a, TensorSplit(x, y), soft, ft, kd, seed=3)
     assert not a.training
     assert loss_of(a) < 0.7 * before
 
-    b = distill_(fresh(), x, y, soft, ft, kd, seed=3)
+    b = distill_(fresh(), TensorSplit(x, y), soft, ft, kd, seed=3)
     assert_state_equal(b, state_snapshot(a))  # same seed, same weights
-    c = distill_(fresh(), x, y, soft, ft, kd, seed=4)
+    c = distill_(fresh(), TensorSplit(x, y), soft, ft, kd, seed=4)
     assert any(not torch.equal(v, a.state_dict()[k]) for k, v in c.state_dict().items())
 
 
 def test_distill_handles_batch_larger_than_the_data(student_setup):
     mod, _teacher, x, y, soft = student_setup
     student = mod.TinyResNet()
-    distill_(student, x[:10], y[:10], soft[:10], FinetuneConfig(steps=3, lr=1e-3, batch_size=64), DistillConfig())
+    distill_(student, TensorSplit(x[:10], y[:10]), soft[:10], FinetuneConfig(steps=3, lr=1e-3, batch_size=64), DistillConfig())
     assert all(torch.isfinite(p).all() for p in student.parameters())
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from autocompress.data.split import TensorSplit
 from autocompress.training import distill_
 from autocompress.training.early_stop import EarlyStop, Plateau
 from autocompress.training.plan import TrainPlan
@@ -54,10 +55,10 @@ def test_distill_stops_when_asked_and_runs_every_step_otherwise():
     soft = torch.randn(64, 3)
     plan = TrainPlan(steps=30, lr=1e-2, batch_size=16)
     seen = []
-    distill_(nn.Linear(4, 3), x, y, soft, plan, plan, stop=lambda step: seen.append(step) or step == 12)
+    distill_(nn.Linear(4, 3), TensorSplit(x, y), soft, plan, plan, stop=lambda step: seen.append(step) or step == 12)
     assert seen == list(range(1, 13))
     seen.clear()
-    distill_(nn.Linear(4, 3), x, y, soft, plan, plan, stop=lambda step: seen.append(step) or False)
+    distill_(nn.Linear(4, 3), TensorSplit(x, y), soft, plan, plan, stop=lambda step: seen.append(step) or False)
     assert seen == list(range(1, 31))
 
 
