@@ -104,13 +104,14 @@ class Blocks(Technique):
         if b is None:
             return spec, []
         from autocompress.transforms.blocks import check_block
-        from autocompress.transforms.substitute import describe_targets, find_targets
+        from autocompress.transforms.substitute import breaking_choices, describe_targets, find_targets
 
         try:
             targets = find_targets(model, example_input) if b.targets == "auto" else describe_targets(model, example_input, b.targets)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         bound, notes = [], []
+        broken = breaking_choices(model, example_input, targets, b.choices)
         for t in targets:
             if t.name == "warmup":  # its trial parameter would be blocks.warmup's
                 notes.append("blocks: the module 'warmup' is kept (the name is reserved for blocks.warmup)")
@@ -118,6 +119,8 @@ class Blocks(Technique):
             ok = []
             for name in b.choices:
                 why = None if name == "keep" else check_block(name, t.cin, t.cout, t.stride)
+                if why is None and (t.name, name) in broken:
+                    why = f"the model's forward fails with it: {broken[(t.name, name)]}"
                 if why is None:
                     ok.append(name)
                 else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from autocompress.schema import Key
+from autocompress.schema import Fixed, Key, Settings
 from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
 
 
@@ -66,6 +66,24 @@ class LowRank(Technique):
         from autocompress.transforms.lowrank import low_rank
 
         return low_rank(model, cfg, ctx)
+
+    def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
+        """Beyond the default checks: layers whose factorized form breaks the model's own
+        forward (its code reads something of the layer a factorized one has not) join
+        `exclude`, each with its reason in the notes."""
+        spec, notes = super().bind(spec, model, example_input)
+        if spec.params.get("rank_ratio") == Fixed(1.0):  # nothing is factorized
+            return spec, notes
+        from dataclasses import replace
+
+        from autocompress.transforms.lowrank import breaking_layers
+
+        settings = spec.settings or Settings()
+        broken = breaking_layers(model, example_input, settings.exclude)
+        if not broken:
+            return spec, notes
+        notes += [f"lowrank: {name} is kept (the model's forward fails with it factorized: {why})" for name, why in broken.items()]
+        return replace(spec, settings=replace(settings, exclude=(*settings.exclude, *broken))), notes
 
     def examples(self) -> list[LowRankConfig]:
         return [LowRankConfig(1.0), LowRankConfig(0.5), LowRankConfig(segment_ratios=(1.0, 0.5, 0.25), exclude=("fc",))]

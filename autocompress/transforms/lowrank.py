@@ -105,44 +105,83 @@ def choose_rank(layer: nn.Module, ratio: float) -> Optional[int]:
     return r
 
 
-def factorize(layer: nn.Module, rank: int) -> nn.Sequential:
-    """`layer` (Linear, or Conv2d with groups == 1) as a Sequential of two layers of rank
-    `rank`, initialised from the truncated SVD of its weight (balanced split). Does not
-    check that the result is smaller; `rank` must be in [1, full_rank(layer)]."""
+_SHAPE_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode",
+                "in_features", "out_features")
+
+
+class Factorized(nn.Sequential):
+    """A layer's two factors in sequence. It keeps the original layer's shape attributes
+    (stride, kernel_size, padding, dilation, channels or features), which a parent's
+    forward may read: Hugging Face's TF-style padding reads its conv's stride and kernel
+    size. Its state_dict is a Sequential's ('0.weight', '1.weight', '1.bias')."""
+
+    def __init__(self, first: nn.Module, second: nn.Module, like: nn.Module):
+        super().__init__(first, second)
+        for key in _SHAPE_ATTRS:
+            if hasattr(like, key):
+                setattr(self, key, getattr(like, key))
+
+
+def _factors(layer: nn.Module, rank: int) -> tuple[nn.Module, nn.Module]:
+    """The two layers of rank `rank` that replace `layer` (fresh weights)."""
+    kw = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Conv2d):
+        a = nn.Conv2d(layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                      dilation=layer.dilation, groups=1, bias=False, padding_mode=layer.padding_mode, **kw)
+        return a, nn.Conv2d(rank, layer.out_channels, 1, bias=bias, **kw)
+    return nn.Linear(layer.in_features, rank, bias=False, **kw), nn.Linear(rank, layer.out_features, bias=bias, **kw)
+
+
+def factorize(layer: nn.Module, rank: int, *, init: bool = True) -> Factorized:
+    """`layer` (Linear, or Conv2d with groups == 1) as two layers of rank `rank` in sequence,
+    initialised from the truncated SVD of its weight (balanced split; `init=False`: fresh
+    weights, for checking that the model runs with it). Does not check that the result is
+    smaller; `rank` must be in [1, full_rank(layer)]."""
     if not _is_factorizable(layer):
         raise TypeError(f"cannot factorize {type(layer).__name__} (Linear or Conv2d with groups=1 only)")
     if not 1 <= rank <= full_rank(layer):
         raise ValueError(f"rank must be in [1, {full_rank(layer)}], got {rank}")
-    w = layer.weight.detach()
-    dtype, device = w.dtype, w.device
-    rows, cols = _matrix_shape(layer)
-    u, s, vh = torch.linalg.svd(w.reshape(rows, cols).to(torch.float64), full_matrices=False)
-    root = s[:rank].sqrt()
-    first = (root[:, None] * vh[:rank]).to(dtype)  # (r, cols)
-    second = (u[:, :rank] * root[None, :]).to(dtype)  # (rows, r)
-    bias = layer.bias
-    kw = {"device": device, "dtype": dtype}
-
-    if isinstance(layer, nn.Conv2d):
-        a = nn.Conv2d(
-            layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
-            dilation=layer.dilation, groups=1, bias=False, padding_mode=layer.padding_mode, **kw,
-        )
-        b = nn.Conv2d(rank, layer.out_channels, 1, bias=bias is not None, **kw)
-        first = first.reshape(a.weight.shape)
-        second = second.reshape(b.weight.shape)
-    else:
-        a = nn.Linear(layer.in_features, rank, bias=False, **kw)
-        b = nn.Linear(rank, layer.out_features, bias=bias is not None, **kw)
-    with torch.no_grad():
-        a.weight.copy_(first)
-        b.weight.copy_(second)
-        if bias is not None:
-            b.bias.copy_(bias.detach())
+    a, b = _factors(layer, rank)
+    if init:
+        w = layer.weight.detach()
+        rows, cols = _matrix_shape(layer)
+        u, s, vh = torch.linalg.svd(w.reshape(rows, cols).to(torch.float64), full_matrices=False)
+        root = s[:rank].sqrt()
+        with torch.no_grad():
+            a.weight.copy_((root[:, None] * vh[:rank]).to(w.dtype).reshape(a.weight.shape))  # (r, cols)
+            b.weight.copy_((u[:, :rank] * root[None, :]).to(w.dtype).reshape(b.weight.shape))  # (rows, r)
+            if layer.bias is not None:
+                b.bias.copy_(layer.bias.detach())
     for p in (a.weight, b.weight, b.bias):
         if p is not None:
             p.requires_grad_(layer.weight.requires_grad)
-    return nn.Sequential(a, b).train(layer.training)
+    return Factorized(a, b, layer).train(layer.training)
+
+
+def breaking_layers(model: nn.Module, example_input: Any, exclude: Sequence[str] = ()) -> dict[str, str]:
+    """{name: why} for the factorizable layers whose factorized form breaks the model's
+    forward (its parent reads something of the layer that a Factorized has not, such as
+    its weight), each tried alone on a copy of the model, in eval and in train mode."""
+    import copy
+
+    from autocompress.data import structure as st
+    from autocompress.errors import one_line
+
+    probe = copy.deepcopy(model)
+    out = {}
+    for name, layer in factorizable_layers(probe, example_input, exclude):
+        _set_submodule(probe, name, factorize(layer, 1, init=False))
+        try:
+            with torch.no_grad():
+                for training in (False, True):
+                    probe.train(training)
+                    st.call(probe, example_input)
+        except Exception as exc:  # noqa: BLE001 - the model's own code failed with the layer replaced
+            out[name] = one_line(exc)
+        finally:
+            _set_submodule(probe, name, layer)
+    return out
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -187,4 +226,4 @@ def low_rank(model: nn.Module, cfg: LowRankConfig, ctx: TransformContext) -> nn.
     return model
 
 
-__all__ = ["choose_rank", "factorizable_layers", "factorize", "full_rank", "low_rank", "lowrank_plan"]
+__all__ = ["Factorized", "breaking_layers", "choose_rank", "factorizable_layers", "factorize", "full_rank", "low_rank", "lowrank_plan"]

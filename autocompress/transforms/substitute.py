@@ -1,15 +1,27 @@
 """Block substitution inside any model: find the blocks that can be replaced, and replace
 them with blocks from the library (transforms.blocks) at the shapes they must produce.
 
-`targets: auto` rule (find_targets): a module is a target when, in one forward pass on an
-example batch, it
+`targets: auto` rule (find_targets): the repeated units of the network, what a person
+would replace. A module is a target when, in one forward pass on an example batch, it
   * takes one 4-D tensor and returns one 4-D tensor,
   * contains at least one convolution and has sub-modules (a bare conv, BN or ReLU is not
     a block),
   * is not a pure container (Sequential / ModuleList / ModuleDict: we look inside them),
   * is called exactly once,
-  * and does not lie inside another target (the outermost such module wins).
-In a ResNet that gives layer1.0, layer1.1, ... (the residual blocks), not every conv.
+  * is repeated: a sibling under the same parent is of its class and passes the tests
+    above (so a stem, a head or a final 1x1 conv, each one of a kind, is never a target),
+  * is not a container of blocks: no Sequential / ModuleList inside it holds two such
+    units of one class (a stage of blocks is looked into, its blocks are the targets),
+  * and does not lie inside another module that passes the first four tests, other than a
+    container of blocks (the outermost such module wins: the convs inside a stem are not
+    targets either).
+In a ResNet that gives layer1.0, layer1.1, ... (the residual blocks), not every conv; in
+Hugging Face's MobileNetV2 the inverted residuals, not the stem or the last 1x1 conv; in
+its ConvNeXt the layers of each stage, not the patchify stem or the stages.
+
+A block whose replacement breaks the model's own forward (its parent reads attributes of
+the block it had, or calls it with extra arguments) is found by `breaking_choices` (the
+model run with each replacement, on a copy) and kept.
 """
 
 from __future__ import annotations
@@ -68,20 +80,42 @@ def _target(name: str, rec: dict[str, Any]) -> Optional[Target]:
     return Target(name, i[1], o[1], h // oh, (h, w), (oh, ow))
 
 
+def _unit(name: str, mod: nn.Module, seen: dict[str, dict[str, Any]]) -> bool:
+    """The first four tests of the `auto` rule (module docstring)."""
+    if name not in seen or isinstance(mod, _CONTAINERS) or not any(True for _ in mod.children()):
+        return False
+    if seen[name]["calls"] != 1 or not any(isinstance(m, nn.modules.conv._ConvNd) for m in mod.modules()):
+        return False
+    return _target(name, seen[name]) is not None
+
+
 def find_targets(model: nn.Module, example_input: Any) -> list[Target]:
     """Replaceable blocks by the `auto` rule (module docstring), in model order."""
     seen = _record(model, example_input)
+    units = {name for name, mod in model.named_modules() if name and _unit(name, mod, seen)}
+    modules = dict(model.named_modules())
+
+    def parent(name: str) -> str:
+        return name.rpartition(".")[0]
+
+    def repeated(name: str) -> bool:
+        return any(o != name and parent(o) == parent(name) and type(modules[o]) is type(modules[name]) for o in units)
+
+    def stack(name: str) -> bool:  # a container holding two units of one class
+        kinds = [type(modules[u]) for u in units if parent(u) == name and repeated(u)]
+        return isinstance(modules[name], _CONTAINERS) and len(kinds) > len(set(kinds))
+
+    stacks = [n for n in modules if n and stack(n)]
     out: list[Target] = []
-    for name, mod in model.named_modules():
-        if not name or name not in seen or any(name.startswith(t.name + ".") for t in out):
+    claimed: list[str] = []  # targets, and the one-of-a-kind units (stems, heads) whose insides are theirs
+    for name in modules:
+        if name not in units or any(name.startswith(c + ".") for c in claimed):
             continue
-        if isinstance(mod, _CONTAINERS) or not any(True for _ in mod.children()):
+        if any(s.startswith(name + ".") for s in stacks):  # a container of blocks: its blocks are the targets
             continue
-        if seen[name]["calls"] != 1 or not any(isinstance(m, nn.modules.conv._ConvNd) for m in mod.modules()):
-            continue
-        target = _target(name, seen[name])
-        if target is not None:
-            out.append(target)
+        claimed.append(name)
+        if repeated(name):
+            out.append(_target(name, seen[name]))  # type: ignore[arg-type]
     return out
 
 
@@ -101,6 +135,35 @@ def describe_targets(model: nn.Module, example_input: Any, names: Sequence[str])
         if target is None:
             raise ValueError(f"blocks.targets: {name!r} must take and return one 4-D tensor (N, C, H, W)")
         out.append(target)
+    return out
+
+
+def breaking_choices(model: nn.Module, example_input: Any, targets: Sequence[Target], choices: Sequence[str]) -> dict[tuple[str, str], str]:
+    """{(target, block): why} for the replacements that break the model's forward, each
+    tried alone on a copy of the model, in eval and in train mode."""
+    import copy
+
+    from autocompress.data import structure as st
+    from autocompress.errors import one_line
+    from autocompress.transforms.blocks import check_block, make_block
+
+    probe = copy.deepcopy(model)
+    out = {}
+    for t in targets:
+        original = probe.get_submodule(t.name)
+        for block in choices:
+            if block == "keep" or check_block(block, t.cin, t.cout, t.stride) is not None:
+                continue
+            _set_submodule(probe, t.name, make_block(block, t.cin, t.cout, t.stride))
+            try:
+                with torch.no_grad():
+                    for training in (False, True):
+                        probe.train(training)
+                        st.call(probe, example_input)
+            except Exception as exc:  # noqa: BLE001 - the model's own code failed with the block replaced
+                out[(t.name, block)] = one_line(exc)
+            finally:
+                _set_submodule(probe, t.name, original)
     return out
 
 

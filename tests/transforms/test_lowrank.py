@@ -293,3 +293,49 @@ def test_residual_models_factorize_export_and_run(which, tiny_module, tmp_path):
         setattr(exact.get_submodule(parent), child, factorize(layer, full_rank(layer)))
     with torch.no_grad():
         torch.testing.assert_close(exact(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_a_factorized_layer_keeps_the_shape_attributes_a_parent_may_read():
+    from autocompress.transforms.lowrank import Factorized
+
+    conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, dilation=1)
+    f = factorize(conv, 2)
+    assert isinstance(f, Factorized) and isinstance(f, nn.Sequential)
+    assert (f.stride, f.kernel_size, f.padding, f.dilation, f.in_channels, f.out_channels) == ((2, 2), (3, 3), (1, 1), (1, 1), 4, 8)
+    lin = factorize(nn.Linear(16, 12), 3)
+    assert (lin.in_features, lin.out_features) == (16, 12) and list(lin.state_dict()) == ["0.weight", "1.weight", "1.bias"]
+
+
+def test_hugging_face_mobilenet_runs_with_every_layer_factorized():
+    """Its TF-style padding reads each conv's stride and kernel size from the module it holds."""
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    from autocompress.transforms.lowrank import breaking_layers
+
+    torch.manual_seed(0)
+    model = MobileNetV2ForImageClassification(MobileNetV2Config(image_size=32, depth_multiplier=0.35, num_labels=4)).eval()
+    assert breaking_layers(model, {"pixel_values": torch.randn(2, 3, 32, 32)}) == {}
+
+
+class Tied(nn.Module):
+    """A parent that reads its layer's weight (tied weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.b(self.a(x)) @ self.a.weight
+
+
+def test_a_layer_whose_factorized_form_breaks_the_forward_is_excluded_at_bind_with_its_reason():
+    from autocompress.space import SearchSpace
+    from autocompress.transforms.lowrank import breaking_layers
+
+    x = torch.randn(2, 8)
+    assert set(breaking_layers(Tied(), x)) == {"a"}
+    space = SearchSpace.from_dict({"lowrank": {"rank_ratio": [0.25, 0.5, 1.0]}})
+    bound, notes = space.bind(Tied(), x)
+    assert bound.spec("lowrank").settings.exclude == ("a",)
+    assert any(n.startswith("lowrank: a is kept (the model's forward fails with it factorized: AttributeError") for n in notes)

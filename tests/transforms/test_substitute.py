@@ -92,3 +92,61 @@ def test_pruning_after_substitution(block):
         assert [p.shape for p in pruned.layer1[1].parameters()] == [p.shape for p in substituted.layer1[1].parameters()]
     else:  # pruned like the rest
         assert [p.shape for p in pruned.layer1[1].parameters()] != [p.shape for p in substituted.layer1[1].parameters()]
+
+
+# --------------------------------------------------------------------------- models of a library we did not write
+
+
+def _mobilenet_v2():
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    torch.manual_seed(0)
+    return MobileNetV2ForImageClassification(MobileNetV2Config(image_size=32, depth_multiplier=0.35, num_labels=4)).eval()
+
+
+PIXELS = {"pixel_values": torch.randn(2, 3, 32, 32)}
+
+
+def test_auto_targets_in_hugging_face_models_are_their_repeated_units_never_stems_or_stages():
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    names = [t.name for t in find_targets(_mobilenet_v2(), PIXELS)]
+    assert names == [f"mobilenet_v2.layer.{i}" for i in range(16)]  # not conv_stem (nor the convs inside it), not conv_1x1
+    torch.manual_seed(0)
+    convnext = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[2, 2, 3, 2], num_labels=3)).eval()
+    names = [t.name for t in find_targets(convnext, PIXELS)]
+    assert names == [f"convnext.encoder.stages.{s}.layers.{i}" for s, n in enumerate([2, 2, 3, 2]) for i in range(n)]
+
+
+class ReadsItsBlock(nn.Module):
+    """A parent whose forward reads an attribute of its block (as library code does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.body = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 8))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.body(self.stem(x))
+        scale = self.body[1].conv1.out_channels  # only the original block has conv1
+        return self.fc(x.mean((2, 3))) / scale
+
+
+def test_a_replacement_that_breaks_the_parents_forward_is_excluded_before_the_search_with_its_reason():
+    from autocompress.space import load_space
+    from autocompress.transforms.substitute import breaking_choices
+
+    model = ReadsItsBlock().eval()
+    targets = find_targets(model, X)
+    assert [t.name for t in targets] == ["body.0", "body.1"]
+    broken = breaking_choices(model, X, targets, ["keep", "skip", "dwsep_k3"])
+    assert set(broken) == {("body.1", "skip"), ("body.1", "dwsep_k3")}
+    assert "has no attribute 'conv1'" in broken[("body.1", "skip")]
+    before = state_snapshot(model)
+    space, notes = load_space("default").bind(model, X)
+    assert_state_equal(model, before)  # the checks ran on a copy
+    bound = dict(space.spec("blocks").extra.bound)
+    assert bound["body.1"] == ("keep",) or "body.1" not in bound
+    assert "skip" in bound["body.0"]
+    assert any(n.startswith("blocks: skip excluded for body.1 (the model's forward fails with it: AttributeError") for n in notes)
