@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from autocompress.transforms import TransformContext
-from autocompress.transforms.order import execution_order
+from autocompress.transforms.order import execution_order, forward_error, set_submodule, swapped
 from autocompress.segments import per_item
 
 if TYPE_CHECKING:
@@ -165,31 +165,14 @@ def breaking_layers(model: nn.Module, example_input: Any, exclude: Sequence[str]
     its weight), each tried alone on a copy of the model, in eval and in train mode."""
     import copy
 
-    from autocompress.data import structure as st
-    from autocompress.errors import one_line
-
     probe = copy.deepcopy(model)
     out = {}
     for name, layer in factorizable_layers(probe, example_input, exclude):
-        _set_submodule(probe, name, factorize(layer, 1, init=False))
-        try:
-            with torch.no_grad():
-                for training in (False, True):
-                    probe.train(training)
-                    st.call(probe, example_input)
-        except Exception as exc:  # noqa: BLE001 - the model's own code failed with the layer replaced
-            out[name] = one_line(exc)
-        finally:
-            _set_submodule(probe, name, layer)
+        with swapped(probe, name, factorize(layer, 1, init=False)):
+            why = forward_error(probe, example_input)
+        if why is not None:
+            out[name] = why
     return out
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put `new` at qualified `name` (nested modules, Sequential/ModuleList indices and
-    ModuleDict keys are all plain child names)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def lowrank_plan(model: nn.Module, cfg: LowRankConfig, example_input: Any) -> list[tuple[str, Optional[int]]]:
@@ -222,7 +205,7 @@ def low_rank(model: nn.Module, cfg: LowRankConfig, ctx: TransformContext) -> nn.
         for alias in aliases[id(layer)]:  # a shared layer stays shared
             if alias == "":
                 return new  # the model is the layer itself (its only factorizable layer)
-            _set_submodule(model, alias, new)
+            set_submodule(model, alias, new)
     return model
 
 

@@ -4,7 +4,7 @@ Segments, output-layer detection and QAT bit assignment all use this one definit
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -52,3 +52,37 @@ def layer_calls(model: nn.Module, example_input: Any, *, accept: Callable[[nn.Mo
 def execution_order(model: nn.Module, example_input: Any, **kw) -> list[nn.Module]:
     """Accepted modules (default: Conv/Linear) in the order they first run."""
     return list({id(m): m for m in layer_calls(model, example_input, **kw)}.values())
+
+
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at qualified `name` (nested modules, Sequential/ModuleList indices and
+    ModuleDict keys are all plain child names)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+@contextmanager
+def swapped(model: nn.Module, name: str, new: nn.Module) -> Iterator[None]:
+    """`new` at `name` for the length of the with-block, the original put back afterwards."""
+    original = model.get_submodule(name)
+    set_submodule(model, name, new)
+    try:
+        yield
+    finally:
+        set_submodule(model, name, original)
+
+
+def forward_error(model: nn.Module, example_input: Any) -> Optional[str]:
+    """None when `model` runs on `example_input` in eval and in train mode (no gradients),
+    else the error in one line. Train mode updates BatchNorm statistics: call it on a copy."""
+    from autocompress.errors import one_line
+
+    try:
+        with torch.no_grad():
+            for training in (False, True):
+                model.train(training)
+                st.call(model, example_input)
+    except Exception as exc:  # noqa: BLE001 - the model's own code failed
+        return one_line(exc)
+    return None

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from autocompress.transforms import TransformContext
-from autocompress.transforms.order import hooked, run_once
+from autocompress.transforms.order import forward_error, hooked, run_once, set_submodule, swapped
 
 if TYPE_CHECKING:
     from autocompress.techniques.blocks import BlockConfig
@@ -143,34 +143,19 @@ def breaking_choices(model: nn.Module, example_input: Any, targets: Sequence[Tar
     tried alone on a copy of the model, in eval and in train mode."""
     import copy
 
-    from autocompress.data import structure as st
-    from autocompress.errors import one_line
     from autocompress.transforms.blocks import check_block, make_block
 
     probe = copy.deepcopy(model)
     out = {}
     for t in targets:
-        original = probe.get_submodule(t.name)
         for block in choices:
             if block == "keep" or check_block(block, t.cin, t.cout, t.stride) is not None:
                 continue
-            _set_submodule(probe, t.name, make_block(block, t.cin, t.cout, t.stride))
-            try:
-                with torch.no_grad():
-                    for training in (False, True):
-                        probe.train(training)
-                        st.call(probe, example_input)
-            except Exception as exc:  # noqa: BLE001 - the model's own code failed with the block replaced
-                out[(t.name, block)] = one_line(exc)
-            finally:
-                _set_submodule(probe, t.name, original)
+            with swapped(probe, t.name, make_block(block, t.cin, t.cout, t.stride)):
+                why = forward_error(probe, example_input)
+            if why is not None:
+                out[(t.name, block)] = why
     return out
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def substitute_blocks(model: nn.Module, cfg: BlockConfig, ctx: TransformContext) -> nn.Module:
@@ -188,5 +173,5 @@ def substitute_blocks(model: nn.Module, cfg: BlockConfig, ctx: TransformContext)
         param = next(model.get_submodule(path).parameters(), None)
         if param is not None:
             new = new.to(device=param.device, dtype=param.dtype)
-        _set_submodule(model, path, new)
+        set_submodule(model, path, new)
     return model
