@@ -13,6 +13,12 @@ Criteria:
 Activation statistics are accumulated over every calibration batch (Torch-Pruning 1.6's
 ActivationImportance keeps only the last batch), from the inputs of the consuming
 Conv/Linear layers, i.e. the activations after BN, ReLU, pooling and residual adds.
+
+Attention: the query/key/value projections of an attention module (found by structure,
+`attention_projections`) keep their output channels: the module splits them into heads of
+a size it holds as a number, so removing channels there breaks its reshape (a model from a
+library computes `view(batch, seq, heads, head_size)`). Their input channels (the residual
+width) and the feed-forward widths around them are pruned as anywhere else.
 """
 
 from __future__ import annotations
@@ -33,13 +39,33 @@ if TYPE_CHECKING:
     from autocompress.techniques.prune import PruneConfig
 
 CRITERIA = PRUNE_CRITERIA
-__all__ = ["CRITERIA", "ActivationImportance", "execution_order", "output_layers", "prunable_groups", "prune_channels"]
+__all__ = ["CRITERIA", "ActivationImportance", "attention_projections", "execution_order", "output_layers", "prunable_groups", "prune_channels"]
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
     """The last Conv/Linear to run: the layer whose outputs are the model's outputs
     (pruning it would change the number of classes)."""
     return layer_calls(model, example_input)[-1:]
+
+
+QKV_NAMES = (("query", "key", "value"), ("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"),
+             ("wq", "wk", "wv"), ("to_q", "to_k", "to_v"))
+FUSED_QKV_NAMES = ("qkv", "in_proj", "c_attn", "Wqkv", "query_key_value")
+
+
+def attention_projections(model: nn.Module) -> list[nn.Module]:
+    """The query/key/value Linear layers of the model's attention modules: a module's
+    direct Linear children named as one of QKV_NAMES' triples (BERT's query/key/value,
+    q_proj/k_proj/v_proj, DistilBERT's q_lin/...), and fused projections named in
+    FUSED_QKV_NAMES (a ViT's qkv). Found by structure, not by class name."""
+    out: list[nn.Module] = []
+    for module in model.modules():
+        linear = {name.lower(): child for name, child in module.named_children() if isinstance(child, nn.Linear)}
+        for triple in QKV_NAMES:
+            if all(n in linear for n in triple):
+                out.extend(linear[n] for n in triple)
+        out.extend(child for name, child in linear.items() if name in {f.lower() for f in FUSED_QKV_NAMES})
+    return out
 
 
 def excluded_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
@@ -159,7 +185,7 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, ctx: TransformContext) ->
 
     model.eval()
     example = ctx.example_input
-    ignored = [*output_layers(model, example), *excluded_modules(model, cfg.exclude)]
+    ignored = [*output_layers(model, example), *excluded_modules(model, cfg.exclude), *attention_projections(model)]
     ratio_dict = None
     if cfg.segment_ratios is not None:
         ratio_dict = {}

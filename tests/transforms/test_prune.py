@@ -210,3 +210,27 @@ def test_exclude_keeps_named_modules_and_unknown_names_fail():
     assert pruned.layer3.conv1.out_channels == 32 and pruned.layer2.conv1.out_channels == 8
     with pytest.raises(ValueError, match="prune.exclude names 'layer9'"):
         apply(model, PruneConfig(0.5, exclude=("layer9",)), ctx)
+
+
+@pytest.mark.parametrize("cfg", [PruneConfig(0.65), PruneConfig(segment_ratios=(0.8, 0.3))])
+def test_a_library_attention_model_keeps_its_head_layout_under_channel_pruning(cfg):
+    """A Hugging Face BERT (built from a config, random weights): channel pruning leaves the
+    query/key/value projections' outputs alone (the model's own reshape into heads needs
+    them), narrows what else it can, and the pruned model still runs."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from autocompress.transforms.prune import attention_projections, prune_channels
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=64, max_position_embeddings=16, num_labels=2)).eval()
+    example = {"input_ids": torch.randint(1, 50, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.int64)}
+    qkv = attention_projections(model)
+    assert len(qkv) == 6 and {m.out_features for m in qkv} == {32}
+    before = sum(p.numel() for p in model.parameters())
+    prune_channels(model, cfg, TransformContext(example_input=example))
+    assert {m.out_features for m in attention_projections(model)} == {32}
+    assert sum(p.numel() for p in model.parameters()) < before
+    assert model.bert.encoder.layer[0].intermediate.dense.out_features < 64
+    with torch.no_grad():
+        assert model(**example).logits.shape == (2, 2)
