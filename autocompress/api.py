@@ -11,7 +11,7 @@
     ac.load_run("runs/mine")         # the same SearchResult, from disk
 
 The keyword arguments of `search` are the fields of driver.SearchOptions, which are the
-CLI's options with underscores (`max_acc_drop=1.0` is `--max-acc-drop 1.0`); the demo runs
+CLI's options with underscores (`max_metric_drop=1.0` is `--max-metric-drop 1.0`); the demo runs
 when neither a Task nor `model=`/`data=` files are given. Every problem with them is a
 one-line error (autocompress.errors) raised before any expensive work.
 
@@ -67,8 +67,18 @@ class SearchResult:
         return RunDir(self.path).read_manifest()
 
     @property
+    def metric(self):
+        """The metric the run was judged by (evaluation.metrics.Metric: name, direction,
+        units); the CSV files name its columns after it (val_accuracy, acc_drop_pts;
+        val_mse, mse_drop)."""
+        from autocompress.evaluation.metrics import Metric
+
+        return Metric.described(self.manifest.get("metric"))
+
+    @property
     def teacher(self) -> dict[str, Any]:
-        """The teacher's val/test accuracy, size and latency, as measured in the run."""
+        """The teacher's val/test metric (named as the CSV files name them: val_accuracy,
+        test_accuracy; val_mse, ...), size and latency, as measured in the run."""
         return dict(self.manifest.get("teacher", {}))
 
     def _number(self, trial: Any) -> int:

@@ -40,7 +40,8 @@ class SearchOptions:
     sampler: Optional[str] = None
     out: Optional[str] = None
     resume: Optional[str] = None
-    max_acc_drop: Optional[float] = None
+    max_acc_drop: Optional[float] = None  # the drop limit in points, for an accuracy metric
+    max_metric_drop: Optional[float] = None  # the drop limit in the metric's units (points for accuracy)
     backend: Optional[str] = None  # "optuna" (default) or "ray"
     ray_address: Optional[str] = None
     cpus_per_trial: Optional[float] = None
@@ -58,8 +59,34 @@ DEFAULT_BUDGET = 100
 # The accuracy drop (points below the teacher, on val) beyond which a candidate is not
 # usable when --max-acc-drop is not given: the hypervolume's reference (autocompress.pareto).
 # Trials beyond it are kept in trials.csv and inform the sampler (an Optuna constraint),
-# but are not on the front.
+# but are not on the front. A metric without points: default_limits.
 DEFAULT_DROP_LIMIT = 10.0
+
+
+def given_limit(o: SearchOptions) -> Optional[float]:
+    """The drop limit the options give (--max-metric-drop or --max-acc-drop), or None."""
+    return o.max_metric_drop if o.max_metric_drop is not None else o.max_acc_drop
+
+
+def default_limits(metric, teacher_value: float) -> tuple[float, float]:
+    """(drop limit of the front, the climb's step limit) when none is given: 10 and 1 points
+    for a percent metric; for any other the hypervolume's reference drop (10% of the
+    teacher's value) and a tenth of it."""
+    from autocompress.climb import CLIMB_LIMIT
+
+    if metric.percent:
+        return DEFAULT_DROP_LIMIT, CLIMB_LIMIT
+    ref = metric.drop_reference(teacher_value)
+    return ref, ref * CLIMB_LIMIT / DEFAULT_DROP_LIMIT
+
+
+def _check_limit_for(o: SearchOptions, metric) -> None:
+    """The drop-limit options against the task's metric (known once the task is loaded)."""
+    if o.max_acc_drop is not None and not metric.percent:
+        raise ConfigError(f"--max-acc-drop is in points of accuracy; the task's metric is {metric.name!r}: "
+                          f"give --max-metric-drop in its units, got --max-acc-drop {o.max_acc_drop}")
+    if o.max_metric_drop is not None and metric.percent and o.max_metric_drop > 100:
+        raise ConfigError(f"--max-metric-drop must be in [0, 100] points for {metric.name!r}, got {o.max_metric_drop}")
 
 
 def _check_options(o: SearchOptions) -> None:
@@ -73,6 +100,10 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {o.sampler!r}")
     if o.max_acc_drop is not None and not 0 <= o.max_acc_drop <= 100:
         raise ConfigError(f"--max-acc-drop must be in [0, 100] points, got {o.max_acc_drop}")
+    if o.max_metric_drop is not None and not (0 <= o.max_metric_drop < float("inf")):
+        raise ConfigError(f"--max-metric-drop must be a number >= 0 (the metric's units; points for accuracy), got {o.max_metric_drop}")
+    if o.max_metric_drop is not None and o.max_acc_drop is not None:
+        raise ConfigError("--max-acc-drop and --max-metric-drop set the same limit: give one")
     if o.resume is not None and o.out is not None:
         raise ConfigError("--resume and --out go separately: --resume continues the run in its own directory")
     from autocompress.tasks import check_source
@@ -137,8 +168,9 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
     if o.task is not None and o.task != task_spec.get("task"):
         raise RunDirError(f"--resume {run.path}: --task {o.task} differs from the run's ({task_spec.get('task') or 'not a --task run'})")
     files = task_spec.get("kind") == "user"  # model and data files; kind "task": one --task file
-    if o.max_acc_drop is not None and o.max_acc_drop != m.get("max_acc_drop"):
-        raise RunDirError(f"--resume {run.path}: --max-acc-drop {o.max_acc_drop} differs from the run's {m.get('max_acc_drop')}")
+    if given_limit(o) is not None and given_limit(o) != m.get("max_acc_drop"):  # the run's limit as given (either option)
+        flag = "--max-metric-drop" if o.max_metric_drop is not None else "--max-acc-drop"
+        raise RunDirError(f"--resume {run.path}: {flag} {given_limit(o)} differs from the run's {m.get('max_acc_drop')}")
     if o.seed is not None and o.seed != m["seed"]:
         raise RunDirError(f"--resume {run.path}: --seed {o.seed} differs from the run's {m['seed']}")
     run_fidelity = m.get("fidelity")
@@ -153,7 +185,7 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         model=task_spec.get("model") if files else None, data=task_spec.get("data") if files else None,
         checkpoint=o.checkpoint or m.get("checkpoint"), task=task_spec.get("task"),
         budget=o.budget or m["budget"], time_budget=o.time_budget, seed=m["seed"], sampler=o.sampler or m["sampler"],
-        max_acc_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
+        max_metric_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
         latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
         fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
         reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None, workers=o.workers,
@@ -232,23 +264,24 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
     space.check_profile(profile)
     table = _load_table(o, profile)
     task = task if task is not None else load_task(o.model, o.data, o.checkpoint, task=o.task, progress=progress)
+    _check_limit_for(o, task.metric)
     space, notes = space.bind(task.teacher, task.example)
     for note in notes:
         progress(note)
+    if not resume and not task.metric.classification and "distill.temperature" in space.params:
+        space = space.with_fixed("distill.temperature", 1.0)  # the teacher term is a mean squared error: T means nothing
+        progress(f"distill.temperature is not searched: the metric {task.metric.name!r} is not a classification one "
+                 "(the fine-tune distils with the mean squared error to the teacher's outputs)")
     if resume:
         if task.fingerprint != manifest["task_fingerprint"]:
             raise RunDirError(f"--resume {run.path}: the task's model or data changed since the run started (fingerprint {task.fingerprint} != {manifest['task_fingerprint']})")
     else:
         run = RunDir.check_new(Path(o.out) if o.out else default_run_dir(task.name))
     budget = o.budget or DEFAULT_BUDGET
-    drop_limit = o.max_acc_drop if o.max_acc_drop is not None else DEFAULT_DROP_LIMIT
+    limit = given_limit(o)
+    metric = task.metric
     seed = 0 if o.seed is None else o.seed
     sampler = o.sampler or "tpe"
-    # the structured start climbs within the drop limit given, else within CLIMB_LIMIT; random
-    # search stays random (the baseline it is compared with)
-    from autocompress.climb import CLIMB_LIMIT
-
-    climb_limit = None if sampler == "random" else (o.max_acc_drop if o.max_acc_drop is not None else CLIMB_LIMIT)
 
     backend_name = o.backend or "optuna"
     session = None
@@ -269,7 +302,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
         manifest = (manifest if resume else new_manifest()) | {
             "task": task.spec, "task_fingerprint": task.fingerprint, "space_fingerprint": space.fingerprint,
             "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
-            "budget": budget, "max_acc_drop": o.max_acc_drop, "drop_limit": drop_limit, "checkpoint": o.checkpoint,
+            "budget": budget, "max_acc_drop": limit, "metric": metric.describe(), "checkpoint": o.checkpoint,
             "input_shape": list(task.input_shape) if task.input_shape is not None else None, "inputs": task.input_shapes,
             "outputs": list(task.output_names), "backend": backend_name,
         }
@@ -287,15 +320,23 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
         progress(f"Measuring the teacher under profile {profile.name!r} ...")
         try:
             timing = task.timing_feed(profile)
-            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, timing, run.path, task.val))
+            remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, timing, run.path,
+                                                                                         (task.val, metric, task.output_kind)))
             ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
                           table=table, predicted=o.latency == "predicted")
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
             raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
-            val_accuracy=ctx.teacher.val_accuracy, test_accuracy=ctx.teacher.test_accuracy,
+            **{metric.column("val"): ctx.teacher.val_metric, metric.column("test"): ctx.teacher.test_metric},  # val_accuracy, ...
             size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,
         )
+        # the drop limit when none is given, and the structured start's (the climb's) step
+        # limit: the one given, else CLIMB_LIMIT's share; random search stays random (the
+        # baseline it is compared with)
+        default_drop, default_climb = default_limits(metric, ctx.teacher.val_metric)
+        drop_limit = limit if limit is not None else default_drop
+        climb_limit = None if sampler == "random" else (limit if limit is not None else default_climb)
+        manifest["drop_limit"] = drop_limit
         if ctx.predicted:
             manifest["teacher"]["latency_source"] = "predicted"
         if session is not None:  # where the teacher's reference timing ran
@@ -306,11 +347,12 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
             manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
         run.write_manifest(manifest)
         progress(
-            f"Teacher: val {100 * ctx.teacher.val_accuracy:.2f}%  {ctx.teacher.latency_ms:.3f} ms  "
+            f"Teacher: val {metric.name} {metric.show(ctx.teacher.val_metric)}{'%' if metric.percent else ''}  {ctx.teacher.latency_ms:.3f} ms  "
             f"{ctx.teacher.size_bytes / 1024:.0f} KB   searching {budget} trials (sampler {sampler}, seed {seed})"
         )
-        progress(f"Drop limit: {drop_limit:g} pt below the teacher's val accuracy"
-                 + (" (the default; set it with --max-acc-drop)" if o.max_acc_drop is None else "")
+        worse = "below" if metric.higher_is_better else "above"
+        progress(f"Drop limit: {drop_limit:.4g}{' pt' if metric.percent else ''} {worse} the teacher's val {metric.name}"
+                 + (f" (the default; set it with {'--max-acc-drop' if metric.percent else '--max-metric-drop'})" if limit is None else "")
                  + ": the front holds the candidates within it")
         pool = None
         cache_dir = run.path / FLOAT_CACHE_DIR
@@ -360,6 +402,7 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
     from autocompress.pipeline import evaluate_candidate
 
     teacher = ctx.teacher
+    metric = ctx.task.metric
 
     def evaluate(cfg, number: int, **kw):  # kw: the backend's fidelity and rung decisions
         return evaluate_candidate(cfg, number, ctx, run.path, seed=seed, **kw)
@@ -373,14 +416,14 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         if rec["state"] == "COMPLETE":
             dup = f" (= #{rec['duplicate_of']})" if "duplicate_of" in rec else ""
             progress(
-                f"{head} val {100 * rec['val_accuracy']:6.2f}%  {1 / rec['latency_ratio']:5.2f}x  "
+                f"{head} val {metric.show(rec['val_metric']):>6}{'%' if metric.percent else ''}  {1 / rec['latency_ratio']:5.2f}x  "
                 f"{rec['size_bytes'] / 1024:6.0f} KB  {rec.get('t_total', 0):5.1f}s{dup}"
             )
         elif rec["state"] == "PRUNED":
             progress(f"{head} {rec.get('stop_reason', 'stopped')}  {rec.get('t_total', 0):5.1f}s")
         else:
             progress(f"{head} FAILED: {rec.get('failure_reason', '?')}")
-        write_trials_csv(run, backend.records(), teacher, max_acc_drop=backend.max_acc_drop)
+        write_trials_csv(run, backend.records(), teacher, max_acc_drop=backend.max_acc_drop, metric=metric)
 
     t0 = time.perf_counter()
     try:
@@ -407,7 +450,7 @@ def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> 
         progress("Latency was predicted (not measured): check the front on the device with autocompress verify")
         return changes
     while True:
-        df = trials_frame(backend.records(), teacher_row(ctx.teacher), max_acc_drop=backend.max_acc_drop)
+        df = trials_frame(backend.records(), teacher_row(ctx.teacher, ctx.task.metric), max_acc_drop=backend.max_acc_drop)
         # the hand recipes too: the front is compared with them, so both are timed alike
         recipe = df["recipe"].notna() & df["state"].eq("COMPLETE") & df["duplicate_of"].isna() if "recipe" in df else False
         todo = df[(df["pareto"] | recipe) & ~flag_column(df, "remeasured")]

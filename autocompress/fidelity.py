@@ -7,8 +7,8 @@ the top 1/eta go on to the full 150 steps (a second cosine cycle from where the 
 ended) and the full ONNX pipeline. A candidate that is not promoted stops there: its trial
 is PRUNED, never COMPLETE, so only full-fidelity results enter the Pareto front.
 
-Ranking at a rung: two objectives, the torch validation accuracy of the fine-tuning model
-(maximised) and the latency ratio to the teacher measured on the candidate's exported
+Ranking at a rung: two objectives, the torch validation metric of the fine-tuning model
+(its score, Metric.score: the value, negated where lower is better; maximised) and the latency ratio to the teacher measured on the candidate's exported
 (and quantized) ONNX file (minimised), ordered as NSGA-II orders a population:
 non-dominated rank first, then crowding distance (wider first), then accuracy. Not a
 scalarized score: no weight between accuracy and speed has to be chosen, and a fast
@@ -137,12 +137,12 @@ class RungBoard:
         promote = position < keep
         verdict = "promoted" if promote else "stopped"
         reason = (f"{verdict} at rung {rung} ({steps} steps): place {position + 1} of {n} "
-                  f"(torch val {100 * accuracy:.1f}%, latency x{latency_ratio:.3f}), top {keep} go on")
+                  f"(torch val score {accuracy:.4g}, latency x{latency_ratio:.3f}), top {keep} go on")
         return Decision(promote, position, n, keep, reason)
 
 
 def board_history(trials: Iterable[Any]) -> list[tuple[int, int, float, float]]:
-    """(rung, trial number, accuracy, latency ratio) of finished trials' `rung_results`
+    """(rung, trial number, score, latency ratio) of finished trials' `rung_results`
     attributes (duplicates, which copy their original's, left out): a resumed search
     ranks against everything measured before."""
     out = []
@@ -150,7 +150,7 @@ def board_history(trials: Iterable[Any]) -> list[tuple[int, int, float, float]]:
         if "duplicate_of" in t.user_attrs:
             continue
         for r in t.user_attrs.get("rung_results", []):
-            out.append((int(r["rung"]), t.number, float(r["val_accuracy"]), float(r["latency_ratio"])))
+            out.append((int(r["rung"]), t.number, float(r.get("score", r["val_metric"])), float(r["latency_ratio"])))
     return out
 
 

@@ -1,5 +1,6 @@
 """Writing a run's results: trials.csv after every trial; at the end the front's test
-accuracy, pareto.csv, pareto.png, summary.txt, and removal of non-front artifacts."""
+metric, pareto.csv, pareto.png, summary.txt, and removal of non-front artifacts. The CSV
+files name the metric's columns after it (val_accuracy, acc_drop_pts; val_mse, mse_drop)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
+from autocompress.report.tables import display_columns
 from autocompress.atomic import write_text_atomic
 from autocompress.run import RunDir
 
-_FIRST = ["number", "state", "description", "details", "val_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
-          "size_reduction", "acc_drop_pts", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
+_FIRST = ["number", "state", "description", "details", "val_metric", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
+          "size_reduction", "metric_drop", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
 
-def teacher_row(teacher) -> TeacherRow:
-    return TeacherRow(teacher.val_accuracy, teacher.test_accuracy, teacher.latency_ms, teacher.size_bytes)
+def teacher_row(teacher, metric) -> TeacherRow:
+    return TeacherRow(teacher.val_metric, teacher.test_metric, teacher.latency_ms, teacher.size_bytes, metric)
+
+
+def write_csv(path, df: pd.DataFrame, metric) -> None:
+    write_text_atomic(path, df.rename(columns=display_columns(df.columns, metric)).to_csv(index=False))
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
@@ -27,28 +33,30 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + params + rest + times]
 
 
-def write_trials_csv(run: RunDir, records: Sequence[dict[str, Any]], teacher, *, max_acc_drop: Optional[float]) -> pd.DataFrame:
-    df = _ordered(trials_frame(records, teacher_row(teacher), max_acc_drop=max_acc_drop))
-    write_text_atomic(run.path / "trials.csv", df.to_csv(index=False))
+def write_trials_csv(run: RunDir, records: Sequence[dict[str, Any]], teacher, *, max_acc_drop: Optional[float], metric) -> pd.DataFrame:
+    """trials.csv (its metric columns named after `metric`); the frame, columns generic."""
+    df = _ordered(trials_frame(records, teacher_row(teacher, metric), max_acc_drop=max_acc_drop))
+    write_csv(run.path / "trials.csv", df, metric)
     return df
 
 
 def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_drop: Optional[float], progress: Callable[[str], None] = print) -> pd.DataFrame:
-    from autocompress.evaluation import split_accuracy
+    from autocompress.pipeline import task_metric
 
-    teacher = teacher_row(ctx.teacher)
-    df = write_trials_csv(run, records, ctx.teacher, max_acc_drop=max_acc_drop)
+    metric = ctx.task.metric
+    teacher = teacher_row(ctx.teacher, metric)
+    df = write_trials_csv(run, records, ctx.teacher, max_acc_drop=max_acc_drop, metric=metric)
     front = df[df["pareto"]].copy()
     test = ctx.task.test
-    front["test_accuracy"] = [
-        split_accuracy(run.path / p, test) if test is not None else float("nan") for p in front["onnx"]
+    front["test_metric"] = [
+        task_metric(run.path / p, ctx.task, test) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
-    cols = ["number", "description", "details", "val_accuracy", "test_accuracy", "speedup", "not_faster", "latency_source", "latency_ratio",
-            "latency_ratio_recorded", "latency_ratio_predicted", "macs_ratio", "latency_ms", "size_bytes", "size_reduction", "acc_drop_pts",
+    cols = ["number", "description", "details", "val_metric", "test_metric", "speedup", "not_faster", "latency_source", "latency_ratio",
+            "latency_ratio_recorded", "latency_ratio_predicted", "macs_ratio", "latency_ms", "size_bytes", "size_reduction", "metric_drop",
             "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))
-    write_text_atomic(run.path / "pareto.csv", front[[c for c in cols if c in front]].to_csv(index=False))
+    write_csv(run.path / "pareto.csv", front[[c for c in cols if c in front]], metric)
     predicted = "latency_source" in df and bool(df["latency_source"].eq("predicted").any())
     label = " · latency PREDICTED from a device table, not measured" if predicted else ""
     render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png",
@@ -56,7 +64,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
     run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
     n_failed = int(df["state"].eq("FAIL").sum())
     n_stopped = int(df["state"].eq("PRUNED").sum())  # multi-fidelity: not promoted at a rung
-    note = f"{len(df)} trials, " + (f"{n_stopped} stopped at a rung, " if n_stopped else "") + f"{n_failed} failed" + (f", front limited to <= {max_acc_drop} pt accuracy drop" if max_acc_drop is not None else "")
+    note = f"{len(df)} trials, " + (f"{n_stopped} stopped at a rung, " if n_stopped else "") + f"{n_failed} failed" + (f", front limited to <= {max_acc_drop:.4g}{' pt' if metric.percent else ''} {metric.name} drop" if max_acc_drop is not None else "")
     if predicted:
         note += "; latency PREDICTED from a device table (not measured): check it on the device with autocompress verify"
     summary = format_summary(front, teacher, title=f"Pareto front ({note})", trials=df)

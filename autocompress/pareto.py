@@ -8,7 +8,7 @@ that are faster *and* smaller than the teacher and lose less than 10 points add 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -84,13 +84,16 @@ def normalized_objectives(
     *,
     teacher_accuracy: float,
     teacher_size_bytes: float,
+    metric: Any = None,
 ) -> np.ndarray:
-    """Rows of (accuracy drop in points, latency ratio, size ratio), all to be minimised.
-    Accuracies are fractions in [0, 1]."""
+    """Rows of (metric drop, latency ratio, size ratio), all to be minimised. The drop is
+    `metric.drop` (evaluation.metrics.Metric); without one the values are accuracies as
+    fractions in [0, 1] and the drop is in points."""
     acc = np.asarray(accuracy, dtype=float)
+    drop = (teacher_accuracy - acc) * 100.0 if metric is None else metric.drop(teacher_accuracy, acc)
     return np.column_stack(
         [
-            (teacher_accuracy - acc) * 100.0,
+            drop,
             np.asarray(latency_ratio, dtype=float),
             np.asarray(size_bytes, dtype=float) / float(teacher_size_bytes),
         ]

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from autocompress.config import CandidateConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.data import structure as st
-from autocompress.evaluation import CachedLatency, LatencyMeter, LatencyResult, LatencyWorker, split_accuracy
+from autocompress.evaluation import CachedLatency, LatencyMeter, LatencyResult, LatencyWorker, split_metric
 from autocompress.evaluation.predictor import layer_configs, model_macs
 from autocompress.export import GraphContext, export_onnx, model_size_bytes
 from autocompress.fidelity import Decision, Fidelity
@@ -61,8 +62,8 @@ def trial_dir(root: Path, number: int) -> Path:
 @dataclass
 class TeacherBaseline:
     onnx_path: Path
-    val_accuracy: float
-    test_accuracy: Optional[float]
+    val_metric: float
+    test_metric: Optional[float]
     size_bytes: int
     latency_ms: float  # the teacher's median under the profile, measured at the start
 
@@ -177,7 +178,7 @@ def build_seed(seed: int, cfg: CandidateConfig) -> int:
 @dataclass
 class CandidateResult:
     config: CandidateConfig
-    val_accuracy: float
+    val_metric: float
     latency: LatencyResult
     size_bytes: int
     onnx_path: Path
@@ -201,17 +202,17 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
     predictions are recorded too; predicted: latency from it only (nothing timed; the
     teacher's milliseconds are the table's)."""
     path = export_onnx(task.teacher, task.example, Path(workdir) / "teacher" / "model.onnx", dynamic_axes=task.dynamic_axes)
-    test_acc = split_accuracy(path, task.test) if task.test is not None else None
+    test_acc = task_metric(path, task, task.test) if task.test is not None else None
     teacher_macs = model_macs(task.teacher, task.example)
     if predicted:
-        val_acc = split_accuracy(path, task.val)
+        val_acc = task_metric(path, task, task.val)
         baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_ms)
         return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train),
                                calibration=task.calibration, table=table, predicted=True, teacher_macs=teacher_macs)
     worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.timing_feed(profile)), profile)
     try:
         self_timing = worker.measure(path, fresh=True)
-        val_acc = worker.accuracy(path) if accuracy_on_device else split_accuracy(path, task.val)
+        val_acc = worker.accuracy(path) if accuracy_on_device else task_metric(path, task, task.val)
     except Exception:
         worker.close()
         raise
@@ -345,23 +346,27 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
     if plan.early_stop is not None and len(rungs) == 1 and plan.steps > 0:
         from autocompress.training.early_stop import Plateau
 
-        plateau = Plateau(plan.early_stop, plan.steps)
+        rule = plan.early_stop
+        if not task.metric.percent:  # min_delta is a fraction of accuracy; elsewhere relative to the teacher's value
+            rule = replace(rule, min_delta=rule.min_delta * (abs(ctx.teacher.val_metric) or 1.0))
+        plateau = Plateau(rule, plan.steps)
     for rung, steps in enumerate(rungs):
         stop = None
         if plateau is not None:
             def stop(step: int) -> bool:
-                ended = plateau.should_stop(step, lambda: torch_accuracy(student, task.val))
+                ended = plateau.should_stop(step, lambda: task.metric.score(torch_metric(student, task, task.val)))
                 student.train()
                 return ended
         with stage("finetune"):  # a rung after the first: a new cosine cycle from where the last ended
             distill_(student, task.train, ctx.soft_targets, replace(plan, steps=steps - done), plan, teacher=task.teacher,
-                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps, stop=stop)
+                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps, stop=stop, objective=task.objective)
         done = steps
         if rung < len(rungs) - 1:
             with stage("rungs"):
                 acc, ratio = _rung_metrics(student, probe, cfg, ctx, out_dir / f"rung{rung}")
-            decision = at_rung(rung, acc, ratio)  # type: ignore[misc]
-            rung_results.append({"rung": rung, "steps": steps, "val_accuracy": acc, "latency_ratio": ratio, "promoted": decision.promote,
+            score = task.metric.score(acc)  # the rungs rank higher-is-better values
+            decision = at_rung(rung, score, ratio)  # type: ignore[misc]
+            rung_results.append({"rung": rung, "steps": steps, "val_metric": acc, "score": score, "latency_ratio": ratio, "promoted": decision.promote,
                                  "place": decision.position + 1, "of": decision.n})
             if not decision.promote:
                 raise CandidateStopped(decision.reason, rung_results)
@@ -401,7 +406,7 @@ def _finish(cfg: CandidateConfig, ctx: PipelineContext, student: torch.nn.Module
     task = ctx.task
     final, ort_only = export_deployable(student, cfg, task, out_dir, calibration=ctx.calibration, stage=stage)
     with stage("accuracy"):
-        val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else split_accuracy(final, task.val)
+        val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else task_metric(final, task, task.val)
     with stage("latency"):
         predicted = ctx.predict_ratio(final) if ctx.table is not None else None
         latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
@@ -448,7 +453,7 @@ def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: Candida
     deepcopy of a parametrized module shares its class, so baking a copy would break the
     original). The latency depends on the graph, not on the weights' values; the probe
     files are removed."""
-    acc = torch_accuracy(student, ctx.task.val)
+    acc = torch_metric(student, ctx.task, ctx.task.val)
     try:
         onnx, _ = export_deployable(probe, cfg, ctx.task, probe_dir, calibration=ctx.calibration)
         ratio = ctx.predict_ratio(onnx)[0] if ctx.predicted else ctx.latency_worker.measure(onnx).ratio
@@ -462,7 +467,7 @@ class Outcome:
     """What evaluating one candidate gives a backend: the three objectives and extra
     attributes to store on the trial."""
 
-    values: tuple[float, float, float]  # val accuracy (max), latency ratio (min), size bytes (min)
+    values: tuple[float, float, float]  # the val metric's score (max; Metric.score), latency ratio (min), size bytes (min)
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -480,10 +485,10 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
         raise
     lat = res.latency
     attrs = {
-        "val_accuracy": res.val_accuracy,
+        "val_metric": res.val_metric,
         "latency_ratio": lat.ratio,
         "size_bytes": res.size_bytes,
-        "acc_drop_pts": (ctx.teacher.val_accuracy - res.val_accuracy) * 100.0,
+        "metric_drop": ctx.task.metric.drop(ctx.teacher.val_metric, res.val_metric),  # points for accuracy, else the metric's units
         "latency_ratio_spread": lat.ratio_spread,
         "latency_ratio_low": lat.ratio_low,  # the ratio's 95% interval (nan: too few passes for one)
         "latency_ratio_high": lat.ratio_high,
@@ -511,7 +516,27 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
         attrs["finetune_reused_from"] = res.reused_from  # its fine-tuned float model came from that trial (FloatCache)
     if res.predicted is not None:
         attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
-    return Outcome((res.val_accuracy, lat.ratio, float(res.size_bytes)), attrs)
+    return Outcome((ctx.task.metric.score(res.val_metric), lat.ratio, float(res.size_bytes)), attrs)
+
+
+def task_metric(path: Path, task: LoadedTask, split) -> float:
+    """The task's metric of the ONNX file at `path` on `split` (ONNX Runtime)."""
+    return split_metric(path, split, task.metric, kind=task.output_kind)
+
+
+@torch.no_grad()
+def torch_metric(model: torch.nn.Module, task: LoadedTask, split, *, batch: int = 512) -> float:
+    """The task's metric of a torch model in eval mode (left in eval mode) on a split, on
+    its outputs concatenated over the split as ONNX Runtime's are (named like the task's
+    exported outputs): what early stopping and the rungs compare."""
+    model.eval()
+    outs: list[list[Any]] = []
+    targets = []
+    for inputs, y in split.batches(batch):
+        outs.append([t.detach().cpu().numpy() for _, t in st.output_fields(st.call(model, inputs))])
+        targets.append(np.asarray(y))
+    fields = {n: np.concatenate([o[i] for o in outs]) for i, n in enumerate(task.output_names)}
+    return task.metric(fields, np.concatenate(targets), kind=task.output_kind)
 
 
 @torch.no_grad()

@@ -41,8 +41,9 @@ def tolerance_for(latency_ms: float) -> float:
 def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.DataFrame:
     """Re-measure the run's front; returns the comparison table (also written to
     verify.csv). Raises RunDirError for a directory that is not a finished run."""
-    from autocompress.evaluation import LatencyWorker, split_accuracy
+    from autocompress.evaluation import LatencyWorker
     from autocompress.evaluation.latency import not_faster
+    from autocompress.pipeline import task_metric
     from autocompress.hardware import check_available, load_profile
 
     if o.repeats < 1:
@@ -62,6 +63,8 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
         profile = load_profile(o.profile)
     same_profile = profile.fingerprint == manifest.get("profile_fingerprint")
     task = load_run_task(run)
+    metric = task.metric
+    val_col = metric.column("val")  # val_accuracy, val_mse, ...
     teacher = run.path / "teacher" / "model.onnx"
     progress(f"Verifying {len(front)} front points of {run.path} under profile {profile.name!r}"
              + ("" if same_profile else f" (the run used {manifest.get('profile')!r}: recorded values are under that profile)")
@@ -75,7 +78,7 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
             lo = statistics.median(r.ratio_low for r in results)
             hi = statistics.median(r.ratio_high for r in results)
             teacher_ms = statistics.median(r.reference_median_ms for r in results)
-            acc = split_accuracy(path, task.val)
+            acc = task_metric(path, task, task.val)
             recorded = float(p["latency_ratio"])
             tol = tolerance_for(recorded * float(manifest["teacher"]["latency_ms"]))
             rel = recorded / ratio - 1.0  # re-measured speedup vs recorded speedup
@@ -86,14 +89,14 @@ def verify(o: VerifyOptions, *, progress: Callable[[str], None] = print) -> pd.D
                 "tolerance": tol, "reproduced": abs(rel) <= tol,
                 "remeasured_ratios": " ".join(f"{r.ratio:.4f}" for r in results),
                 "latency_ms_remeasured": ratio * teacher_ms,
-                "val_accuracy_recorded": float(p["val_accuracy"]), "val_accuracy_remeasured": acc,
+                f"{val_col}_recorded": float(p[val_col]), f"{val_col}_remeasured": acc,
                 "not_faster_recorded": bool(p["not_faster"]) if pd.notna(p.get("not_faster")) else None,
                 "not_faster_remeasured": slow, "ratio_low": lo, "ratio_high": hi,
             })
             r = rows[-1]
             progress(f"  #{r['number']:<4} {r['speedup_recorded']:6.2f}x -> {r['speedup_remeasured']:6.2f}x ({100 * rel:+5.1f}%, "
-                     f"±{100 * tol:.0f}% {'ok' if r['reproduced'] else 'NOT REPRODUCED'})  val {100 * r['val_accuracy_recorded']:.2f}% -> "
-                     f"{100 * acc:.2f}%" + ("  not faster" if slow else ""))
+                     f"±{100 * tol:.0f}% {'ok' if r['reproduced'] else 'NOT REPRODUCED'})  val {metric.name} {metric.show(r[val_col + '_recorded'])} -> "
+                     f"{metric.show(acc)}" + ("  not faster" if slow else ""))
     table = pd.DataFrame(rows)
     write_text_atomic(run.path / "verify.csv", table.to_csv(index=False))
     n_ok = int(table["reproduced"].sum()) if len(table) else 0

@@ -135,8 +135,12 @@ def test_an_out_directory_in_use_is_refused_before_the_data_is_read(tiny, tmp_pa
 @pytest.mark.parametrize(
     "kwargs, error, fragment",
     [
-        ({"metric": "mse"}, ConfigError, "Task.metric must be one of ['accuracy'] (so far), got 'mse'"),
-        ({"loss": torch.nn.MSELoss()}, ConfigError, "Task.loss"),
+        ({"metric": "f1"}, ConfigError, "Task.metric must be one of ['accuracy', 'top5', 'mse', 'mae'] or a callable metric(outputs, targets) -> float, got 'f1'"),
+        ({"metric": "mse"}, ConfigError, "Task.loss: the metric 'mse' is not a classification one (accuracy, top5), so the fine-tune needs "
+                                         "your loss(outputs, targets) -> scalar tensor, got None"),
+        ({"metric": lambda o, t: 0.0}, ConfigError, "Task.metric: a callable metric needs higher_is_better=True or False, got None"),
+        ({"metric": "mse", "higher_is_better": True}, ConfigError, "Task.metric: 'mse' is lower-is-better; higher_is_better=True contradicts it"),
+        ({"loss": "mse"}, ConfigError, "Task.loss must be a callable (outputs, targets) -> scalar tensor, got str"),
         ({"name": ""}, ConfigError, "Task.name must be a non-empty string"),
         ({"version": 2}, ConfigError, "Task.version must be a string, got 2"),
     ],
@@ -145,6 +149,65 @@ def test_bad_task_fields_are_refused_when_the_task_is_made(tiny, kwargs, error, 
     with pytest.raises(error) as info:
         make_task(tiny, **kwargs)
     assert fragment in str(info.value)
+
+
+def _nan_metric(outputs, targets):
+    return float("nan")
+
+
+def _vector_metric(outputs, targets):
+    return outputs[:, 0]
+
+
+def _broken_metric(outputs, targets):
+    raise KeyError("scores")
+
+
+def _ok_metric(outputs, targets):
+    return 0.5
+
+
+@pytest.mark.parametrize("metric, loss, fragment", [
+    (_nan_metric, None, "Task.metric: on the teacher's outputs for the first 16 val samples: metric '_nan_metric' returned nan"),
+    (_vector_metric, None, "Task.metric: on the teacher's outputs for the first 16 val samples: metric '_vector_metric' must return one number, "
+                           "got ndarray of shape (16,)"),
+    (_broken_metric, None, "Task.metric: _broken_metric(outputs, targets) on the teacher's outputs for the first val samples raised KeyError: 'scores'"),
+    (_ok_metric, lambda out, y: out.sum(dim=1), "Task.loss: loss(outputs, targets) must return one finite scalar tensor, got a tensor of shape (16,)"),
+    (_ok_metric, lambda out, y: out.mean() * float("nan"), "Task.loss: loss(outputs, targets) must return one finite scalar tensor, got nan"),
+])
+def test_a_metric_or_loss_that_does_not_give_one_number_is_refused_at_load(tiny, metric, loss, fragment):
+    """Tried on the teacher's outputs for a few samples before any work: a one-line error."""
+    model, (train, val, _) = tiny
+    with pytest.raises(TaskError) as info:
+        ac.Task(model, train=train, val=val, metric=metric, higher_is_better=True, loss=loss or (lambda out, y: out.mean())).load()
+    assert str(info.value) == fragment
+
+
+def test_a_callable_metric_sees_the_outputs_and_names_the_columns(tiny, cli_inputs, tmp_path):
+    """A metric of the user's (lower is better here): called on the outputs of a split as the
+    model returns them, the CSVs name it, the drop is value - teacher, and the fine-tune takes
+    the task's loss."""
+    model, (train, val, _) = tiny
+    seen = []
+
+    def error_rate(outputs, targets):
+        seen.append((type(outputs).__name__, outputs.shape[0]))
+        return float((outputs.argmax(axis=1) != targets).mean())
+
+    calls = []
+
+    def loss(outputs, targets):
+        calls.append(outputs.shape)
+        return torch.nn.functional.cross_entropy(outputs, targets)
+
+    task = ac.Task(model, train=train, val=val, metric=error_rate, higher_is_better=False, loss=loss)
+    result = ac.search(task, space=cli_inputs.space, profile=cli_inputs.profile, budget=2, out=tmp_path / "run", progress=lambda s: None)
+    assert ("ndarray", len(val)) in seen and calls  # whole split on ONNX Runtime; the loss in the fine-tune
+    assert result.metric.name == "error_rate" and not result.metric.higher_is_better
+    trials = result.trials
+    done = trials[trials["state"].eq("COMPLETE")]
+    assert "val_error_rate" in trials and "error_rate_drop" in trials
+    assert (done["error_rate_drop"] - (done["val_error_rate"] - result.teacher["val_error_rate"])).abs().max() < 1e-12
 
 
 def test_bad_task_contents_are_refused_with_the_field_named(tiny):

@@ -159,7 +159,7 @@ def _fake(cfg):
     p = float(np.mean(cfg.prune.segment_ratios or (cfg.prune.ratio,)))
     drop = 1.5 if cfg.prune.active and cfg.finetune.steps == 0 else max(0.0, p - 0.6) * 20
     ratio = (1 - 0.7 * p) * (0.6 if cfg.quantize.active else 1.0) * (0.9 if cfg.lowrank.active else 1.0)
-    return Outcome((0.97 - drop / 100, ratio, 1e6 * (1 - p)), {"acc_drop_pts": drop})
+    return Outcome((0.97 - drop / 100, ratio, 1e6 * (1 - p)), {"metric_drop": drop})
 
 
 def test_the_local_backend_climbs_after_the_recipes_and_hands_over_to_the_sampler(tmp_path):
@@ -176,7 +176,7 @@ def test_the_local_backend_climbs_after_the_recipes_and_hands_over_to_the_sample
     assert trials[3].user_attrs.get(climb.ROUND) == 1  # the climb starts right after the recipes
     assert 3 <= len(climbed) <= math.ceil(climb.CLIMB_SHARE * budget) - 3
     assert any(climb.ROUND not in t.user_attrs and "recipe" not in t.user_attrs for t in trials)  # the sampler has the rest
-    usable = lambda ts: min(t.values[1] for t in ts if t.user_attrs["acc_drop_pts"] <= 1.0)  # noqa: E731
+    usable = lambda ts: min(t.values[1] for t in ts if t.user_attrs["metric_drop"] <= 1.0)  # noqa: E731
     assert usable(climbed) < 0.98 * usable(trials[:3])  # it found faster usable candidates than the recipes
     # the climb's trials carry what they tried, in trials.csv's records
     rec = b.records()[3]

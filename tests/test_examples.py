@@ -1,7 +1,7 @@
 """The task files in examples/: each is searched for real (`autocompress search --task
 FILE:task --budget 3`, the default space), every trial completes, and every front file
 runs in a fresh ONNX Runtime session with the task's named inputs and reproduces the val
-accuracy recorded for it."""
+metric recorded for it (within 0.1 pt of accuracy, 1e-5 relative for another metric)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from autocompress.cli import main
-from autocompress.evaluation import split_accuracy
+from autocompress.evaluation import split_metric
 from autocompress.tasks import load_task
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -22,6 +22,7 @@ FAST_PROFILE = "name: fast\nwarmup: 2\nrepeats: 5\npasses: 2\nmax_passes: 3\n"
 @pytest.mark.parametrize("example, inputs", [
     ("text_classifier", ["input_ids", "attention_mask"]),
     ("image_dataloader", ["pixel_values"]),
+    ("regression", ["input_0", "input_1"]),
 ])
 def test_an_example_task_is_searched_and_its_front_reproduces(example, inputs, tmp_path):
     profile = tmp_path / "fast.yaml"
@@ -41,7 +42,9 @@ def test_an_example_task_is_searched_and_its_front_reproduces(example, inputs, t
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         assert {i.name for i in session.get_inputs()} <= set(inputs)
         assert [o.name for o in session.get_outputs()] == ["logits"]
-        assert abs(split_accuracy(path, task.val) - row["val_accuracy"]) <= 0.001  # 0.1 pt
+        again = split_metric(path, task.val, task.metric, kind=task.output_kind)
+        recorded = row[task.metric.column("val")]  # val_accuracy, val_mse
+        assert abs(again - recorded) <= (0.001 if task.metric.percent else 1e-5 * abs(recorded))
 
 
 def test_a_library_model_built_in_python_goes_through_the_api(tmp_path):
@@ -70,3 +73,28 @@ def test_a_library_model_built_in_python_goes_through_the_api(tmp_path):
     batch = task.val[0]
     feed = {i.name: batch[i.name][None].numpy() for i in session.get_inputs()}
     assert session.run(None, feed)[0].shape == (1, 2) and np.isfinite(session.run(None, feed)[0]).all()
+
+
+def test_the_regression_front_is_in_the_metric_s_units(tmp_path):
+    """A lower-is-better metric: the CSVs name its columns, the drop is value - teacher (in
+    the metric's units, not points), the front stays within the limit given, and the summary
+    says mse."""
+    import json
+
+    profile = tmp_path / "fast.yaml"
+    profile.write_text(FAST_PROFILE)
+    out = tmp_path / "run"
+    limit = 0.5
+    assert main(["search", "--task", f"{EXAMPLES / 'regression'}.py:task", "--budget", "3", "--profile", str(profile),
+                 "--out", str(out), "--max-metric-drop", str(limit)]) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["metric"] == {"name": "mse", "higher_is_better": False, "percent": False, "classification": False}
+    teacher = manifest["teacher"]["val_mse"]
+    trials = pd.read_csv(out / "trials.csv")
+    assert "val_accuracy" not in trials and "acc_drop_pts" not in trials
+    done = trials[trials["state"].eq("COMPLETE")]
+    assert (done["mse_drop"] - (done["val_mse"] - teacher)).abs().max() < 1e-12
+    front = pd.read_csv(out / "pareto.csv")
+    assert len(front) and (front["mse_drop"] <= limit + 1e-9).all() and front["test_mse"].notna().all()
+    summary = (out / "summary.txt").read_text()
+    assert "val mse" in summary and "mse drop" in summary

@@ -85,6 +85,6 @@ def test_board_history_reads_rung_results_and_skips_duplicates():
     def trial(number, rungs, **attrs):
         return SimpleNamespace(number=number, user_attrs={"rung_results": rungs, **attrs})
 
-    r = [{"rung": 0, "steps": 10, "val_accuracy": 0.8, "latency_ratio": 0.4, "promoted": True}]
+    r = [{"rung": 0, "steps": 10, "val_metric": 0.8, "latency_ratio": 0.4, "promoted": True}]
     trials = [trial(0, r), trial(1, r, duplicate_of=0), SimpleNamespace(number=2, user_attrs={})]
     assert board_history(trials) == [(0, 0, 0.8, 0.4)]

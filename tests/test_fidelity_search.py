@@ -69,7 +69,7 @@ def test_the_promotion_rule_holds_for_every_decision(fidelity_run):
     assert len(decided) >= 3
     for t in sorted(decided, key=lambda t: t.datetime_complete):
         (r,) = t.user_attrs["rung_results"]
-        assert board.decide(0, t.number, r["val_accuracy"], r["latency_ratio"]).promote == r["promoted"]
+        assert board.decide(0, t.number, r["score"], r["latency_ratio"]).promote == r["promoted"]
 
 
 def test_a_resumed_fidelity_run_ranks_against_the_earlier_rungs(fidelity_run, cli_inputs, tmp_path):

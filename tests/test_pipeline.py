@@ -30,9 +30,9 @@ def test_prepare_measures_the_teacher(prepared, tiny_task):
     assert t.onnx_path.is_file()
     with torch.no_grad():
         torch_val = (tiny_task.teacher(tiny_task.val.x).argmax(1) == tiny_task.val.y).float().mean().item()
-    assert abs(t.val_accuracy - torch_val) <= 0.005
-    assert t.val_accuracy > 0.8  # the fixture's teacher really learned its task
-    assert t.test_accuracy == onnx_accuracy(t.onnx_path, tiny_task.test.x.numpy(), tiny_task.test.y.numpy())
+    assert abs(t.val_metric - torch_val) <= 0.005
+    assert t.val_metric > 0.8  # the fixture's teacher really learned its task
+    assert t.test_metric == onnx_accuracy(t.onnx_path, tiny_task.test.x.numpy(), tiny_task.test.y.numpy())
     assert t.size_bytes == model_size_bytes(t.onnx_path) == t.onnx_path.stat().st_size
     assert t.latency_ms > 0
     with torch.no_grad():
@@ -46,7 +46,7 @@ def test_prepare_measures_the_teacher(prepared, tiny_task):
 def test_prepare_without_a_test_split(tiny_task, fast_profile, tmp_path):
     task = dataclasses.replace(tiny_task, test=None)
     ctx = prepare(task, fast_profile, tmp_path)
-    assert ctx.teacher.test_accuracy is None
+    assert ctx.teacher.test_metric is None
 
 
 def test_building_a_candidate_leaves_the_teacher_untouched(fast_profile, tmp_path):
@@ -73,7 +73,7 @@ def test_building_a_candidate_leaves_the_teacher_untouched(fast_profile, tmp_pat
     with torch.no_grad():
         assert torch.equal(teacher(task.val.x), logits)
     # the latency reference on disk is unchanged too
-    assert onnx_accuracy(ctx.teacher.onnx_path, task.val.x.numpy(), task.val.y.numpy()) == ctx.teacher.val_accuracy
+    assert onnx_accuracy(ctx.teacher.onnx_path, task.val.x.numpy(), task.val.y.numpy()) == ctx.teacher.val_metric
 
 
 def test_int8_candidate_artifacts_and_metrics(prepared, tiny_task, tmp_path):
@@ -82,7 +82,7 @@ def test_int8_candidate_artifacts_and_metrics(prepared, tiny_task, tmp_path):
     assert res.onnx_path == tmp_path / "c" / "model.onnx" and res.onnx_path.is_file()
     assert not (tmp_path / "c" / "model.fp32.onnx").exists()  # the intermediate is removed
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(res.onnx_path)).graph.node}
-    assert res.val_accuracy == onnx_accuracy(res.onnx_path, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
+    assert res.val_metric == onnx_accuracy(res.onnx_path, tiny_task.val.x.numpy(), tiny_task.val.y.numpy())
     assert res.size_bytes == model_size_bytes(res.onnx_path)
     assert res.size_bytes < prepared.teacher.size_bytes
     assert res.latency.passes == prepared.profile.passes and res.latency.ratio > 0
@@ -94,7 +94,7 @@ def test_int8_candidate_artifacts_and_metrics(prepared, tiny_task, tmp_path):
 
 def test_identity_candidate_reproduces_the_teacher(prepared, tmp_path):
     res = build_candidate(CandidateConfig(), prepared, tmp_path / "id")
-    assert res.val_accuracy == prepared.teacher.val_accuracy
+    assert res.val_metric == prepared.teacher.val_metric
     assert res.size_bytes == prepared.teacher.size_bytes
     assert 0.2 < res.latency.ratio < 5.0  # the same model; loose because the timing is short
     assert "quantize" not in res.stage_seconds
@@ -104,7 +104,7 @@ def test_candidates_are_deterministic_for_a_seed(prepared, tmp_path):
     cfg = KD_INT8.replace(quantize=QuantizeConfig())
     a = build_candidate(cfg, prepared, tmp_path / "a", seed=5)
     b = build_candidate(cfg, prepared, tmp_path / "b", seed=5)
-    assert a.val_accuracy == b.val_accuracy
+    assert a.val_metric == b.val_metric
     sa, sb = torch.load(a.state_dict_path, weights_only=True), torch.load(b.state_dict_path, weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -129,7 +129,7 @@ def test_qat_candidate_builds_and_its_weights_reload(prepared, tiny_task, tmp_pa
         quantize=QuantizeConfig("int8", "uint8", "qdq", "minmax", ("int8", "int4")),
     )
     res = build_candidate(cfg, prepared, tmp_path / "qat", seed=0)
-    assert res.onnx_path.is_file() and 0.0 <= res.val_accuracy <= 1.0 and res.ort_only  # int4: com.microsoft Q/DQ
+    assert res.onnx_path.is_file() and 0.0 <= res.val_metric <= 1.0 and res.ort_only  # int4: com.microsoft Q/DQ
     model = rebuild_student(tiny_task, cfg)
     model.load_state_dict(torch.load(res.state_dict_path, weights_only=True))
     assert model(tiny_task.val.x[:4]).shape == (4, tiny_task.num_classes)
@@ -174,7 +174,7 @@ def test_a_candidate_not_promoted_at_a_rung_stops_with_its_rung_results(prepared
     (rung, acc, ratio), = calls
     assert rung == 0 and 0.0 <= acc <= 1.0 and 0.0 < ratio < 5.0
     assert stop.value.reason == "stopped at rung 0: place 2 of 2"
-    assert stop.value.rung_results == [{"rung": 0, "steps": 4, "val_accuracy": acc, "latency_ratio": ratio, "promoted": False,
+    assert stop.value.rung_results == [{"rung": 0, "steps": 4, "val_metric": acc, "score": acc, "latency_ratio": ratio, "promoted": False,
                                         "place": 2, "of": 2}]
     assert not (tmp_path / "s" / "model.onnx").exists() and not (tmp_path / "s" / "rung0").exists()  # no probe left behind
 
@@ -198,7 +198,7 @@ def test_a_promoted_candidate_finishes_the_full_pipeline(prepared, tmp_path):
         res = build_candidate(KD_INT8, prepared, tmp_path / "p", fidelity=Fidelity((4, 10)), at_rung=at_rung)
     finally:
         del worker.measure
-    assert len(calls) == 1 and res.onnx_path.is_file() and 0.0 <= res.val_accuracy <= 1.0
+    assert len(calls) == 1 and res.onnx_path.is_file() and 0.0 <= res.val_metric <= 1.0
     assert res.rung_results[0]["promoted"] is True and res.rung_results[0]["steps"] == 4
     assert res.stage_seconds["rungs"] > 0 and res.stage_seconds["finetune"] > 0
     assert calls[0][2] > 0 and res.latency.ratio > 0
@@ -254,7 +254,7 @@ def test_candidates_differing_only_after_the_export_share_one_fine_tune(prepared
     assert fresh.reused_from is None
     got, want = torch.load(second.state_dict_path, weights_only=True), torch.load(fresh.state_dict_path, weights_only=True)
     assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
-    assert second.val_accuracy == fresh.val_accuracy
+    assert second.val_metric == fresh.val_metric
     # another seed is another fine-tune: not shared
     other = build_candidate(KD_INT8, cached, tmp_path / "run" / "trials" / "5", seed=seed + 1)
     assert other.reused_from is None

@@ -61,7 +61,7 @@ from autocompress.fidelity import RungBoard, board_history
 from autocompress.pipeline import evaluate_candidate
 
 RAY_CHECKED_AGAINST = "2.60.0"
-METRICS = ["val_accuracy", "latency_ratio", "size_bytes"]
+METRICS = ["val_metric", "latency_ratio", "size_bytes"]
 MODES = ["max" if d == "maximize" else "min" for d in DIRECTIONS]
 LATENCY_ACTOR = "autocompress-latency"
 SINK_ACTOR = "autocompress-sink"
@@ -116,7 +116,7 @@ class LatencyService:
         self._teacher = self._dir / "teacher.onnx"
         self._teacher.write_bytes(teacher_onnx)
         self._profile = profile
-        self._val = val  # the val split (data.split.Split) when accuracy is measured on the device too
+        self._val = val  # (val split, its Metric, output kind) when the metric is measured on the device too
         self._quiet = quiet  # QuietPhase: trials on this node pause while it measures
         self._worker = CachedLatency(LatencyWorker(self._teacher, profile, timing), profile)
 
@@ -140,15 +140,16 @@ class LatencyService:
         return ray.get_runtime_context().get_node_id()
 
     def accuracy(self, onnx: bytes):
-        """(val accuracy, node id) of an ONNX file's bytes, run on this node with the
-        profile's execution providers (one call at a time: never during a timing)."""
-        from autocompress.evaluation import split_accuracy
+        """(the task's val metric, node id) of an ONNX file's bytes, run on this node with
+        the profile's execution providers (one call at a time: never during a timing)."""
+        from autocompress.evaluation import split_metric
 
         if self._val is None:
             raise RuntimeError("the latency service was started without the validation split (--accuracy-on-device)")
+        split, metric, kind = self._val
         path = self._dir / "candidate-accuracy.onnx"
         path.write_bytes(onnx)
-        acc = split_accuracy(path, self._val, providers=tuple(self._profile.providers))
+        acc = split_metric(path, split, metric, kind=kind, providers=tuple(self._profile.providers))
         return acc, ray.get_runtime_context().get_node_id()
 
     def close(self) -> None:
@@ -304,8 +305,8 @@ class ArtifactSink:
 def start_services(run_path: Path, teacher_onnx: Path, profile, timing, opts: RayOptions, val=None):
     """Create the latency, artifact and quiet-phase actors for this run; returns
     (latency, sink, quiet, the latency service's node id). `timing`: the feed candidates
-    are timed on (LoadedTask.timing_feed); `val`: the validation split, for accuracy on the
-    device's node."""
+    are timed on (LoadedTask.timing_feed); `val`: (the validation split, the task's Metric,
+    its output kind), for the metric on the device's node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()

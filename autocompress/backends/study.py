@@ -2,8 +2,9 @@
 storage with the hand recipes enqueued first, what has been built, the trials as records,
 and the ways a trial ends (complete, failed, stopped at a rung, a duplicate, interrupted).
 
-Objectives: maximize val accuracy, minimize latency ratio to the teacher, minimize size.
---max-acc-drop becomes an Optuna constraint (TPE and NSGA-II use it); nothing is discarded.
+Objectives: maximize the val metric's score (Metric.score: the value, negated where lower is
+better), minimize latency ratio to the teacher, minimize size. The drop limit (in the
+metric's units: points for accuracy) becomes an Optuna constraint (TPE and NSGA-II use it); nothing is discarded.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     rec.update({f"param.{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})  # 0.7, not 0.7000000000000001
     rec.update({k: v for k, v in t.user_attrs.items() if k not in _NOT_IN_RECORDS})
     for r in t.user_attrs.get("rung_results", []):  # multi-fidelity: what the candidate showed at each rung
-        rec[f"rung{r['rung']}_val_accuracy"] = r["val_accuracy"]
+        rec[f"rung{r['rung']}_val_metric"] = r["val_metric"]
         rec[f"rung{r['rung']}_latency_ratio"] = r["latency_ratio"]
     rec.update({f"t_{k}": v for k, v in t.user_attrs.get("stage_seconds", {}).items()})
     return rec
@@ -140,7 +141,7 @@ class RunStudy:
         if any(t.state == _STATES.WAITING or (t.state == _STATES.RUNNING and ("recipe" in t.user_attrs or climb.ROUND in t.user_attrs))
                for t in trials):
             return 0
-        done = [climb.Done(t.number, t.params, t.user_attrs.get("acc_drop_pts"), *(t.values[1:] if t.state == _STATES.COMPLETE else (None, None)),
+        done = [climb.Done(t.number, t.params, t.user_attrs.get("metric_drop"), *(t.values[1:] if t.state == _STATES.COMPLETE else (None, None)),
                            attrs={k: t.user_attrs[k] for k in climb.ATTRS if k in t.user_attrs})
                 for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
         fine_tune = {k: v for k, v in (self.space.recipe(KD) or {}).items() if k.startswith(("finetune.", "distill."))}
@@ -219,7 +220,7 @@ class RunStudy:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if self.max_acc_drop is not None:  # feasible when <= 0 (Optuna's constrained samplers)
-            excess = attrs["acc_drop_pts"] - self.max_acc_drop
+            excess = attrs["metric_drop"] - self.max_acc_drop
             trial.set_user_attr(CONSTRAINT, [excess])
             trial.set_constraint(CONSTRAINT, excess)
         self.study.tell(trial, [float(v) for v in values])

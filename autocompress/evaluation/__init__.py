@@ -1,6 +1,6 @@
-"""Evaluation on the exported artifact: accuracy and latency, both with ONNX Runtime."""
+"""Evaluation on the exported artifact: the metric and latency, both with ONNX Runtime."""
 
-from autocompress.evaluation.accuracy import onnx_accuracy, onnx_outputs, onnx_predict, split_accuracy
+from autocompress.evaluation.accuracy import onnx_accuracy, onnx_outputs, onnx_predict, split_accuracy, split_metric
 from autocompress.evaluation.latency import (
     CachedLatency,
     DeviceMeter,
@@ -12,4 +12,4 @@ from autocompress.evaluation.latency import (
 )
 
 __all__ = ["CachedLatency", "DeviceMeter", "LatencyMeter", "LatencyResult", "LatencyWorker", "measure_interleaved", "onnx_accuracy", "onnx_outputs", "onnx_predict",
-           "split_accuracy", "summarize_interleaved"]
+           "split_accuracy", "split_metric", "summarize_interleaved"]

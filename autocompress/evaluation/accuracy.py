@@ -1,4 +1,4 @@
-"""Accuracy measured on the ONNX file itself: what is deployed is what is measured."""
+"""The metric measured on the ONNX file itself: what is deployed is what is measured."""
 
 from __future__ import annotations
 
@@ -51,15 +51,19 @@ def onnx_outputs(path: str | Path, split, *, batch: int = 256, threads: Optional
     return {n: np.concatenate(v) for n, v in outs.items()}, np.concatenate(targets)
 
 
-def primary_output(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The output the built-in metrics read: "logits" if there is one, else the first."""
-    return outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
+def split_metric(path: str | Path, split, metric=None, *, kind: str = "tensor", **kw) -> float:
+    """The task's metric (evaluation.metrics.Metric, default accuracy) of the ONNX model at
+    `path` on a data.split.Split, on its outputs concatenated over the split; `kind`: how
+    the model returns its outputs (data.structure.output_kind), for a metric of the user's."""
+    from autocompress.evaluation.metrics import BUILTIN
+
+    outputs, y = onnx_outputs(path, split, **kw)
+    return (metric or BUILTIN["accuracy"])(outputs, y, kind=kind)
 
 
 def split_accuracy(path: str | Path, split, **kw) -> float:
     """Top-1 accuracy (fraction) of the ONNX model at `path` on a data.split.Split."""
-    outputs, y = onnx_outputs(path, split, **kw)
-    return float((primary_output(outputs).argmax(axis=1) == y).mean())
+    return split_metric(path, split, **kw)
 
 
 def onnx_predict(path: str | Path, x: np.ndarray, *, batch: int = 256, threads: Optional[int] = None,

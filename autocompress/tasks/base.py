@@ -13,6 +13,7 @@ from torch import nn
 
 from autocompress.data import structure as st
 from autocompress.data.split import Split, TensorSplit
+from autocompress.evaluation.metrics import BUILTIN, Metric
 
 CALIBRATION_SAMPLES = 128  # quantization calibration and pruning's activation statistics
 FINGERPRINT_SAMPLES = 64  # per split, hashed for the fingerprint of data that is not in memory
@@ -27,19 +28,27 @@ class LoadedTask:
     `val` selects (the search sees it); `test` is never seen by the search and is only
     reported for the final front. `test` may be None when the user gives no test split.
     `example`: the inputs of the first two val samples (shapes, dependency graphs, the
-    ONNX export); `dynamic_axes`: extra dynamic axes of the export by input name."""
+    ONNX export); `dynamic_axes`: extra dynamic axes of the export by input name.
+    `metric` judges candidates (evaluation.metrics); `loss(outputs, targets)` is the
+    fine-tune's label term (None: cross-entropy, for a classification metric) and
+    `distill_loss(student, teacher)` its teacher term on the primary outputs (None: the
+    temperature-scaled KL for a classification metric, else the mean squared error);
+    `num_classes` is None for a task that is not a classification."""
 
     name: str
     teacher: nn.Module
     train: Split
     val: Split
     test: Optional[Split]
-    num_classes: int
+    num_classes: Optional[int]
     spec: dict[str, Any] = field(default_factory=dict)
     example: Any = None
     output_names: tuple[str, ...] = (st.OUTPUT_NAME,)
     output_kind: str = "tensor"
     dynamic_axes: Optional[dict[str, dict[int, str]]] = None
+    metric: Metric = BUILTIN["accuracy"]
+    loss: Any = None
+    distill_loss: Any = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +71,13 @@ class LoadedTask:
     def input_shape(self) -> Optional[tuple[int, ...]]:
         """One sample's shape when the input is one tensor, else None."""
         return tuple(self.example.shape[1:]) if isinstance(self.example, torch.Tensor) else None
+
+    @property
+    def objective(self):
+        """The fine-tune's loss (training.distill.FineTuneLoss) of this task."""
+        from autocompress.training.distill import FineTuneLoss
+
+        return FineTuneLoss(self.metric.classification, self.loss, self.distill_loss)
 
     def _memo(self, key: str, make):
         if key not in self._cache:
@@ -90,10 +106,11 @@ class LoadedTask:
     @property
     def fingerprint(self) -> str:
         """Identifies the task for resume checks: its spec (with the user's `version`), and
-        per split its length and a seeded draw of FINGERPRINT_SAMPLES samples (inputs and
+        its metric (unless accuracy), per split its length and a seeded draw of FINGERPRINT_SAMPLES samples (inputs and
         targets; data.split's draw: the same samples however the split is given). The
         teacher's weights are not hashed."""
-        h = hashlib.sha1(json.dumps(self.spec, sort_keys=True).encode())
+        h = hashlib.sha1(json.dumps({**self.spec, "metric": self.metric.describe()} if self.metric.name != "accuracy" else self.spec,
+                                    sort_keys=True).encode())
         for split in (self.train, self.val, self.test):
             if split is None:
                 continue
@@ -104,4 +121,4 @@ class LoadedTask:
         return h.hexdigest()[:12]
 
 
-__all__ = ["CALIBRATION_SAMPLES", "LoadedTask", "Split", "TensorSplit"]
+__all__ = ["CALIBRATION_SAMPLES", "LoadedTask", "Metric", "Split", "TensorSplit"]

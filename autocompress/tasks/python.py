@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from autocompress.errors import ConfigError
+from autocompress.evaluation.metrics import resolve
 
 if TYPE_CHECKING:
     from autocompress.tasks.base import LoadedTask
 
-METRICS = ("accuracy",)  # what a Task's metric may be (top-1 accuracy on the val split, measured on ONNX Runtime)
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,14 +27,26 @@ class Task:
     the batch that the exported ONNX file keeps dynamic, by input (e.g. {"input_ids": {1:
     "sequence"}}). `name` names the default run directory; `version`, a string of yours,
     goes into the task's fingerprint (which a resume checks) with the model's spec and a
-    hash of a seeded sample of the data."""
+    hash of a seeded sample of the data.
+
+    `metric`: a built-in name ("accuracy", "top5": class scores against integer classes;
+    "mse", "mae": the primary output against targets of its shape) or a callable
+    `metric(outputs, targets) -> float` with `higher_is_better` (outputs as the model returns
+    them, as numpy arrays concatenated over the split: one array, a tuple, or a dict of a
+    dict's or ModelOutput's fields). A metric that is not a classification one needs
+    `loss(outputs, targets) -> scalar tensor`, the fine-tune's label term (on the torch
+    outputs as returned); `distill_loss(student, teacher) -> scalar tensor` on the primary
+    outputs replaces the teacher term (default: temperature-scaled KL for a classification,
+    mean squared error otherwise)."""
 
     model: Any
     train: Any
     val: Any
     test: Any = None
-    metric: str = "accuracy"
+    metric: Any = "accuracy"
+    higher_is_better: Optional[bool] = None  # for a callable metric
     loss: Any = None  # the fine-tune's label loss; None: cross-entropy (with distillation)
+    distill_loss: Any = None
     batch_size: Optional[int] = None
     target_key: str = "labels"
     dynamic_axes: Optional[dict] = None
@@ -42,10 +54,17 @@ class Task:
     version: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ConfigError(f"Task.metric must be one of {list(METRICS)} (so far), got {self.metric!r}")
-        if self.loss is not None:
-            raise ConfigError(f"Task.loss: a classification task fine-tunes with cross-entropy and distillation; a loss of your own is not supported yet, got {self.loss!r}")
+        try:
+            metric = resolve(self.metric, self.higher_is_better)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for name in ("loss", "distill_loss"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ConfigError(f"Task.{name} must be a callable ({'outputs, targets' if name == 'loss' else 'student, teacher'}) -> scalar tensor, "
+                                  f"got {type(getattr(self, name)).__name__}")
+        if not metric.classification and self.loss is None:
+            raise ConfigError(f"Task.loss: the metric {metric.name!r} is not a classification one (accuracy, top5), so the fine-tune needs "
+                              f"your loss(outputs, targets) -> scalar tensor, got None")
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ConfigError(f"Task.name must be a non-empty string without '/', got {self.name!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
@@ -69,7 +88,8 @@ class Task:
         splits = (self.train, self.val) if self.test is None else (self.train, self.val, self.test)
         spec = {**(source or {"kind": "python"}), "name": self.name, "model_class": type(self.model).__name__, "version": self.version}
         task = build_task(self.model, splits, name=self.name, spec=spec, model_field="Task.model", data_field="Task",
-                          batch_size=self.batch_size, target_key=self.target_key)
+                          batch_size=self.batch_size, target_key=self.target_key, metric=resolve(self.metric, self.higher_is_better),
+                          loss=self.loss, distill_loss=self.distill_loss)
         unknown = sorted(set(self.dynamic_axes or {}) - set(task.input_names))
         if unknown:
             raise ConfigError(f"Task.dynamic_axes names {unknown[0]!r}, which is not an input of the model {task.input_names}")
@@ -77,4 +97,4 @@ class Task:
         return task
 
 
-__all__ = ["METRICS", "Task"]
+__all__ = ["Task"]

@@ -19,6 +19,7 @@ from torch import nn
 from autocompress.errors import TaskError, one_line
 from autocompress.data import structure as st
 from autocompress.data.split import TARGET_KEY, Split, as_split
+from autocompress.evaluation.metrics import BUILTIN, Metric
 from autocompress.tasks.base import LoadedTask
 
 
@@ -96,10 +97,15 @@ def _check_labels(split: Split, num_classes: int, field: str) -> None:
 
 
 def build_task(model: Any, splits: Any, *, name: str, spec: dict[str, Any], model_field: str = "--model",
-               data_field: str = "--data", batch_size: Optional[int] = None, target_key: str = TARGET_KEY) -> LoadedTask:
+               data_field: str = "--data", batch_size: Optional[int] = None, target_key: str = TARGET_KEY,
+               metric: Optional[Metric] = None, loss: Any = None, distill_loss: Any = None, metric_field: str = "Task.metric",
+               loss_field: str = "Task.loss") -> LoadedTask:
     """A LoadedTask from a model and (train, val) or (train, val, test) splits (Datasets or
     DataLoaders, read in batches, never whole); every problem is a one-line TaskError naming
-    `model_field` or `data_field`."""
+    `model_field` or `data_field`. A classification `metric` (default accuracy) needs
+    logits and integer classes in range; any other is tried on the teacher's outputs for
+    the first val samples and the task's `loss` (which it needs) on the first train
+    samples, each a one-line TaskError naming `metric_field` / `loss_field` if it fails."""
     if not isinstance(model, nn.Module):
         raise TaskError(f"{model_field} must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
@@ -129,14 +135,54 @@ def build_task(model: Any, splits: Any, *, name: str, spec: dict[str, Any], mode
     if other != [n for n, _ in fields]:
         raise TaskError(f"{model_field}: the model's outputs change between batches: {other} on the train split's first, "
                         f"{[n for n, _ in fields]} on the val split's")
-    logits = st.primary(out)
-    if logits.ndim != 2:
-        raise TaskError(f"{model_field}: must return logits of shape (batch, classes), got {tuple(logits.shape)}")
-    num_classes = int(logits.shape[1])
-    for part in parts:
-        _check_labels(part, num_classes, data_field)
+    metric = BUILTIN["accuracy"] if metric is None else metric
+    num_classes = None
+    if metric.classification:
+        logits = st.primary(out)
+        if logits.ndim != 2:
+            raise TaskError(f"{model_field}: must return logits of shape (batch, classes) for the metric {metric.name!r}, got {tuple(logits.shape)}")
+        num_classes = int(logits.shape[1])
+        for part in parts:
+            _check_labels(part, num_classes, data_field)
+    else:
+        _check_metric(model, val, metric, [n for n, _ in fields], st.output_kind(out), metric_field)
+        _check_loss(model, train, loss, loss_field)
     return LoadedTask(name=name, teacher=model, train=train, val=val, test=test, num_classes=num_classes, spec=spec, example=example,
-                      output_names=tuple(n for n, _ in fields), output_kind=st.output_kind(out))
+                      output_names=tuple(n for n, _ in fields), output_kind=st.output_kind(out), metric=metric, loss=loss,
+                      distill_loss=distill_loss)
+
+
+CHECK_SAMPLES = 16  # val samples the metric is tried on (train samples the loss), before any work
+
+
+def _check_metric(model: nn.Module, val: Split, metric: Metric, names: list[str], kind: str, field: str) -> None:
+    """The metric on the teacher's outputs for the first val samples: one finite number,
+    or a one-line TaskError naming `field`."""
+    import numpy as np
+
+    inputs, targets = val.head(CHECK_SAMPLES)
+    with torch.no_grad():
+        outs = {n: t.detach().cpu().numpy() for n, (_, t) in zip(names, st.output_fields(st.call(model, inputs)))}
+    try:
+        metric(outs, np.asarray(targets), kind=kind)
+    except ValueError as exc:
+        raise TaskError(f"{field}: on the teacher's outputs for the first {st.rows(inputs)} val samples: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's metric failed
+        raise TaskError(f"{field}: {metric.name}(outputs, targets) on the teacher's outputs for the first val samples raised {one_line(exc)}") from exc
+
+
+def _check_loss(model: nn.Module, train: Split, loss: Any, field: str) -> None:
+    """The loss on the teacher's outputs for the first train samples: one finite tensor."""
+    inputs, targets = train.head(CHECK_SAMPLES)
+    try:
+        with torch.no_grad():
+            value = loss(st.call(model, inputs), torch.as_tensor(targets))
+    except Exception as exc:  # noqa: BLE001 - the user's loss failed
+        raise TaskError(f"{field}: loss(outputs, targets) on the teacher's outputs for the first train samples raised {one_line(exc)}") from exc
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value).all()):
+        got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) and value.numel() != 1 else (
+            f"{value.item()}" if isinstance(value, torch.Tensor) else type(value).__name__)
+        raise TaskError(f"{field}: loss(outputs, targets) must return one finite scalar tensor, got {got}")
 
 
 def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> LoadedTask:

@@ -1,10 +1,15 @@
 """Knowledge distillation: L = alpha * CE(student, y) + (1 - alpha) * T^2 * KL(p_T || q_T)
 with p_T = softmax(teacher / T), q_T = softmax(student / T). The KL term takes the
 student's log-softmax and the teacher's softmax (kl_div on raw logits is a common bug),
-and T^2 keeps the soft term's gradient scale independent of T (Hinton et al., 2015)."""
+and T^2 keeps the soft term's gradient scale independent of T (Hinton et al., 2015).
+
+A task that is not a classification (FineTuneLoss) gives its own label term
+`loss(outputs, targets)`, and the teacher term is the mean squared error between the
+student's and the teacher's primary outputs, or the task's `distill_loss`; T is unused."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
@@ -19,6 +24,15 @@ if TYPE_CHECKING:
     from autocompress.training.plan import TrainPlan
 
 
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(p_T || q_T): the teacher term of a classification's distillation."""
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+    ) * (temperature**2)
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -28,13 +42,33 @@ def kd_loss(
     temperature: float,
 ) -> torch.Tensor:
     hard = F.cross_entropy(student_logits, targets)
-    soft = F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=1),
-        F.softmax(teacher_logits / temperature, dim=1),
-        reduction="batchmean",
-    ) * (temperature**2)
-    return alpha * hard + (1.0 - alpha) * soft
+    return alpha * hard + (1.0 - alpha) * soft_kl(student_logits, teacher_logits, temperature)
 
+
+@dataclass(frozen=True)
+class FineTuneLoss:
+    """The task's side of the fine-tune loss: `loss(outputs, targets)` on the model's
+    outputs as it returns them (None: cross-entropy on the primary output), and
+    `distill_loss(student, teacher)` on the primary outputs (None: T^2 * KL for a
+    classification, else the mean squared error)."""
+
+    classification: bool = True
+    loss: Optional[Callable[[Any, Any], torch.Tensor]] = None
+    distill_loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+
+    def __call__(self, outputs: Any, teacher: torch.Tensor, targets: Any, *, alpha: float, temperature: float) -> torch.Tensor:
+        student = st.primary(outputs)
+        hard = self.loss(outputs, targets) if self.loss is not None else F.cross_entropy(student, targets)
+        if self.distill_loss is not None:
+            soft = self.distill_loss(student, teacher)
+        elif self.classification:
+            soft = soft_kl(student, teacher, temperature)
+        else:
+            soft = F.mse_loss(student, teacher.to(student.dtype))
+        return alpha * hard + (1.0 - alpha) * soft
+
+
+CLASSIFICATION = FineTuneLoss()
 
 SOFT_TARGET_BYTES = 256 << 20  # teacher outputs of a split held in memory are cached up to this size
 
@@ -74,6 +108,7 @@ def distill_(
     seed: int = 0,
     between_steps: Optional[Callable[[], None]] = None,
     stop: Optional[Callable[[int], bool]] = None,
+    objective: FineTuneLoss = CLASSIFICATION,
 ) -> nn.Module:
     """Fine-tune `student` in place for `finetune.steps` steps of Adam (cosine-decayed
     learning rate) on minibatches of the training split (data.split.Split) with the
@@ -82,7 +117,8 @@ def distill_(
     alpha and temperature (their configs, or one training.plan.TrainPlan for both).
     `between_steps()` is called after every step (e.g. to let a latency measurement on
     the same cores go first); `stop(step)` after every step (1-based) ends the fine-tune
-    when it returns True (early stopping)."""
+    when it returns True (early stopping). `objective`: the task's loss (FineTuneLoss;
+    default the classification's distillation loss)."""
     if finetune.steps <= 0:
         return student.eval()
     if soft_targets is None and teacher is None:
@@ -100,7 +136,7 @@ def distill_(
         else:
             with torch.no_grad():
                 soft = st.primary(st.call(teacher, inputs))
-        loss = kd_loss(st.primary(st.call(student, inputs)), soft, targets, alpha=distill.alpha, temperature=distill.temperature)
+        loss = objective(st.call(student, inputs), soft, targets, alpha=distill.alpha, temperature=distill.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -27,7 +27,7 @@ def fake_outcome(cfg) -> Outcome:
     acc = 1.0 - cfg.prune.ratio * (0.5 if cfg.finetune.steps == 0 else 0.1)
     lat = 1.0 - cfg.prune.ratio * 0.7 - (0.2 if cfg.quantize.mode == "int8" else 0.0)
     size = 1000.0 * (1 - cfg.prune.ratio) * (0.25 if cfg.quantize.mode == "int8" else 1.0)
-    return Outcome((acc, lat, size), {"val_accuracy": acc, "latency_ratio": lat, "size_bytes": size, "acc_drop_pts": (1 - acc) * 100})
+    return Outcome((acc, lat, size), {"val_metric": acc, "latency_ratio": lat, "size_bytes": size, "metric_drop": (1 - acc) * 100})
 
 
 def backend(tmp_path, **kw) -> OptunaBackend:
@@ -59,7 +59,7 @@ def test_duplicate_configs_are_built_once(tmp_path):
     by_number = {r["number"]: r for r in recs}
     for d in dups:
         src = by_number[d["duplicate_of"]]
-        assert d["candidate_id"] == src["candidate_id"] and d["val_accuracy"] == src["val_accuracy"]
+        assert d["candidate_id"] == src["candidate_id"] and d["val_metric"] == src["val_metric"]
 
 
 def test_failed_candidate_is_recorded_and_search_goes_on(tmp_path):
@@ -112,5 +112,5 @@ def test_max_acc_drop_becomes_a_constraint(tmp_path):
     b.optimize(lambda cfg, n: fake_outcome(cfg), budget=4)
     for t in b.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         if "duplicate_of" not in t.user_attrs:
-            assert t.user_attrs["constraint"] == [pytest.approx(t.user_attrs["acc_drop_pts"] - 5.0)]
+            assert t.user_attrs["constraint"] == [pytest.approx(t.user_attrs["metric_drop"] - 5.0)]
             assert t.constraints == {"constraint": t.user_attrs["constraint"][0]}  # what Optuna's samplers read

@@ -14,7 +14,7 @@ from autocompress.space import SearchSpace
 
 def outcome(cfg) -> Outcome:
     acc = 0.9 - cfg.prune.ratio / 4
-    return Outcome((acc, 1 - cfg.prune.ratio / 2, 1000 * (1 - cfg.prune.ratio)), {"acc_drop_pts": (0.9 - acc) * 100, "onnx": "trials/0/model.onnx"})
+    return Outcome((acc, 1 - cfg.prune.ratio / 2, 1000 * (1 - cfg.prune.ratio)), {"metric_drop": (0.9 - acc) * 100, "onnx": "trials/0/model.onnx"})
 
 
 def backend(tmp_path, space, **kw) -> OptunaBackend:

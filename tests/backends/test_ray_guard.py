@@ -15,8 +15,8 @@ from autocompress.backends.ray_tune import _NO_VALUES, METRICS, MODES, _DefineBy
 from autocompress.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({"prune": {"ratio": [0.0, 0.25, 0.5]}, "quantize": {"mode": ["fp32", "int8"]}})
-FULL = {"final": True, "val_accuracy": 0.9, "latency_ratio": 0.5, "size_bytes": 1000.0,
-        "attrs_json": json.dumps({"val_accuracy": 0.9, "latency_ratio": 0.5, "size_bytes": 1000, "acc_drop_pts": 1.0,
+FULL = {"final": True, "val_metric": 0.9, "latency_ratio": 0.5, "size_bytes": 1000.0,
+        "attrs_json": json.dumps({"val_metric": 0.9, "latency_ratio": 0.5, "size_bytes": 1000, "metric_drop": 1.0,
                                   "onnx": "trials/0/model.onnx", "stage_seconds": {"prune": 0.1}})}
 
 
@@ -104,7 +104,7 @@ def test_an_errored_trial_waits_for_its_reason_then_fails(result):
 def test_a_candidate_stopped_at_a_rung_is_pruned_with_its_rung_results_never_complete():
     s = searcher()
     s.suggest("a")
-    rungs = [{"rung": 0, "steps": 4, "val_accuracy": 0.7, "latency_ratio": 0.4, "promoted": False, "place": 2, "of": 2}]
+    rungs = [{"rung": 0, "steps": 4, "val_metric": 0.7, "latency_ratio": 0.4, "promoted": False, "place": 2, "of": 2}]
     s.on_trial_complete("a", result={"final": False, "stopped": True, "stop_reason": "stopped at rung 0 (4 steps): place 2 of 2",
                                      "attrs_json": json.dumps({"rung_results": rungs, "t_total": 1.5}), **_NO_VALUES})
     (t,) = s._study().trials
@@ -112,7 +112,7 @@ def test_a_candidate_stopped_at_a_rung_is_pruned_with_its_rung_results_never_com
     assert t.user_attrs["rung_results"] == rungs and t.user_attrs["stop_reason"].startswith("stopped at rung 0")
     assert t.user_attrs["t_total"] == 1.5
     rec = record(t)
-    assert rec["rung0_val_accuracy"] == 0.7 and rec["state"] == "PRUNED"
+    assert rec["rung0_val_metric"] == 0.7 and rec["state"] == "PRUNED"
 
 
 def test_a_stopped_trial_that_also_errored_waits_for_its_reason_and_fails():

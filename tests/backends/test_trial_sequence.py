@@ -97,7 +97,7 @@ def record(space_name: str, sampler: str, storage_dir: Path, *, budget: int = BU
 
     def evaluate(cfg, number, **kw):
         values = fake_objectives(cfg.to_dict())
-        return Outcome(values, {"acc_drop_pts": (0.97 - values[0]) * 100})
+        return Outcome(values, {"metric_drop": (0.97 - values[0]) * 100})
 
     backend.optimize(evaluate, budget=budget)
     trials = []

@@ -11,11 +11,11 @@ import pytest
 
 from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
 
-TEACHER = TeacherRow(val_accuracy=0.90, test_accuracy=0.88, latency_ms=2.0, size_bytes=1000)
+TEACHER = TeacherRow(val_metric=0.90, test_metric=0.88, latency_ms=2.0, size_bytes=1000)
 
 
 def _done(number, acc, ratio, size, **extra):
-    return {"number": number, "state": "COMPLETE", "description": f"cand {number}", "val_accuracy": acc,
+    return {"number": number, "state": "COMPLETE", "description": f"cand {number}", "val_metric": acc,
             "latency_ratio": ratio, "size_bytes": size, **extra}
 
 
@@ -41,9 +41,9 @@ def test_derived_columns():
     assert rows[1]["latency_ms"] == pytest.approx(0.5)
     assert rows[0]["size_reduction"] == pytest.approx(2.0)
     assert rows[5]["size_reduction"] == pytest.approx(10.0)
-    assert rows[0]["acc_drop_pts"] == pytest.approx(0.0, abs=1e-9)
-    assert rows[1]["acc_drop_pts"] == pytest.approx(5.0)
-    assert rows[5]["acc_drop_pts"] == pytest.approx(30.0)
+    assert rows[0]["metric_drop"] == pytest.approx(0.0, abs=1e-9)
+    assert rows[1]["metric_drop"] == pytest.approx(5.0)
+    assert rows[5]["metric_drop"] == pytest.approx(30.0)
     failed = rows[3]
     assert math.isnan(failed["speedup"]) and math.isnan(failed["latency_ms"])
     assert not failed["feasible"] and not failed["pareto"]
@@ -109,7 +109,7 @@ def test_render_pareto_png(tmp_path):
 def test_format_summary():
     df = trials_frame(RECORDS, TEACHER)
     front = df[df["pareto"]].copy()
-    front["test_accuracy"] = [0.87, 0.80, np.nan]
+    front["test_metric"] = [0.87, 0.80, np.nan]
     text = format_summary(front, TEACHER, title="My front")
     lines = text.splitlines()
     assert lines[0] == "My front"
@@ -120,7 +120,7 @@ def test_format_summary():
     row1 = next(line for line in rows if line.split()[0] == "1")
     assert "cand 1" in row1 and "4.00x" in row1 and "85.00" in row1 and "0.500ms" in row1
     assert "n/a" in next(line for line in rows if line.split()[0] == "5")
-    no_test = format_summary(front.drop(columns="test_accuracy"), TeacherRow(0.9, None, 2.0, 1000))
+    no_test = format_summary(front.drop(columns="test_metric"), TeacherRow(0.9, None, 2.0, 1000))
     assert no_test.count("n/a") == 4  # teacher + three front rows
 
 
@@ -157,9 +157,9 @@ def test_plot_info_shows_block_choices_per_front_point(tmp_path):
 def test_summary_flags_points_that_are_not_faster_and_counts_them():
     front = pd.DataFrame([
         {"number": 1, "description": "int8 qdq/s8", "speedup": 0.95, "latency_ratio": 1.05, "latency_ms": 1.0, "size_bytes": 100,
-         "size_reduction": 4.0, "val_accuracy": 0.99, "not_faster": True},
+         "size_reduction": 4.0, "val_metric": 0.99, "not_faster": True},
         {"number": 2, "description": "prune 0.5", "speedup": 2.0, "latency_ratio": 0.5, "latency_ms": 0.5, "size_bytes": 200,
-         "size_reduction": 2.0, "val_accuracy": 0.98, "not_faster": False},
+         "size_reduction": 2.0, "val_metric": 0.98, "not_faster": False},
     ])
     trials = front.assign(state="COMPLETE", duplicate_of=float("nan"))
     text = format_summary(front, TeacherRow(1.0, None, 1.0, 400), trials=trials)
@@ -169,12 +169,12 @@ def test_summary_flags_points_that_are_not_faster_and_counts_them():
     assert "Not faster than the teacher on this profile: 1 of 2 built candidates, e.g. #1 int8 qdq/s8 (0.95x)" in text
 
 
-AT_ONE = TeacherRow(val_accuracy=1.0, test_accuracy=1.0, latency_ms=2.0, size_bytes=1000)  # a teacher at 100% val
+AT_ONE = TeacherRow(val_metric=1.0, test_metric=1.0, latency_ms=2.0, size_bytes=1000)  # a teacher at 100% val
 
 
 def _with_recipes(rows):
     """trials_frame over records with (number, val accuracy, latency ratio, recipe or None)."""
-    records = [{"number": n, "state": "COMPLETE", "val_accuracy": acc, "latency_ratio": ratio, "size_bytes": 100.0,
+    records = [{"number": n, "state": "COMPLETE", "val_metric": acc, "latency_ratio": ratio, "size_bytes": 100.0,
                 "description": f"c{n}", "recipe": recipe} for n, acc, ratio, recipe in rows]
     return trials_frame(records, AT_ONE)
 

@@ -68,7 +68,7 @@ def test_it_is_applied_by_the_pipeline(toy, prepared, tmp_path):
     np.testing.assert_allclose(logits(res.onnx_path), 2 * logits(prepared.teacher.onnx_path), rtol=1e-4, atol=1e-5)
     from autocompress.pipeline import stage_names
 
-    assert res.val_accuracy == prepared.teacher.val_accuracy and "scale" in res.stage_seconds
+    assert res.val_metric == prepared.teacher.val_metric and "scale" in res.stage_seconds
     assert stage_names().index("scale") == stage_names().index("lowrank") + 1
     assert res.config.describe() == "no prune · scale x2 · no fine-tune · fp32"  # in pipeline order: a model-stage technique
 

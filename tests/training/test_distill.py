@@ -170,3 +170,26 @@ def test_recalibrate_without_batchnorm_is_a_no_op():
     snap = state_snapshot(model)
     assert recalibrate_batchnorm_(model, torch.randn(4, 2)) is model
     assert_state_equal(model, snap)
+
+
+def test_the_task_s_loss_replaces_the_label_term_and_mse_the_soft_term_outside_classification():
+    from autocompress.training.distill import FineTuneLoss
+
+    torch.manual_seed(0)
+    student, teacher, y = torch.randn(8, 1), torch.randn(8, 1), torch.randn(8, 1)
+    got = []
+
+    def loss(outputs, targets):
+        got.append(outputs)
+        return ((outputs - targets).abs()).mean()
+
+    regression = FineTuneLoss(classification=False, loss=loss)
+    value = regression(student, teacher, y, alpha=0.3, temperature=4.0)
+    expected = 0.3 * (student - y).abs().mean() + 0.7 * F.mse_loss(student, teacher)
+    assert torch.allclose(value, expected) and got[0] is student
+    assert torch.allclose(regression(student, teacher, y, alpha=0.3, temperature=1.0), value)  # T means nothing here
+    own = FineTuneLoss(classification=False, loss=loss, distill_loss=lambda s, t: (s - t).abs().sum())
+    assert torch.allclose(own(student, teacher, y, alpha=0.5, temperature=4.0), 0.5 * (student - y).abs().mean() + 0.5 * (student - teacher).abs().sum())
+    logits, soft, classes = torch.randn(8, 3), torch.randn(8, 3), torch.randint(0, 3, (8,))
+    assert torch.allclose(FineTuneLoss()(logits, soft, classes, alpha=0.4, temperature=2.0),
+                          kd_loss(logits, soft, classes, alpha=0.4, temperature=2.0))
