@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "latency is still timed with nothing else running (default 1, or $AUTOCOMPRESS_WORKERS)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default tpe)")
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
+    s.add_argument("--device", metavar="DEVICE", help="where fine-tunes run: auto (default: cuda when torch sees one), cpu, cuda or cuda:N; "
+                   "export, calibration and latency stay on the CPU under the profile")
     s.add_argument("--max-metric-drop", type=float, metavar="D",
                    help="the same limit for any metric, in its units (points for accuracy and top5): how much worse than the teacher on val")
     s.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<time>)")
@@ -112,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             search(
                 args.task, model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
-                out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, max_metric_drop=args.max_metric_drop, backend=args.backend,
+                out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, max_metric_drop=args.max_metric_drop, device=args.device, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
                 latency=args.latency, table=args.table, reduction_factor=args.reduction_factor, workers=args.workers,

@@ -53,6 +53,7 @@ class SearchOptions:
     fidelity: Optional[str] = None  # multi-fidelity rungs, e.g. "50,150" (fine-tune steps)
     reduction_factor: Optional[int] = None
     workers: Optional[int] = None  # local trials at once (backends.local_pool); None: default_workers()
+    device: Optional[str] = None  # where fine-tunes run: "auto" (default: CUDA when there is one), "cpu", "cuda", "cuda:N"
 
 
 DEFAULT_BUDGET = 100
@@ -61,6 +62,33 @@ DEFAULT_BUDGET = 100
 # Trials beyond it are kept in trials.csv and inform the sampler (an Optuna constraint),
 # but are not on the front. A metric without points: default_limits.
 DEFAULT_DROP_LIMIT = 10.0
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: Optional[str]) -> None:
+    """ConfigError unless `device` is auto, cpu, cuda or cuda:N and, for CUDA, there is one."""
+    if device is None or device in ("auto", "cpu"):
+        return
+    index = device.partition(":")[2]
+    if not (device == "cuda" or (device.startswith("cuda:") and index.isdigit())):
+        raise ConfigError(f"--device must be one of {list(DEVICES)} or cuda:N, got {device!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here (torch.cuda.is_available() is False); use --device cpu or auto")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """The device fine-tunes run on: "auto" (or None) is cuda when torch sees one, else cpu."""
+    if device not in (None, "auto"):
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def given_limit(o: SearchOptions) -> Optional[float]:
@@ -113,6 +141,9 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {o.backend!r}")
     if o.backend == "optuna" or (o.backend is None and o.resume is None):
         _check_no_ray_flags(o)
+    if o.device not in (None, "auto", "cpu") and o.backend == "ray":
+        raise ConfigError(f"--device {o.device}: fine-tuning on a GPU runs with the local backend; Ray trials fine-tune on their CPUs")
+    check_device(o.device)
     if o.workers is not None and o.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {o.workers}")
     if o.workers is not None and o.backend == "ray":
@@ -188,7 +219,7 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         max_metric_drop=m.get("max_acc_drop"), resume=o.resume, backend=o.backend or m.get("backend", "optuna"),
         latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
         fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
-        reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None, workers=o.workers,
+        reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None, workers=o.workers, device=o.device,
     )
     if resolved.backend == "ray":
         ray_m = m.get("ray", {})
@@ -280,6 +311,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
     budget = o.budget or DEFAULT_BUDGET
     limit = given_limit(o)
     metric = task.metric
+    device = resolve_device(o.device) if (o.backend or "optuna") != "ray" else "cpu"
     seed = 0 if o.seed is None else o.seed
     sampler = o.sampler or "tpe"
 
@@ -304,7 +336,7 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
             "profile": profile.name, "profile_fingerprint": profile.fingerprint, "seed": seed, "sampler": sampler,
             "budget": budget, "max_acc_drop": limit, "metric": metric.describe(), "checkpoint": o.checkpoint,
             "input_shape": list(task.input_shape) if task.input_shape is not None else None, "inputs": task.input_shapes,
-            "outputs": list(task.output_names), "backend": backend_name,
+            "outputs": list(task.output_names), "backend": backend_name, "device": device,
         }
         if fidelity is not None:
             manifest["fidelity"] = fidelity.to_dict()
@@ -316,14 +348,14 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
                                "accuracy_on_device": bool(o.accuracy_on_device)}
         from autocompress.pipeline import prepare
 
-        progress(f"Run directory: {run.path}")
+        progress(f"Run directory: {run.path}" + (f"   (fine-tuning on {device})" if device != "cpu" else ""))
         progress(f"Measuring the teacher under profile {profile.name!r} ...")
         try:
             timing = task.timing_feed(profile)
             remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, timing, run.path,
                                                                                          (task.val, metric, task.output_kind)))
             ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
-                          table=table, predicted=o.latency == "predicted")
+                          table=table, predicted=o.latency == "predicted", device=device)
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
             raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
@@ -487,7 +519,7 @@ def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwarePro
                         teacher_state=task.teacher.state_dict(), profile=profile, teacher=ctx.teacher, soft_targets=ctx.soft_targets,
                         calibration=ctx.calibration, run_path=str(run.path.resolve()), seed=seed, threads=threads, table=table,
                         predicted=ctx.predicted, teacher_macs=ctx.teacher_macs,
-                        float_cache=str(ctx.float_cache.root) if ctx.float_cache is not None else None)
+                        float_cache=str(ctx.float_cache.root) if ctx.float_cache is not None else None, device=ctx.device)
     progress(f"Trials: {workers} at a time in worker processes ({threads} thread{'s' if threads > 1 else ''} each; "
              "latency is timed while they wait; --workers 1 for one at a time here)")
     pool = TrialPool(setup, workers, measure=lambda path, fresh: ctx.latency_worker.measure(path, fresh=fresh))

@@ -84,6 +84,7 @@ class PipelineContext:
     predicted: bool = False  # latency comes from `table`, nothing is timed
     teacher_macs: int = 0
     float_cache: Optional["FloatCache"] = None  # fine-tuned float models, shared by candidates that differ only after the export
+    device: str = "cpu"  # where the fine-tune runs (--device); export, calibration and timing stay on the CPU
 
     def predict_ratio(self, path: Path) -> tuple[float, int]:
         """(latency ratio to the teacher the table predicts for the ONNX file at `path`, nodes
@@ -193,7 +194,7 @@ class CandidateResult:
 
 
 def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
-            accuracy_on_device: bool = False, table=None, predicted: bool = False) -> PipelineContext:
+            accuracy_on_device: bool = False, table=None, predicted: bool = False, device: str = "cpu") -> PipelineContext:
     """Export and measure the teacher once; precompute teacher logits and calibration data.
     The returned context owns a latency worker (`latency(teacher_onnx_path)`, default a
     local LatencyWorker process; any LatencyMeter): close() it.
@@ -208,7 +209,7 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
         val_acc = task_metric(path, task, task.val)
         baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_ms)
         return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train),
-                               calibration=task.calibration, table=table, predicted=True, teacher_macs=teacher_macs)
+                               calibration=task.calibration, table=table, predicted=True, teacher_macs=teacher_macs, device=device)
     worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.timing_feed(profile)), profile)
     try:
         self_timing = worker.measure(path, fresh=True)
@@ -227,6 +228,7 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
         accuracy_on_device=accuracy_on_device,
         table=table,
         teacher_macs=teacher_macs,
+        device=device,
     )
 
 
@@ -359,7 +361,8 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
                 return ended
         with stage("finetune"):  # a rung after the first: a new cosine cycle from where the last ended
             distill_(student, task.train, ctx.soft_targets, replace(plan, steps=steps - done), plan, teacher=task.teacher,
-                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps, stop=stop, objective=task.objective)
+                     seed=seed + 1_000_003 * rung, between_steps=ctx.between_steps, stop=stop, objective=task.objective,
+                     device=ctx.device)
         done = steps
         if rung < len(rungs) - 1:
             with stage("rungs"):
@@ -530,9 +533,12 @@ def torch_metric(model: torch.nn.Module, task: LoadedTask, split, *, batch: int 
     its outputs concatenated over the split as ONNX Runtime's are (named like the task's
     exported outputs): what early stopping and the rungs compare."""
     model.eval()
+    on = next(model.parameters()).device  # the fine-tune's device, for its early-stopping checks
     outs: list[list[Any]] = []
     targets = []
     for inputs, y in split.batches(batch):
+        if on.type != "cpu":
+            inputs = st.apply(inputs, lambda t: t.to(on))
         outs.append([t.detach().cpu().numpy() for _, t in st.output_fields(st.call(model, inputs))])
         targets.append(np.asarray(y))
     fields = {n: np.concatenate([o[i] for o in outs]) for i, n in enumerate(task.output_names)}

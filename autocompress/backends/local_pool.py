@@ -188,6 +188,7 @@ class WorkerSetup:
     predicted: bool = False
     teacher_macs: int = 0
     float_cache: Optional[str] = None  # the run's FloatCache folder, shared by the workers
+    device: str = "cpu"  # where fine-tunes run (--device)
 
 
 class _DriverLatency:
@@ -252,7 +253,7 @@ def _worker_main(conn, index: int, board: QuietBoard, setup: WorkerSetup) -> Non
         ctx = PipelineContext(task=task, profile=setup.profile, teacher=setup.teacher, soft_targets=setup.soft_targets,
                               calibration=setup.calibration, _latency_worker=latency, gate=gate, table=setup.table,
                               predicted=setup.predicted, teacher_macs=setup.teacher_macs,
-                              float_cache=FloatCache(Path(setup.float_cache)) if setup.float_cache else None)
+                              float_cache=FloatCache(Path(setup.float_cache)) if setup.float_cache else None, device=setup.device)
         kw = {}
         if with_fidelity:
             kw = {"fidelity": fidelity, "at_rung": lambda rung, acc, ratio: latency.ask("rung", rung, acc, ratio)}

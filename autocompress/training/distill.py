@@ -109,6 +109,7 @@ def distill_(
     between_steps: Optional[Callable[[], None]] = None,
     stop: Optional[Callable[[int], bool]] = None,
     objective: FineTuneLoss = CLASSIFICATION,
+    device: str = "cpu",
 ) -> nn.Module:
     """Fine-tune `student` in place for `finetune.steps` steps of Adam (cosine-decayed
     learning rate) on minibatches of the training split (data.split.Split) with the
@@ -118,11 +119,32 @@ def distill_(
     `between_steps()` is called after every step (e.g. to let a latency measurement on
     the same cores go first); `stop(step)` after every step (1-based) ends the fine-tune
     when it returns True (early stopping). `objective`: the task's loss (FineTuneLoss;
-    default the classification's distillation loss)."""
+    default the classification's distillation loss). `device`: where the steps run
+    ("cpu", "cuda", "cuda:1"): the student (and the teacher, when it runs per batch) is
+    moved there for the fine-tune and both come back to the CPU at the end, so `stop`
+    sees the student on the device."""
     if finetune.steps <= 0:
         return student.eval()
     if soft_targets is None and teacher is None:
         raise ValueError("distill_ needs soft_targets or the teacher")
+    on = torch.device(device)
+    if on.type != "cpu":
+        student.to(on)
+        if soft_targets is None:
+            teacher.to(on)
+    try:
+        return _steps(student, train, soft_targets, finetune, distill, teacher, seed, between_steps, stop, objective, on)
+    finally:
+        if on.type != "cpu":
+            student.cpu()
+            if teacher is not None:
+                teacher.cpu()
+
+
+def _steps(student, train, soft_targets, finetune, distill, teacher, seed, between_steps, stop, objective, on) -> nn.Module:
+    def there(t):
+        return t.to(on, non_blocking=True) if on.type != "cpu" else t
+
     opt = torch.optim.Adam(student.parameters(), lr=finetune.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=finetune.steps)
     if teacher is not None:
@@ -131,8 +153,9 @@ def distill_(
     batches = train.stream(finetune.batch_size, seed)
     for step in range(1, finetune.steps + 1):
         inputs, targets, idx = next(batches)
+        inputs, targets = st.apply(inputs, there), there(torch.as_tensor(targets))
         if soft_targets is not None and idx is not None:
-            soft = soft_targets[idx]
+            soft = there(soft_targets[idx])
         else:
             with torch.no_grad():
                 soft = st.primary(st.call(teacher, inputs))
