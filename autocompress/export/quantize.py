@@ -18,7 +18,15 @@ file needs ONNX Runtime (`QuantizeReport.ort_only`). ORT 1.32 on CPU runs a QInt
 DequantizeLinear (4 -> float) followed by a float Conv, its input still going through a
 QuantizeLinear -> DequantizeLinear pair (seen in the session-optimized graph, where int8
 QDQ becomes QLinearConv): the file is smaller, but expect no speedup over int8 (it can be
-slower than fp32)."""
+slower than fp32).
+
+Masks: a graph whose constants are infinite or near it (transformers 5.x masks attention
+scores with a -inf constant through Where) is calibrated and quantized with those constants
+at -1000 or 1000 (softmax gives the same zeros), and the nodes those values flow
+through (up to an op whose output is bounded, e.g. Softmax) stay in float
+(`unbounded_nodes`): a histogram calibrator cannot bin infinity, and an int8 range that
+spans 1e38 would leave every other value in it at zero.
+"""
 
 from __future__ import annotations
 
@@ -207,6 +215,51 @@ def _entropy_ranges(fp32_path: Path, reader: _ArrayReader, tmp: Path, cache: Pat
     save_tensors_data(calibrator.compute_data(), cache)
 
 
+HUGE = 1e30  # a constant at least this large in magnitude (or infinite) marks a mask, not a value to quantize
+MASK_VALUE = 1e3  # ... and is set to this, with its sign: exp(-1000) is 0 in float32 as exp(-inf) is, and a histogram
+# calibrator can bin a tensor holding only it (2,048 bins around 1e9 are finer than float32 there)
+NOT_A_MASK = {"Clip", "Min", "Max"}  # an infinite bound there is not a mask: left as it is
+BOUNDED_OPS = {"Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Erf", "IsNaN", "IsInf", "Equal", "Greater", "Less", "GreaterOrEqual",
+               "LessOrEqual", "Not", "And", "Or", "Xor", "Shape", "Size", "ArgMax", "ArgMin"}  # their outputs are bounded or not float
+
+
+def unbounded_nodes(model) -> list[str]:
+    """Bound a graph's mask constants in place (infinite, or at least HUGE in magnitude: set
+    to +-MASK_VALUE; not the bounds of a Clip, Min or Max) and return the names of the nodes their values flow into, following
+    them until an op in BOUNDED_OPS."""
+    from onnx import numpy_helper
+
+    huge: set[str] = set()
+    graph = model.graph
+    bounds = {i for n in graph.node if n.op_type in NOT_A_MASK for i in n.input}
+
+    def bound(tensor) -> None:
+        a = numpy_helper.to_array(tensor)
+        if a.dtype.kind != "f" or not a.size or tensor.name in bounds:
+            return
+        far = ~np.isfinite(a) | (np.abs(np.nan_to_num(a)) >= HUGE)
+        if far.any():
+            tensor.CopyFrom(numpy_helper.from_array(np.where(far, np.sign(np.nan_to_num(a)) * MASK_VALUE, a).astype(a.dtype), tensor.name))
+            huge.add(tensor.name)
+
+    for t in graph.initializer:
+        bound(t)
+    out: list[str] = []
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    attr.t.name = node.output[0]
+                    bound(attr.t)
+            continue
+        if any(i in huge for i in node.input):
+            if node.name:
+                out.append(node.name)
+            if node.op_type not in BOUNDED_OPS:
+                huge.update(node.output)
+    return out
+
+
 def _opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
@@ -258,6 +311,7 @@ def quantize_onnx(
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path), load_external_data=False)
+    masked = unbounded_nodes(model)  # constants bounded in `model`, written below when there are any
     graph = model.graph
     names = [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS]
     if len(set(names)) != len(names) or any(not n for n in names):
@@ -292,6 +346,7 @@ def quantize_onnx(
             current = node_bits[node.name]
         if current == "fp32" and node.name:
             exclude.append(node.name)
+    exclude += [n for n in masked if n not in exclude]
 
     # 4-bit weight overrides.
     overrides: dict[str, list[dict]] = {}
@@ -314,6 +369,9 @@ def quantize_onnx(
 
     reader = _ArrayReader([i.name for i in graph.input if i.name not in initializers], calibration)
     with _quiet_ort(), tempfile.TemporaryDirectory(prefix="autocompress-quant-") as tmp:
+        if masked:  # quantize the graph with its constants bounded
+            fp32_path = Path(tmp) / "bounded.onnx"
+            onnx.save(model, str(fp32_path))
         cache = None
         if cfg.calibration == "entropy":
             cache = Path(tmp) / "ranges.json"

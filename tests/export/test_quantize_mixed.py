@@ -303,3 +303,40 @@ def test_all_fp32_copies_the_model(fp32, inputs, calib, tmp_path, cfg):
 def test_bad_bit_width_is_refused(fp32, calib, tmp_path):
     with pytest.raises(ValueError, match="segment_bits"):
         quantize_onnx(fp32, tmp_path / "q.onnx", calib, QuantizeConfig(mode="int8", segment_bits=("int8", "int2")))
+
+
+@pytest.fixture(scope="module")
+def masked_bert(tmp_path_factory):
+    """A Hugging Face BERT (config, random weights) exported with padded inputs: transformers
+    5.x masks the attention scores with a -inf constant."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=64, max_position_embeddings=16, num_labels=2)).eval()
+    ids = torch.randint(1, 50, (64, 16))
+    mask = torch.ones(64, 16, dtype=torch.int64)
+    mask[:, 10:] = 0
+    ids[:, 10:] = 0
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    path = export_onnx(model, {"input_ids": ids[:2], "attention_mask": mask[:2]}, tmp_path_factory.mktemp("bert") / "model.onnx")
+    return path, feed
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
+def test_an_infinite_mask_stays_in_float_and_every_calibration_runs(masked_bert, calibration, tmp_path):
+    from autocompress.export.quantize import unbounded_nodes
+
+    path, feed = masked_bert
+    model = onnx.load(str(path))
+    masked = unbounded_nodes(model)
+    assert any("Where" in n for n in masked) and any("Add" in n for n in masked)
+    consts = [numpy_helper.to_array(a.t) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    assert all(np.isfinite(c).all() for c in consts if c.dtype.kind == "f")  # bounded in place
+    out = quantize_onnx(path, tmp_path / "q.onnx", feed, QuantizeConfig(mode="int8", calibration=calibration)).path
+    ref = ort.InferenceSession(str(path)).run(None, feed)[0]
+    got = ort.InferenceSession(str(out)).run(None, feed)[0]
+    assert np.isfinite(got).all()
+    assert np.abs(got - ref).max() < 0.25 * np.abs(ref).max() + 0.05  # int8, not garbage
+    quantized = {n.name for n in onnx.load(str(out)).graph.node}
+    assert not any(n.startswith("QLinear") and "Where" in n for n in quantized)
