@@ -97,13 +97,11 @@ def given_limit(o: SearchOptions) -> Optional[float]:
 
 
 def default_limits(metric, teacher_value: float) -> tuple[float, float]:
-    """(drop limit of the front, the climb's step limit) when none is given: 10 and 1 points
-    for a percent metric; for any other the hypervolume's reference drop (10% of the
-    teacher's value) and a tenth of it."""
+    """(drop limit of the front, the climb's step limit) when none is given: the
+    hypervolume's reference drop (Metric.drop_reference: 10 points of accuracy, else 10% of
+    the teacher's value) and a tenth of it (1 point: CLIMB_LIMIT)."""
     from autocompress.climb import CLIMB_LIMIT
 
-    if metric.percent:
-        return DEFAULT_DROP_LIMIT, CLIMB_LIMIT
     ref = metric.drop_reference(teacher_value)
     return ref, ref * CLIMB_LIMIT / DEFAULT_DROP_LIMIT
 

@@ -12,7 +12,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-REFERENCE = (10.0, 1.0, 1.0)
+REFERENCE = (10.0, 1.0, 1.0)  # (accuracy drop in points, latency ratio, size ratio)
+
+
+def reference_point(metric: Any = None, teacher_value: float = 0.0) -> tuple[float, float, float]:
+    """The hypervolume's reference for a run judged by `metric` (evaluation.metrics.Metric;
+    None: accuracy): REFERENCE, its drop Metric.drop_reference (10 points of accuracy, 10% of
+    the teacher's value for a metric without points)."""
+    return REFERENCE if metric is None else (metric.drop_reference(teacher_value), *REFERENCE[1:])
 
 
 def pareto_mask(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from autocompress.pareto import REFERENCE, hypervolume, normalized_objectives, pareto_mask
+from autocompress.pareto import REFERENCE, hypervolume, normalized_objectives, pareto_mask, reference_point
 
 
 def brute_force_front(points: np.ndarray) -> np.ndarray:
@@ -124,3 +124,10 @@ def test_nondominated_ranks_peel_fronts_in_order():
     pts = [[1, 5], [2, 2], [5, 1], [3, 3], [4, 4], [2, 2], [6, 6]]
     assert nondominated_ranks(pts).tolist() == [0, 0, 0, 1, 2, 0, 3]  # equal rows share a front
     assert nondominated_ranks(np.zeros((0, 2))).tolist() == []
+
+
+def test_the_reference_point_follows_the_metric():
+    from autocompress.evaluation.metrics import BUILTIN
+
+    assert reference_point() == REFERENCE == reference_point(BUILTIN["accuracy"], 0.9)
+    assert reference_point(BUILTIN["mse"], -0.5) == pytest.approx((0.05, 1.0, 1.0))  # 10% of the teacher's magnitude

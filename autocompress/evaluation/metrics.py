@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 DROP_REFERENCE = 0.10  # the hypervolume's worst drop for a metric without points: 10% of the teacher's value
+PERCENT_REFERENCE = 10.0  # ... and for accuracy: 10 points (pareto.REFERENCE)
 
 
 def primary_output(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -90,9 +91,10 @@ class Metric:
         return f"{100 * value:.2f}" if self.percent else f"{value:.4g}"
 
     def drop_reference(self, teacher: float) -> float:
-        """The worst drop the hypervolume counts: 100 points for a percent metric, else
+        """The worst drop the hypervolume counts (pareto.REFERENCE's first coordinate, and
+        the front's drop limit when none is given): 10 points for a percent metric, else
         DROP_REFERENCE of the teacher's value (its magnitude; 1 unit if it is 0)."""
-        return 100.0 if self.percent else DROP_REFERENCE * (abs(teacher) or 1.0)
+        return PERCENT_REFERENCE if self.percent else DROP_REFERENCE * (abs(teacher) or 1.0)
 
     def column(self, split: str) -> str:
         """The tables' column of this metric on a split: val_accuracy, test_mse, ..."""

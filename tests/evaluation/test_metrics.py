@@ -37,7 +37,7 @@ def test_drops_are_points_for_accuracy_and_units_with_direction_otherwise():
     assert acc.drop(0.9, 0.85) == pytest.approx(5.0) and acc.drop(0.9, 0.95) == pytest.approx(-5.0)
     assert mse.drop(0.2, 0.25) == pytest.approx(0.05) and mse.drop(0.2, 0.1) == pytest.approx(-0.1)
     assert acc.score(0.9) == 0.9 and mse.score(0.2) == -0.2
-    assert acc.drop_reference(0.9) == 100.0 and mse.drop_reference(0.2) == pytest.approx(0.02)
+    assert acc.drop_reference(0.9) == 10.0 and mse.drop_reference(0.2) == pytest.approx(0.02)
     assert (acc.column("val"), acc.drop_column) == ("val_accuracy", "acc_drop_pts")
     assert (mse.column("test"), mse.drop_column) == ("test_mse", "mse_drop")
     assert acc.show(0.975) == "97.50" and mse.show(0.0123456) == "0.01235" and mse.show(float("nan")) == "n/a"
