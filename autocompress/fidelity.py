@@ -150,7 +150,8 @@ def board_history(trials: Iterable[Any]) -> list[tuple[int, int, float, float]]:
         if "duplicate_of" in t.user_attrs:
             continue
         for r in t.user_attrs.get("rung_results", []):
-            out.append((int(r["rung"]), t.number, float(r.get("score", r["val_metric"])), float(r["latency_ratio"])))
+            score = r["score"] if "score" in r else r.get("val_metric", r.get("val_accuracy"))  # older runs: accuracy, its own score
+            out.append((int(r["rung"]), t.number, float(score), float(r["latency_ratio"])))
     return out
 
 

@@ -62,7 +62,7 @@ def main() -> int:
                             res = build_candidate(cfg, ctx, Path(tmp) / f"{ratio}-{seed}-{early}", seed=seed)
                             row = {"date": dt.date.today().isoformat(), "commit": commit, "command": command, "cpu": cpu_info(),
                                    "task": name, "prune": ratio, "seed": seed, "early_stop": early,
-                                   "val": res.val_accuracy, "test": onnx_accuracy(res.onnx_path, task.test.x.numpy(), task.test.y.numpy()),
+                                   "val": res.val_metric, "test": onnx_accuracy(res.onnx_path, task.test.x.numpy(), task.test.y.numpy()),
                                    "steps_run": res.steps_run, "finetune_s": round(res.stage_seconds.get("finetune", 0.0), 2),
                                    "total_s": round(sum(res.stage_seconds.values()), 2)}
                             rows.append(row)

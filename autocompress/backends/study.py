@@ -30,6 +30,17 @@ CONSTRAINT = "constraint"
 REMEASURED = "remeasured"  # study attribute: trial number -> end-of-search latency re-measurement
 _NOT_IN_RECORDS = {"stage_seconds", CONSTRAINT, "config", "rung_results", "measure_windows", "busy_windows"}  # kept on the trial only
 _STATES = optuna.trial.TrialState
+LEGACY = {"val_accuracy": "val_metric", "acc_drop_pts": "metric_drop"}  # a trial's attributes in runs made before the metric was the task's
+
+
+def rung_value(r: dict[str, Any]) -> float:
+    """The val metric of one of a trial's rung_results (val_accuracy in older runs)."""
+    return r["val_metric"] if "val_metric" in r else r["val_accuracy"]
+
+
+def drop_of(attrs: dict[str, Any]) -> Optional[float]:
+    """A finished trial's metric drop (acc_drop_pts in older runs), None if it has none."""
+    return attrs.get("metric_drop", attrs.get("acc_drop_pts"))
 
 
 def make_sampler(name: str, *, seed: int) -> optuna.samplers.BaseSampler:
@@ -52,9 +63,9 @@ def record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """One trial as a flat record (a row of trials.csv before the derived columns)."""
     rec: dict[str, Any] = {"number": t.number, "state": t.state.name}
     rec.update({f"param.{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})  # 0.7, not 0.7000000000000001
-    rec.update({k: v for k, v in t.user_attrs.items() if k not in _NOT_IN_RECORDS})
+    rec.update({LEGACY.get(k, k): v for k, v in t.user_attrs.items() if k not in _NOT_IN_RECORDS})
     for r in t.user_attrs.get("rung_results", []):  # multi-fidelity: what the candidate showed at each rung
-        rec[f"rung{r['rung']}_val_metric"] = r["val_metric"]
+        rec[f"rung{r['rung']}_val_metric"] = rung_value(r)
         rec[f"rung{r['rung']}_latency_ratio"] = r["latency_ratio"]
     rec.update({f"t_{k}": v for k, v in t.user_attrs.get("stage_seconds", {}).items()})
     return rec
@@ -141,7 +152,7 @@ class RunStudy:
         if any(t.state == _STATES.WAITING or (t.state == _STATES.RUNNING and ("recipe" in t.user_attrs or climb.ROUND in t.user_attrs))
                for t in trials):
             return 0
-        done = [climb.Done(t.number, t.params, t.user_attrs.get("metric_drop"), *(t.values[1:] if t.state == _STATES.COMPLETE else (None, None)),
+        done = [climb.Done(t.number, t.params, drop_of(t.user_attrs), *(t.values[1:] if t.state == _STATES.COMPLETE else (None, None)),
                            attrs={k: t.user_attrs[k] for k in climb.ATTRS if k in t.user_attrs})
                 for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
         fine_tune = {k: v for k, v in (self.space.recipe(KD) or {}).items() if k.startswith(("finetune.", "distill."))}

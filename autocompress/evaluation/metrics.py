@@ -12,8 +12,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from autocompress.pareto import REFERENCE
+
 DROP_REFERENCE = 0.10  # the hypervolume's worst drop for a metric without points: 10% of the teacher's value
-PERCENT_REFERENCE = 10.0  # ... and for accuracy: 10 points (pareto.REFERENCE)
+PERCENT_REFERENCE = REFERENCE[0]  # ... and for accuracy: 10 points
 
 
 def primary_output(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -126,12 +128,12 @@ class Metric:
 
 
 def as_returned(outputs: dict[str, np.ndarray], kind: str) -> Any:
-    """Outputs by name as the model returned them: one array (a tensor), a tuple (tuple or
-    list), or the dict of fields (a dict or ModelOutput)."""
+    """Outputs by name as the model returned them (`kind`: data.structure.output_kind): one
+    array (a tensor), a tuple (a tuple or list), or the dict of fields (a dict or ModelOutput)."""
     values = list(outputs.values())
     if kind == "tensor":
         return values[0]
-    if kind in ("tuple", "list"):
+    if kind == "tuple":
         return tuple(values)
     return dict(outputs)
 

@@ -223,10 +223,12 @@ BOUNDED_OPS = {"Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Erf", "IsNaN", "IsIn
                "LessOrEqual", "Not", "And", "Or", "Xor", "Shape", "Size", "ArgMax", "ArgMin"}  # their outputs are bounded or not float
 
 
-def unbounded_nodes(model) -> list[str]:
+def unbounded_nodes(model) -> tuple[bool, list[str]]:
     """Bound a graph's mask constants in place (infinite, or at least HUGE in magnitude: set
-    to +-MASK_VALUE; not the bounds of a Clip, Min or Max) and return the names of the nodes their values flow into, following
-    them until an op in BOUNDED_OPS."""
+    to +-MASK_VALUE; not the bounds of a Clip, Min or Max; not tensors held as external
+    data) and return (whether any was, the names of the nodes their values flow into,
+    following them until an op in BOUNDED_OPS)."""
+    import onnx
     from onnx import numpy_helper
 
     huge: set[str] = set()
@@ -234,6 +236,8 @@ def unbounded_nodes(model) -> list[str]:
     bounds = {i for n in graph.node if n.op_type in NOT_A_MASK for i in n.input}
 
     def bound(tensor) -> None:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            return
         a = numpy_helper.to_array(tensor)
         if a.dtype.kind != "f" or not a.size or tensor.name in bounds:
             return
@@ -257,7 +261,7 @@ def unbounded_nodes(model) -> list[str]:
                 out.append(node.name)
             if node.op_type not in BOUNDED_OPS:
                 huge.update(node.output)
-    return out
+    return bool(huge), out
 
 
 def _opset(model) -> int:
@@ -311,7 +315,7 @@ def quantize_onnx(
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path), load_external_data=False)
-    masked = unbounded_nodes(model)  # constants bounded in `model`, written below when there are any
+    bounded, masked = unbounded_nodes(model)  # constants bounded in `model`, written below when there are any
     graph = model.graph
     names = [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS]
     if len(set(names)) != len(names) or any(not n for n in names):
@@ -369,7 +373,7 @@ def quantize_onnx(
 
     reader = _ArrayReader([i.name for i in graph.input if i.name not in initializers], calibration)
     with _quiet_ort(), tempfile.TemporaryDirectory(prefix="autocompress-quant-") as tmp:
-        if masked:  # quantize the graph with its constants bounded
+        if bounded:  # quantize the graph with its constants bounded
             fp32_path = Path(tmp) / "bounded.onnx"
             onnx.save(model, str(fp32_path))
         cache = None

@@ -4,7 +4,7 @@ LoadedTask by load()."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from autocompress.errors import ConfigError
@@ -52,12 +52,14 @@ class Task:
     dynamic_axes: Optional[dict] = None
     name: str = "task"
     version: Optional[str] = None
+    _metric: Any = field(init=False, repr=False, default=None)  # the resolved evaluation.metrics.Metric
 
     def __post_init__(self) -> None:
         try:
             metric = resolve(self.metric, self.higher_is_better)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        object.__setattr__(self, "_metric", metric)
         for name in ("loss", "distill_loss"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(f"Task.{name} must be a callable ({'outputs, targets' if name == 'loss' else 'student, teacher'}) -> scalar tensor, "
@@ -88,7 +90,7 @@ class Task:
         splits = (self.train, self.val) if self.test is None else (self.train, self.val, self.test)
         spec = {**(source or {"kind": "python"}), "name": self.name, "model_class": type(self.model).__name__, "version": self.version}
         task = build_task(self.model, splits, name=self.name, spec=spec, model_field="Task.model", data_field="Task",
-                          batch_size=self.batch_size, target_key=self.target_key, metric=resolve(self.metric, self.higher_is_better),
+                          batch_size=self.batch_size, target_key=self.target_key, metric=self._metric,
                           loss=self.loss, distill_loss=self.distill_loss)
         unknown = sorted(set(self.dynamic_axes or {}) - set(task.input_names))
         if unknown:

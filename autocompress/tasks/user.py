@@ -146,6 +146,7 @@ def build_task(model: Any, splits: Any, *, name: str, spec: dict[str, Any], mode
             _check_labels(part, num_classes, data_field)
     else:
         _check_metric(model, val, metric, [n for n, _ in fields], st.output_kind(out), metric_field)
+    if loss is not None:
         _check_loss(model, train, loss, loss_field)
     return LoadedTask(name=name, teacher=model, train=train, val=val, test=test, num_classes=num_classes, spec=spec, example=example,
                       output_names=tuple(n for n, _ in fields), output_kind=st.output_kind(out), metric=metric, loss=loss,

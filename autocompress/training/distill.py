@@ -130,7 +130,7 @@ def distill_(
     on = torch.device(device)
     if on.type != "cpu":
         student.to(on)
-        if soft_targets is None:
+        if teacher is not None:
             teacher.to(on)
     try:
         return _steps(student, train, soft_targets, finetune, distill, teacher, seed, between_steps, stop, objective, on)

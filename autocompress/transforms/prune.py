@@ -50,21 +50,22 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Modu
 
 QKV_NAMES = (("query", "key", "value"), ("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"),
              ("wq", "wk", "wv"), ("to_q", "to_k", "to_v"))
-FUSED_QKV_NAMES = ("qkv", "in_proj", "c_attn", "Wqkv", "query_key_value")
+FUSED_QKV = {"qkv", "wqkv", "query_key_value"}  # lower-cased names of a fused q/k/v Linear
 
 
 def attention_projections(model: nn.Module) -> list[nn.Module]:
     """The query/key/value Linear layers of the model's attention modules: a module's
     direct Linear children named as one of QKV_NAMES' triples (BERT's query/key/value,
     q_proj/k_proj/v_proj, DistilBERT's q_lin/...), and fused projections named in
-    FUSED_QKV_NAMES (a ViT's qkv). Found by structure, not by class name."""
+    FUSED_QKV (a ViT's qkv). Found by structure, not by class name. (GPT-2's Conv1D
+    c_attn and nn.MultiheadAttention's in_proj_weight are not Linear children: not found.)"""
     out: list[nn.Module] = []
     for module in model.modules():
         linear = {name.lower(): child for name, child in module.named_children() if isinstance(child, nn.Linear)}
         for triple in QKV_NAMES:
             if all(n in linear for n in triple):
                 out.extend(linear[n] for n in triple)
-        out.extend(child for name, child in linear.items() if name in {f.lower() for f in FUSED_QKV_NAMES})
+        out.extend(child for name, child in linear.items() if name in FUSED_QKV)
     return out
 
 

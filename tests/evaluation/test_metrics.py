@@ -57,7 +57,7 @@ def test_a_callable_gets_the_outputs_as_the_model_returned_them():
     assert isinstance(seen[-1], tuple) and seen[-1][1].shape == (4, 2)
     m({"logits": SCORES}, CLASSES, kind="tensor")
     assert seen[-1] is SCORES
-    assert as_returned(fields, "list") == (SCORES, fields["hidden"])
+    assert as_returned(fields, "tuple") == (SCORES, fields["hidden"])
 
 
 @pytest.mark.parametrize("value, message", [
