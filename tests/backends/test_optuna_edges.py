@@ -96,3 +96,25 @@ def test_the_run_storage_logs_ahead_and_a_killed_writer_loses_no_commit(tmp_path
     assert sqlite3.connect(tmp_path / "study.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)
     trials = optuna.load_study(study_name="x", storage=url).trials
     assert [t.user_attrs["i"] for t in trials] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in trials)
+
+
+def test_trials_of_a_run_made_before_the_metric_read_as_the_metric_s():
+    """A trial told before the metric was the task's holds val_accuracy, acc_drop_pts and
+    rung results with val_accuracy: the records, the climb and the rung board read them."""
+    import optuna
+
+    from autocompress.backends.study import drop_of, record
+    from autocompress.fidelity import board_history
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    t = study.ask()
+    t.suggest_float("prune.ratio", 0.0, 0.9)
+    for k, v in {"val_accuracy": 0.9, "acc_drop_pts": 2.0, "rung_results": [{"rung": 0, "steps": 4, "val_accuracy": 0.8, "latency_ratio": 0.5,
+                                                                               "promoted": True}]}.items():
+        t.set_user_attr(k, v)
+    study.tell(t, [0.9, 0.5, 100.0])
+    frozen = study.trials[0]
+    rec = record(frozen)
+    assert (rec["val_metric"], rec["metric_drop"], rec["rung0_val_metric"]) == (0.9, 2.0, 0.8)
+    assert "val_accuracy" not in rec and drop_of(frozen.user_attrs) == 2.0
+    assert board_history([frozen]) == [(0, 0, 0.8, 0.5)]
