@@ -339,3 +339,27 @@ def test_a_layer_whose_factorized_form_breaks_the_forward_is_excluded_at_bind_wi
     bound, notes = space.bind(Tied(), x)
     assert bound.spec("lowrank").settings.exclude == ("a",)
     assert any(n.startswith("lowrank: a is kept (the model's forward fails with it factorized: AttributeError") for n in notes)
+
+
+def test_a_bert_s_attention_and_mlp_projections_are_factorized_and_it_still_runs():
+    """A Hugging Face BERT (config, random weights): query/key/value/output and the MLP's
+    Linear layers held inside its attention and feed-forward modules are factorizable, none
+    breaks the model's forward, and the factorized model runs with fewer weights."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from autocompress.transforms.lowrank import breaking_layers, factorizable_layers, low_rank
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=128, max_position_embeddings=16, num_labels=2)).eval()
+    example = {"input_ids": torch.randint(1, 50, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.int64)}
+    names = [n for n, _ in factorizable_layers(model, example)]
+    layer0 = [n.split("layer.0.", 1)[1] for n in names if ".layer.0." in n]
+    assert layer0 == ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                      "intermediate.dense", "output.dense"]
+    assert breaking_layers(model, example) == {}
+    before = sum(p.numel() for p in model.parameters())
+    low_rank(model, LowRankConfig(0.25), TransformContext(example_input=example))
+    assert sum(p.numel() for p in model.parameters()) < before
+    with torch.no_grad():
+        assert model(**example).logits.shape == (2, 2)
