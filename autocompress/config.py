@@ -12,6 +12,7 @@ from autocompress.techniques import pipeline_order, technique
 from autocompress.techniques.blocks import BlockConfig
 from autocompress.techniques.distill import DistillConfig
 from autocompress.techniques.finetune import FinetuneConfig
+from autocompress.techniques.layers import LayerDropConfig
 from autocompress.techniques.lowrank import LowRankConfig
 from autocompress.techniques.prune import PruneConfig
 from autocompress.techniques.quantize import QuantizeConfig
@@ -127,4 +128,4 @@ def _from_items(items: tuple[tuple[str, Any], ...]) -> CandidateConfig:
     return cfg
 
 
-__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "LowRankConfig", "PruneConfig", "QuantizeConfig"]
+__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "LayerDropConfig", "LowRankConfig", "PruneConfig", "QuantizeConfig"]

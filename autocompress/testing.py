@@ -5,8 +5,9 @@ for anyone who registers a technique of their own:
     for technique, cfg in conformance_cases():
         check_technique(technique, cfg, tmp_path)
 
-On a small residual CNN (the demo's architecture, narrow) and a batch of inputs, whatever
-the stage: the input model (and the teacher, and an input ONNX file) is untouched, the
+On a small residual CNN (the demo's architecture, narrow; a technique whose `conformance`
+is "stack" gets a small residual stack of Linear blocks in a ModuleList instead) and a batch
+of inputs, whatever the stage: the input model (and the teacher, and an input ONNX file) is untouched, the
 output shape is kept, the result exports to ONNX and ONNX Runtime runs it. Model and
 fine-tune techniques must also give the same outputs in ONNX Runtime as in torch; a
 fine-tune technique is run for a few steps through the pipeline's fine-tune (its
@@ -27,12 +28,39 @@ INPUT_SHAPE = (1, 16, 16)
 CLASSES = 10
 
 
-def conformance_model() -> tuple[torch.nn.Module, torch.Tensor]:
-    """(a narrow DigitsResNet in eval mode with non-trivial BatchNorm statistics, 64 inputs)."""
+class _Residual(torch.nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc = torch.nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return h + torch.relu(self.fc(h))
+
+
+class StackedMLP(torch.nn.Module):
+    """A repeated stack as a transformer holds one: a ModuleList of like residual blocks,
+    each called with the hidden states and more (layer dropping's conformance model)."""
+
+    def __init__(self, width: int = 32, depth: int = 4):
+        super().__init__()
+        self.embed = torch.nn.Linear(int(np.prod(INPUT_SHAPE)), width)
+        self.blocks = torch.nn.ModuleList([_Residual(width) for _ in range(depth)])
+        self.head = torch.nn.Linear(width, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.flatten(1))
+        for block in self.blocks:
+            h = block(h, None, scale=1.0)
+        return self.head(h)
+
+
+def conformance_model(kind: str = "cnn") -> tuple[torch.nn.Module, torch.Tensor]:
+    """(a narrow DigitsResNet in eval mode with non-trivial BatchNorm statistics, 64 inputs);
+    kind "stack": a StackedMLP instead."""
     from autocompress.tasks.demo import DigitsResNet
 
     torch.manual_seed(0)
-    model = DigitsResNet(widths=(16, 32, 64)).eval()
+    model = DigitsResNet(widths=(16, 32, 64)).eval() if kind == "cnn" else StackedMLP().eval()
     x = torch.randn(64, *INPUT_SHAPE)
     with torch.no_grad():
         model.train()(x)
@@ -77,7 +105,7 @@ def check_technique(t: Technique, example: Any, tmp_path: Path) -> None:
     from autocompress.export import GraphContext, export_onnx
     from autocompress.transforms import TransformContext
 
-    model, x = conformance_model()
+    model, x = conformance_model(t.conformance)
     teacher = copy.deepcopy(model)
     before, teacher_before = _snapshot(model), _snapshot(teacher)
     modules_before = [type(m) for m in model.modules()]
@@ -124,4 +152,4 @@ def check_technique(t: Technique, example: Any, tmp_path: Path) -> None:
                                err_msg=f"{t.name}: ONNX Runtime differs from torch")
 
 
-__all__ = ["INPUT_SHAPE", "check_technique", "conformance_cases", "conformance_model"]
+__all__ = ["INPUT_SHAPE", "StackedMLP", "check_technique", "conformance_cases", "conformance_model"]
