@@ -99,11 +99,8 @@ def given_limit(o: SearchOptions) -> Optional[float]:
 def default_limits(metric, teacher_value: float) -> tuple[float, float]:
     """(drop limit of the front, the climb's step limit) when none is given: the
     hypervolume's reference drop (Metric.drop_reference: 10 points of accuracy, else 10% of
-    the teacher's value) and a tenth of it (1 point: CLIMB_LIMIT)."""
-    from autocompress.climb import CLIMB_LIMIT
-
-    ref = metric.drop_reference(teacher_value)
-    return ref, ref * CLIMB_LIMIT / DEFAULT_DROP_LIMIT
+    the teacher's value) and a tenth of it (Metric.near: 1 point, CLIMB_LIMIT, for accuracy)."""
+    return metric.drop_reference(teacher_value), metric.near(teacher_value)
 
 
 def _check_limit_for(o: SearchOptions, metric) -> None:

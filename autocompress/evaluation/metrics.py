@@ -98,6 +98,12 @@ class Metric:
         DROP_REFERENCE of the teacher's value (its magnitude; 1 unit if it is 0)."""
         return PERCENT_REFERENCE if self.percent else DROP_REFERENCE * (abs(teacher) or 1.0)
 
+    def near(self, teacher: float) -> float:
+        """A drop that counts as close to the teacher (the climb's default step limit, the
+        summary's recipe line): a tenth of drop_reference, i.e. 1 point for a percent
+        metric, else 1% of the teacher's value."""
+        return self.drop_reference(teacher) / 10.0
+
     def column(self, split: str) -> str:
         """The tables' column of this metric on a split: val_accuracy, test_mse, ..."""
         return f"{split}_{self.name}"

@@ -72,12 +72,6 @@ def display_columns(columns, metric: Metric) -> dict[str, str]:
     return out
 
 
-def near_teacher(metric: Metric, teacher_value: float) -> float:
-    """The drop the summary's recipe line compares within: 1 point for a percent metric,
-    else 1% of the teacher's value."""
-    return 1.0 if metric.percent else 0.01 * (abs(teacher_value) or 1.0)
-
-
 def flag_column(df: pd.DataFrame, col: str) -> pd.Series:
     """A boolean column that may be missing or have gaps (False there)."""
     return df[col].astype("boolean").fillna(False).astype(bool) if col in df else pd.Series(False, index=df.index)
@@ -139,7 +133,7 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
     if slow.any():
         lines.append("‡ not faster than the teacher beyond measurement noise (the ratio's 95% interval reaches 1)")
     if trials is not None:
-        line = recipe_comparison(trials, within=near_teacher(m, teacher.val_metric), unit=m.unit)
+        line = recipe_comparison(trials, within=m.near(teacher.val_metric), unit=m.unit)
         if line:
             lines.append(line)
     if trials is not None and "not_faster" in trials:
