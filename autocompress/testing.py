@@ -6,7 +6,8 @@ for anyone who registers a technique of their own:
         check_technique(technique, cfg, tmp_path)
 
 On a small residual CNN (the demo's architecture, narrow; a technique whose `conformance`
-is "stack" gets a small residual stack of Linear blocks in a ModuleList instead) and a batch
+is "stack" gets a small residual stack of Linear blocks in a ModuleList instead, and one
+whose `conformance` is "transformer" a small encoder of attention + MLP layers) and a batch
 of inputs, whatever the stage: the input model (and the teacher, and an input ONNX file) is untouched, the
 output shape is kept, the result exports to ONNX and ONNX Runtime runs it. Model and
 fine-tune techniques must also give the same outputs in ONNX Runtime as in torch; a
@@ -54,13 +55,67 @@ class StackedMLP(torch.nn.Module):
         return self.head(h)
 
 
+class _SelfAttention(torch.nn.Module):
+    """Multi-head self-attention as libraries write it: q/k/v Linear children, a head
+    count and a head size held as numbers, the heads split by a reshape."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, width // heads
+        self.q_proj, self.k_proj, self.v_proj = (torch.nn.Linear(width, width) for _ in range(3))
+        self.out_proj = torch.nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, _ = h.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(h)), heads(self.k_proj(h)), heads(self.v_proj(h))
+        att = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, dim=-1)
+        return self.out_proj((att @ v).transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+class _EncoderLayer(torch.nn.Module):
+    def __init__(self, width: int, heads: int, hidden: int):
+        super().__init__()
+        self.attention = _SelfAttention(width, heads)
+        self.norm1, self.norm2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+        self.fc1, self.fc2 = torch.nn.Linear(width, hidden), torch.nn.Linear(hidden, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(h + self.attention(h))
+        return self.norm2(h + self.fc2(torch.nn.functional.gelu(self.fc1(h))))
+
+
+class TinyEncoder(torch.nn.Module):
+    """A transformer encoder classifier on the conformance inputs: each of the 16 image rows
+    a token of 16 values, `depth` layers of multi-head self-attention and an MLP (the
+    conformance model of head, MLP-width and MatMul techniques)."""
+
+    def __init__(self, width: int = 32, heads: int = 4, hidden: int = 64, depth: int = 2):
+        super().__init__()
+        self.embed = torch.nn.Linear(INPUT_SHAPE[-1], width)
+        self.layers = torch.nn.ModuleList([_EncoderLayer(width, heads, hidden) for _ in range(depth)])
+        self.head = torch.nn.Linear(width, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.flatten(1, -2))  # (batch, rows, 16)
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(h.mean(dim=1))
+
+
 def conformance_model(kind: str = "cnn") -> tuple[torch.nn.Module, torch.Tensor]:
     """(a narrow DigitsResNet in eval mode with non-trivial BatchNorm statistics, 64 inputs);
-    kind "stack": a StackedMLP instead."""
+    kind "stack": a StackedMLP instead; "transformer": a TinyEncoder."""
     from autocompress.tasks.demo import DigitsResNet
 
+    kinds = {"cnn": lambda: DigitsResNet(widths=(16, 32, 64)), "stack": StackedMLP, "transformer": TinyEncoder}
+    if kind not in kinds:
+        raise ValueError(f"conformance model must be one of {sorted(kinds)}, got {kind!r}")
     torch.manual_seed(0)
-    model = DigitsResNet(widths=(16, 32, 64)).eval() if kind == "cnn" else StackedMLP().eval()
+    model = kinds[kind]().eval()
     x = torch.randn(64, *INPUT_SHAPE)
     with torch.no_grad():
         model.train()(x)
@@ -152,4 +207,4 @@ def check_technique(t: Technique, example: Any, tmp_path: Path) -> None:
                                err_msg=f"{t.name}: ONNX Runtime differs from torch")
 
 
-__all__ = ["INPUT_SHAPE", "StackedMLP", "check_technique", "conformance_cases", "conformance_model"]
+__all__ = ["INPUT_SHAPE", "StackedMLP", "TinyEncoder", "check_technique", "conformance_cases", "conformance_model"]

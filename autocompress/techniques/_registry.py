@@ -156,7 +156,7 @@ class Technique:
     # release only, so the ids of earlier runs stay valid; a later technique enters an id only
     # when a candidate uses it, so adding one leaves every existing id as it was.
     in_every_id: bool = False
-    conformance: str = "cnn"  # the conformance suite's model for it (autocompress.testing): "cnn" or "stack"
+    conformance: str = "cnn"  # the conformance suite's model for it (autocompress.testing): "cnn", "stack" or "transformer"
 
     # ---- required
     def suggest(self, trial: TrialLike, spec: Spec, chosen: Mapping[str, Any]) -> Any:
