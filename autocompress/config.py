@@ -12,8 +12,10 @@ from autocompress.techniques import pipeline_order, technique
 from autocompress.techniques.blocks import BlockConfig
 from autocompress.techniques.distill import DistillConfig
 from autocompress.techniques.finetune import FinetuneConfig
+from autocompress.techniques.heads import HeadPruneConfig
 from autocompress.techniques.layers import LayerDropConfig
 from autocompress.techniques.lowrank import LowRankConfig
+from autocompress.techniques.mlp import MlpPruneConfig
 from autocompress.techniques.prune import PruneConfig
 from autocompress.techniques.quantize import QuantizeConfig
 
@@ -128,4 +130,4 @@ def _from_items(items: tuple[tuple[str, Any], ...]) -> CandidateConfig:
     return cfg
 
 
-__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "LayerDropConfig", "LowRankConfig", "PruneConfig", "QuantizeConfig"]
+__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "HeadPruneConfig", "LayerDropConfig", "LowRankConfig", "MlpPruneConfig", "PruneConfig", "QuantizeConfig"]

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from autocompress.techniques.prune import PruneConfig
 
 CRITERIA = PRUNE_CRITERIA
-__all__ = ["CRITERIA", "ActivationImportance", "attention_projections", "execution_order", "output_layers", "prunable_groups", "prune_channels"]
+__all__ = ["CRITERIA", "ActivationImportance", "attention_projections", "dependency_graph", "execution_order", "output_layers", "prunable_groups", "prune_channels"]
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
@@ -157,12 +157,26 @@ def _importance(model: nn.Module, cfg: PruneConfig, ctx: TransformContext):
     raise ValueError(f"prune.criterion must be one of {list(CRITERIA)}, got {cfg.criterion!r}")
 
 
+def dependency_graph(model: nn.Module, example_input: Any):
+    """Torch-Pruning's dependency graph of `model` traced on `example_input` (a tuple is
+    called as model(*x), a dict as model(**x)). Its warning about parameters outside a
+    layer (a ViT's class token and position embeddings, pruned along their last axis
+    with the width they belong to) is not shown."""
+    import warnings
+
+    import torch_pruning as tp
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+
+
 def prunable_groups(model: nn.Module, example_input: torch.Tensor, ignored: Sequence[nn.Module]) -> list[list[nn.Module]]:
     """Each prunable group as the Conv/Linear layers whose output channels it removes,
     ordered by where the group first produces output in a forward pass."""
     import torch_pruning as tp
 
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    dg = dependency_graph(model, example_input)
     position = {id(m): i for i, m in enumerate(execution_order(model, example_input))}
     groups = []
     for group in dg.get_all_groups(ignored_layers=list(ignored), root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):

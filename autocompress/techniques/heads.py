@@ -1,0 +1,121 @@
+"""heads: attention-head pruning (transforms.heads): whole heads leave each attention module
+(q/k/v rows and the output layer's columns together, through Torch-Pruning's dependency
+graph), the module's head count rewritten, at a ratio per segment of attention modules.
+Attention modules are found when the space is bound; a model without one (the
+convolutional demo) has nothing to sample. The largest ratio is tried on a copy at bind
+time: a model whose own forward breaks without heads keeps them, with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import replace as _replace
+from typing import Any, Mapping, Optional
+
+from autocompress.schema import Key, largest
+from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+
+
+@dataclass(frozen=True)
+class HeadPruneConfig:
+    """Share of the heads removed from every attention module (`ratio`), or one share per
+    segment of attention modules in model order (`segment_ratios`); at least one head of
+    each module is kept."""
+
+    ratio: float = 0.0
+    segment_ratios: Optional[tuple[float, ...]] = None
+
+    @property
+    def active(self) -> bool:
+        return any(r > 0 for r in (self.segment_ratios or (self.ratio,)))
+
+
+STRONGER_STEP = 0.25  # a move of the structured search: a quarter of the heads more
+
+
+def removals(model: Any, cfg: HeadPruneConfig) -> dict[str, int]:
+    """{attention module path: heads removed} of `cfg` on `model`."""
+    from autocompress.segments import per_item
+    from autocompress.transforms.heads import attention_sites, heads_to_remove
+
+    sites = attention_sites(model)
+    ratios = cfg.segment_ratios if cfg.segment_ratios is not None else (cfg.ratio,)
+    return {s.path: heads_to_remove(s.heads, r) for s, r in per_item(sites, ratios)}
+
+
+@register_technique("heads", stage="model", order=12)
+class Heads(Technique):
+    Config = HeadPruneConfig
+    off = HeadPruneConfig()
+    schema = {"ratio": Key(float, 0.0, 0.0, 0.95)}
+    segmented = "ratio"
+    switch = "ratio"
+    conformance = "transformer"
+
+    def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
+        """Find the attention modules; with none, or when the model's forward fails at the
+        space's largest ratio, nothing is sampled (extra = 0 modules) and a note says why."""
+        import copy
+
+        from autocompress.transforms.heads import attention_sites, prune_heads
+        from autocompress.transforms.order import forward_error
+
+        sites = attention_sites(model)
+        if not sites:
+            return _replace(spec, extra=0), ["heads: no attention module with q/k/v projections and a head count found; "
+                                             "head pruning is not searched"]
+        top = float(largest(spec.params["ratio"]))
+        trial = copy.deepcopy(model)
+        try:
+            prune_heads(trial, example_input, removals(trial, HeadPruneConfig(top)))
+            why = forward_error(trial, example_input)
+        except Exception as exc:  # noqa: BLE001 - the model's own code, or the dependency graph, failed
+            from autocompress.errors import one_line
+
+            why = one_line(exc)
+        if why is not None:
+            return _replace(spec, extra=0), [f"heads: pruning heads breaks the model's forward ({why}); head pruning is not searched"]
+        if spec.settings is not None and spec.settings.segments > len(sites):
+            spec = _replace(spec, settings=_replace(spec.settings, segments=len(sites)))
+        heads = sorted({s.heads for s in sites})
+        return _replace(spec, extra=len(sites)), [f"heads: {len(sites)} attention modules ({'/'.join(map(str, heads))} heads)"]
+
+    def _bound(self, spec: Spec) -> bool:
+        return bool(spec.extra)
+
+    def recipe_off(self, spec: Spec) -> dict[str, Any]:
+        return super().recipe_off(spec) if self._bound(spec) else {}
+
+    def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> HeadPruneConfig:
+        if not self._bound(spec):
+            return self.off
+        ratio, seg = spec.get_segmented(trial, "ratio")
+        return HeadPruneConfig(float(ratio or 0.0), tuple(map(float, seg)) if seg else None)
+
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
+        if not self._bound(spec):
+            return []
+        return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"heads ratio +{STRONGER_STEP:g}", unset=0.0,
+                             scale=scale)
+
+    def label(self, cfg: HeadPruneConfig, candidate) -> str:
+        return f"heads {format_values(cfg.ratio, cfg.segment_ratios)}" if cfg.active else ""
+
+    def explain(self, cfg: HeadPruneConfig, candidate) -> str:
+        if not cfg.active:
+            return ""
+        if cfg.segment_ratios is None:
+            return f"{100 * cfg.ratio:g}% of the attention heads of every attention module removed"
+        return f"{', '.join(f'{100 * r:g}%' for r in cfg.segment_ratios)} of the attention heads removed in " \
+               f"{len(cfg.segment_ratios)} segments of attention modules"
+
+    def apply(self, model, cfg: HeadPruneConfig, ctx):
+        if not cfg.active:
+            return model
+        from autocompress.transforms.heads import prune_heads
+
+        prune_heads(model, ctx.example_input, removals(model, cfg))
+        return model
+
+    def examples(self) -> list[HeadPruneConfig]:
+        """For the conformance suite's TinyEncoder (2 attention modules of 4 heads)."""
+        return [HeadPruneConfig(), HeadPruneConfig(0.5), HeadPruneConfig(segment_ratios=(0.75, 0.0))]

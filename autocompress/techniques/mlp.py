@@ -1,0 +1,126 @@
+"""mlp: MLP-width pruning (transforms.mlp): the inner width of each feed-forward block of a
+repeated stack (a transformer's intermediate / fc1 width), at a ratio per segment of blocks;
+the residual width is left to `prune`, the heads to `heads`. Feed-forward blocks are found
+when the space is bound; a model without one (the convolutional demo) has nothing to
+sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import replace as _replace
+from typing import Any, Mapping, Optional
+
+from autocompress.schema import Key, largest
+from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+
+
+@dataclass(frozen=True)
+class MlpPruneConfig:
+    """Share of the inner channels removed from every feed-forward block (`ratio`), or one
+    share per segment of blocks in model order (`segment_ratios`); kept widths rounded to a
+    multiple of `round_to` (None: any width)."""
+
+    ratio: float = 0.0
+    segment_ratios: Optional[tuple[float, ...]] = None
+    round_to: Optional[int] = None
+
+    @property
+    def active(self) -> bool:
+        return any(r > 0 for r in (self.segment_ratios or (self.ratio,)))
+
+
+STRONGER_STEP = 0.2  # a move of the structured search: a fifth of the inner width more
+
+
+def widths(model: Any, example_input: Any, cfg: MlpPruneConfig) -> dict[str, int]:
+    """{inner Linear path: channels kept} of `cfg` on `model`."""
+    from autocompress.segments import per_item
+    from autocompress.transforms.mlp import mlp_sites, width_kept
+
+    ratios = cfg.segment_ratios if cfg.segment_ratios is not None else (cfg.ratio,)
+    return {s.path: width_kept(s.width, r, cfg.round_to) for s, r in per_item(mlp_sites(model, example_input), ratios)}
+
+
+@register_technique("mlp", stage="model", order=13)
+class Mlp(Technique):
+    Config = MlpPruneConfig
+    off = MlpPruneConfig()
+    schema = {
+        "ratio": Key(float, 0.0, 0.0, 0.95),
+        "round_to": Key(int, 1, 1, 256),  # 1: any width
+    }
+    segmented = "ratio"
+    switch = "ratio"
+    conformance = "transformer"
+
+    def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
+        """Find the feed-forward blocks; with none, or when the model's forward fails at the
+        space's largest ratio, nothing is sampled (extra = 0 blocks) and a note says why."""
+        import copy
+
+        from autocompress.transforms.mlp import mlp_sites, prune_mlp
+        from autocompress.transforms.order import forward_error
+
+        sites = mlp_sites(model, example_input)
+        if not sites:
+            return _replace(spec, extra=0), ["mlp: no feed-forward block found in a repeated stack; MLP-width pruning is not searched"]
+        trial = copy.deepcopy(model)
+        try:
+            prune_mlp(trial, example_input, widths(trial, example_input, MlpPruneConfig(float(largest(spec.params["ratio"])))))
+            why = forward_error(trial, example_input)
+        except Exception as exc:  # noqa: BLE001 - the model's own code, or the dependency graph, failed
+            from autocompress.errors import one_line
+
+            why = one_line(exc)
+        if why is not None:
+            return _replace(spec, extra=0), [f"mlp: pruning the MLP width breaks the model's forward ({why}); not searched"]
+        if spec.settings is not None and spec.settings.segments > len(sites):
+            spec = _replace(spec, settings=_replace(spec.settings, segments=len(sites)))
+        return _replace(spec, extra=len(sites)), [f"mlp: {len(sites)} feed-forward blocks (inner width "
+                                                  f"{'/'.join(map(str, sorted({s.width for s in sites})))})"]
+
+    def _bound(self, spec: Spec) -> bool:
+        return bool(spec.extra)
+
+    def recipe_off(self, spec: Spec) -> dict[str, Any]:
+        return super().recipe_off(spec) if self._bound(spec) else {}
+
+    def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> MlpPruneConfig:
+        if not self._bound(spec):
+            return self.off
+        ratio, seg = spec.get_segmented(trial, "ratio")
+        cfg = MlpPruneConfig(float(ratio or 0.0), tuple(map(float, seg)) if seg else None)
+        if not cfg.active:
+            return self.off
+        round_to = int(spec.get(trial, "round_to"))
+        return _replace(cfg, round_to=round_to if round_to > 1 else None)
+
+    def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
+        if not self._bound(spec):
+            return []
+        return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"mlp ratio +{STRONGER_STEP:g}", unset=0.0,
+                             scale=scale)
+
+    def label(self, cfg: MlpPruneConfig, candidate) -> str:
+        if not cfg.active:
+            return ""
+        return f"mlp {format_values(cfg.ratio, cfg.segment_ratios)}" + (f"/{cfg.round_to}" if cfg.round_to else "")
+
+    def explain(self, cfg: MlpPruneConfig, candidate) -> str:
+        if not cfg.active:
+            return ""
+        share = f"{100 * cfg.ratio:g}%" if cfg.segment_ratios is None else \
+            f"{', '.join(f'{100 * r:g}%' for r in cfg.segment_ratios)} (by segment)"
+        return f"{share} of the MLP inner width removed" + (f", widths rounded to {cfg.round_to}" if cfg.round_to else "")
+
+    def apply(self, model, cfg: MlpPruneConfig, ctx):
+        if not cfg.active:
+            return model
+        from autocompress.transforms.mlp import prune_mlp
+
+        prune_mlp(model, ctx.example_input, widths(model, ctx.example_input, cfg))
+        return model
+
+    def examples(self) -> list[MlpPruneConfig]:
+        """For the conformance suite's TinyEncoder (2 blocks of inner width 64)."""
+        return [MlpPruneConfig(), MlpPruneConfig(0.5), MlpPruneConfig(segment_ratios=(0.25, 0.75), round_to=8)]

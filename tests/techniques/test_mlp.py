@@ -1,0 +1,38 @@
+"""The mlp technique: feed-forward blocks found when the space is bound (none on a CNN or a
+residual stack: nothing sampled), a ratio per segment, rounding sampled only when something
+is pruned, labels and moves."""
+
+from __future__ import annotations
+
+import optuna
+import torch
+
+from autocompress.config import MlpPruneConfig
+from autocompress.space import SearchSpace
+from autocompress.tasks.demo import DigitsResNet
+from autocompress.techniques import technique
+from autocompress.testing import conformance_model
+
+SECTION = {"ratio": {"low": 0.0, "high": 0.8, "step": 0.1}, "per": "segment", "segments": 2, "round_to": [1, 8]}
+
+
+def test_a_cnn_has_no_mlp_width_to_sample():
+    space, notes = SearchSpace.from_dict({"mlp": SECTION}).bind(DigitsResNet(), torch.randn(2, 1, 8, 8))
+    assert "mlp: no feed-forward block found in a repeated stack; MLP-width pruning is not searched" in notes
+    assert space.suggest(optuna.trial.FixedTrial({})).mlp == MlpPruneConfig()
+    assert not any(k.startswith("mlp.") for k in space.recipe({}))
+
+
+def test_an_encoder_samples_its_blocks_inner_widths():
+    model, x = conformance_model("transformer")
+    space, notes = SearchSpace.from_dict({"mlp": SECTION}).bind(model, x[:2])
+    assert "mlp: 2 feed-forward blocks (inner width 64)" in notes
+    off = space.suggest(optuna.trial.FixedTrial({"mlp.ratio.0": 0.0, "mlp.ratio.1": 0.0}))  # round_to not asked when off
+    assert off.mlp == MlpPruneConfig()
+    cfg = space.suggest(optuna.trial.FixedTrial({"mlp.ratio.0": 0.5, "mlp.ratio.1": 0.8, "mlp.round_to": 8})).mlp
+    assert cfg == MlpPruneConfig(segment_ratios=(0.5, 0.8), round_to=8)
+    assert technique("mlp").label(cfg, None) == "mlp [0.5 0.8]/8"
+    pruned = technique("mlp").apply(model, cfg, type("Ctx", (), {"example_input": x[:2]})())
+    assert [layer.fc1.out_features for layer in pruned.layers] == [32, 16]
+    moves = technique("mlp").stronger(space.spec("mlp"), {"mlp.ratio.0": 0.5, "mlp.ratio.1": 0.8})
+    assert moves[0].changes == {"mlp.ratio.0": 0.7}
