@@ -23,6 +23,7 @@ FAST_PROFILE = "name: fast\nwarmup: 2\nrepeats: 5\npasses: 2\nmax_passes: 3\n"
     ("text_classifier", ["input_ids", "attention_mask"]),
     ("image_dataloader", ["pixel_values"]),
     ("regression", ["input_0", "input_1"]),
+    ("vision_transformer", ["input"]),
 ])
 def test_an_example_task_is_searched_and_its_front_reproduces(example, inputs, tmp_path):
     profile = tmp_path / "fast.yaml"
@@ -45,6 +46,54 @@ def test_an_example_task_is_searched_and_its_front_reproduces(example, inputs, t
         again = split_metric(path, task.val, task.metric, kind=task.output_kind)
         recorded = row[task.metric.column("val")]  # val_accuracy, val_mse
         assert abs(again - recorded) <= (0.001 if task.metric.percent else 1e-5 * abs(recorded))
+
+
+TRANSFORMER_SPACE = """\
+heads:
+  ratio: {low: 0.0, high: 0.75, step: 0.25}
+  per: segment
+  segments: 2
+mlp:
+  ratio: {low: 0.0, high: 0.8, step: 0.1}
+layers:
+  stacks: auto
+finetune:
+  steps: [20]
+  batch_size: 32
+distill:
+  alpha: 0.5
+  temperature: 2.0
+"""
+
+
+@pytest.mark.parametrize("example", ["vision_transformer", "text_classifier"])
+def test_a_transformer_s_heads_mlp_width_and_layers_are_searched(example, tmp_path):
+    """A ViT and a BERT from configs, a space of the transformer techniques alone, random
+    sampling: every trial completes with the heads / widths / layers it sampled, and the
+    front's files run with fewer MatMul weights than the teacher's where something was pruned."""
+    import onnx
+
+    profile, space = tmp_path / "fast.yaml", tmp_path / "space.yaml"
+    profile.write_text(FAST_PROFILE)
+    space.write_text(TRANSFORMER_SPACE)
+    out = tmp_path / "run"
+    assert main(["search", "--task", f"{EXAMPLES / example}.py:task", "--budget", "3", "--sampler", "random", "--seed", "1",
+                 "--profile", str(profile), "--space", str(space), "--out", str(out)]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    searched = trials[trials["number"] >= 0]
+    assert len(searched) == 3 and searched["state"].eq("COMPLETE").all(), searched[["number", "state"]].to_string()
+    assert searched["description"].str.contains("heads|mlp|drop").any(), searched["description"].to_string()
+
+    def weights(path):
+        return sum(int(__import__("numpy").prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+
+    teacher = weights(out / "teacher" / "model.onnx") if (out / "teacher" / "model.onnx").exists() else None
+    front = pd.read_csv(out / "pareto.csv")
+    for _, row in front.iterrows():
+        session = ort.InferenceSession(str(out / row["onnx"]), providers=["CPUExecutionProvider"])
+        assert [o.name for o in session.get_outputs()] == ["logits"]
+        if teacher is not None and any(k in row["description"] for k in ("heads", "mlp", "drop")):
+            assert weights(out / row["onnx"]) < teacher
 
 
 def test_a_library_model_built_in_python_goes_through_the_api(tmp_path):

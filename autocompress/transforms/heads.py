@@ -78,8 +78,8 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
 
 
 def heads_to_remove(heads: int, ratio: float) -> int:
-    """How many of `heads` heads a ratio removes: round(ratio * heads), at least one kept."""
-    return min(heads - 1, max(0, int(round(ratio * heads))))
+    """How many of `heads` heads a ratio removes: ratio x heads rounded half up, at least one kept."""
+    return min(heads - 1, max(0, int(ratio * heads + 0.5)))
 
 
 def _group(dg: Any, query: nn.Linear, channels: Sequence[int]):

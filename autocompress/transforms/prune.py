@@ -23,7 +23,9 @@ width) and the feed-forward widths around them are pruned as anywhere else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+import warnings
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -157,17 +159,22 @@ def _importance(model: nn.Module, cfg: PruneConfig, ctx: TransformContext):
     raise ValueError(f"prune.criterion must be one of {list(CRITERIA)}, got {cfg.criterion!r}")
 
 
-def dependency_graph(model: nn.Module, example_input: Any):
-    """Torch-Pruning's dependency graph of `model` traced on `example_input` (a tuple is
-    called as model(*x), a dict as model(**x)). Its warning about parameters outside a
-    layer (a ViT's class token and position embeddings, pruned along their last axis
-    with the width they belong to) is not shown."""
-    import warnings
-
-    import torch_pruning as tp
-
+@contextmanager
+def _quiet_graph() -> Iterator[None]:
+    """Torch-Pruning's warning about parameters outside a layer (a ViT's class token and
+    position embeddings, pruned along their last axis with the width they belong to) is
+    not shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        yield
+
+
+def dependency_graph(model: nn.Module, example_input: Any):
+    """Torch-Pruning's dependency graph of `model` traced on `example_input` (a tuple is
+    called as model(*x), a dict as model(**x))."""
+    import torch_pruning as tp
+
+    with _quiet_graph():
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
@@ -207,15 +214,16 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, ctx: TransformContext) ->
         for layers, ratio in per_item(prunable_groups(model, example, ignored), cfg.segment_ratios):
             for layer in layers:
                 ratio_dict[layer] = ratio
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=_importance(model, cfg, ctx),
-        pruning_ratio=cfg.ratio if cfg.segment_ratios is None else 0.0,
-        pruning_ratio_dict=ratio_dict,
-        ignored_layers=ignored,
-        round_to=cfg.round_to,
-        global_pruning=False,
-    )
+    with _quiet_graph():
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=_importance(model, cfg, ctx),
+            pruning_ratio=cfg.ratio if cfg.segment_ratios is None else 0.0,
+            pruning_ratio_dict=ratio_dict,
+            ignored_layers=ignored,
+            round_to=cfg.round_to,
+            global_pruning=False,
+        )
     pruner.step()
     return model
