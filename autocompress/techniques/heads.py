@@ -33,11 +33,13 @@ STRONGER_STEP = 0.25  # a move of the structured search: a quarter of the heads 
 
 
 def removals(model: Any, cfg: HeadPruneConfig) -> dict[str, int]:
-    """{attention module path: heads removed} of `cfg` on `model`."""
+    """{attention module path: heads removed} of `cfg` on `model` (its nn.MultiheadAttention
+    modules as split ones, transforms.mha: the paths are the same)."""
     from autocompress.segments import per_item
     from autocompress.transforms.heads import attention_sites, heads_to_remove
+    from autocompress.transforms.mha import split_attention
 
-    sites = attention_sites(model)
+    sites = attention_sites(split_attention(model))
     ratios = cfg.segment_ratios if cfg.segment_ratios is not None else (cfg.ratio,)
     return {s.path: heads_to_remove(s.heads, r) for s, r in per_item(sites, ratios)}
 
@@ -57,8 +59,10 @@ class Heads(Technique):
         import copy
 
         from autocompress.transforms.heads import attention_sites, prune_heads
+        from autocompress.transforms.mha import split_attention
         from autocompress.transforms.order import forward_error
 
+        model = split_attention(model)  # nn.MultiheadAttention as apply prunes it (a copy; the model itself when none)
         sites = attention_sites(model)
         if not sites:
             return _replace(spec, extra=0), ["heads: no attention module with q/k/v projections and a head count found; "
@@ -112,7 +116,9 @@ class Heads(Technique):
         if not cfg.active:
             return model
         from autocompress.transforms.heads import prune_heads
+        from autocompress.transforms.mha import split_attention_
 
+        split_attention_(model)  # nn.MultiheadAttention's heads are pruned on its split form (q/k/v/out Linear children)
         prune_heads(model, ctx.example_input, removals(model, cfg))
         return model
 

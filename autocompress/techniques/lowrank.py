@@ -70,15 +70,18 @@ class LowRank(Technique):
     def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
         """Beyond the default checks: layers whose factorized form breaks the model's own
         forward (its code reads something of the layer a factorized one has not) join
-        `exclude`, each with its reason in the notes."""
+        `exclude`, each with its reason in the notes; layers with tied weights (never
+        factorized) are named in the notes too."""
         spec, notes = super().bind(spec, model, example_input)
         if spec.params.get("rank_ratio") == Fixed(1.0):  # nothing is factorized
             return spec, notes
         from dataclasses import replace
 
-        from autocompress.transforms.lowrank import breaking_layers
+        from autocompress.transforms.lowrank import breaking_layers, tied_layers
 
         settings = spec.settings or Settings()
+        # tied weights are never factorized (factorizable_layers leaves them out): say so
+        notes += [f"lowrank: {name} is kept ({why})" for name, why in tied_layers(model, example_input, settings.exclude).items()]
         broken = breaking_layers(model, example_input, settings.exclude)
         if not broken:
             return spec, notes

@@ -33,10 +33,13 @@ STRONGER_STEP = 0.2  # a move of the structured search: a fifth of the inner wid
 
 
 def widths(model: Any, example_input: Any, cfg: MlpPruneConfig) -> dict[str, int]:
-    """{inner Linear path: channels kept} of `cfg` on `model`."""
+    """{inner Linear path: channels kept} of `cfg` on `model` (its nn.MultiheadAttention
+    modules as split ones, transforms.mha, as `apply` prunes it)."""
     from autocompress.segments import per_item
+    from autocompress.transforms.mha import split_attention
     from autocompress.transforms.mlp import mlp_sites, width_kept
 
+    model = split_attention(model)
     ratios = cfg.segment_ratios if cfg.segment_ratios is not None else (cfg.ratio,)
     return {s.path: width_kept(s.width, r, cfg.round_to) for s, r in per_item(mlp_sites(model, example_input), ratios)}
 
@@ -58,9 +61,11 @@ class Mlp(Technique):
         space's largest ratio, nothing is sampled (extra = 0 blocks) and a note says why."""
         import copy
 
+        from autocompress.transforms.mha import split_attention
         from autocompress.transforms.mlp import mlp_sites, prune_mlp
         from autocompress.transforms.order import forward_error
 
+        model = split_attention(model)  # as apply prunes it (a copy; the model itself when it has no nn.MultiheadAttention)
         sites = mlp_sites(model, example_input)
         if not sites:
             return _replace(spec, extra=0), ["mlp: no feed-forward block found in a repeated stack; MLP-width pruning is not searched"]
@@ -116,8 +121,10 @@ class Mlp(Technique):
     def apply(self, model, cfg: MlpPruneConfig, ctx):
         if not cfg.active:
             return model
+        from autocompress.transforms.mha import split_attention_
         from autocompress.transforms.mlp import prune_mlp
 
+        split_attention_(model)
         prune_mlp(model, ctx.example_input, widths(model, ctx.example_input, cfg))
         return model
 

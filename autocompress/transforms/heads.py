@@ -6,7 +6,8 @@ children are a query/key/value triple (BERT's query/key/value, q_proj/k_proj/v_p
 `prune.QKV_NAMES`) of equal widths, whose head count or head size it holds as a number
 (`num_attention_heads`, `num_heads`, `n_heads`, `n_head`; or `attention_head_size`,
 `head_dim`, `head_size`). Fused q/k/v projections (one `qkv` Linear) and
-`nn.MultiheadAttention` are not pruned here.
+`nn.MultiheadAttention` are not pruned here (the heads technique first splits the latter
+into a `transforms.mha.SplitMultiheadAttention`, which is found here).
 
 Removing head h means removing channels [h*d, (h+1)*d) of the query, key and value
 outputs and the same input channels of the layer that consumes the attention output (BERT's

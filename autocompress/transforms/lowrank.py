@@ -24,7 +24,19 @@ per-group weights are tiny.
 Layers are taken in model order (the order they first execute in a forward pass on the
 example input), so one ratio per segment means the same on any model. A layer is left
 as is where its ratio is >= 1 or where the factorized form would not have fewer weights
-than the original (biases ignored)."""
+than the original (biases ignored).
+
+torch's nn.MultiheadAttention never calls its projections as modules (it reads its packed
+`in_proj_weight` and `out_proj.weight` directly): the layers are listed, and factorized,
+on the model with every nn.MultiheadAttention split (transforms.mha: q_proj, k_proj,
+v_proj and out_proj as Linear children, named so under the attention's path). The listing
+of an unsplit model runs on a split copy, `low_rank` splits its own copy first, so both
+see the same layers in the same order; a model without nn.MultiheadAttention is not
+touched or copied.
+
+A layer whose weight or bias Parameter is shared with another module (tied weights: a
+language-model head tied to the input embedding) is never factorized: its factors would
+untie it and hold the weights twice (`tied_layers` says which, and why)."""
 
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ import torch
 from torch import nn
 
 from autocompress.transforms import TransformContext
+from autocompress.transforms.mha import split_attention, split_attention_
 from autocompress.transforms.order import execution_order, forward_error, set_submodule, swapped
 from autocompress.segments import per_item
 
@@ -60,22 +73,73 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return names
 
 
+def _shared_parameters(model: nn.Module) -> dict[int, list[str]]:
+    """id(parameter) -> its qualified names, for the parameters held by more than one
+    module (tied weights; a module registered under several names is one module)."""
+    owners: dict[int, set[int]] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            owners.setdefault(id(p), set()).add(id(m))
+    shared = {pid for pid, mods in owners.items() if len(mods) > 1}
+    names: dict[int, list[str]] = {}
+    if shared:
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in shared:
+                names.setdefault(id(p), []).append(name)
+    return names
+
+
+def _tied_to(layer: nn.Module, names: Sequence[str], shared: dict[int, list[str]]) -> Optional[str]:
+    """Why `layer` (registered under `names`) must not be factorized because it shares a
+    Parameter with another module, or None."""
+    for key, p in layer.named_parameters(recurse=False):
+        if id(p) in shared:
+            own = {f"{n}.{key}" if n else key for n in names}
+            others = [n for n in shared[id(p)] if n not in own]
+            return (f"its {key} is tied to {others[0] if others else 'another module'}: factorizing would untie it and "
+                    f"store the weights twice")
+    return None
+
+
+def _listing(model: nn.Module, example_input: Any, exclude: Sequence[str]) -> tuple[list[tuple[str, nn.Module]], dict[str, str]]:
+    """(factorizable layers, {name: why} of the tied ones left out) of `model` as it is
+    (no split)."""
+    order = execution_order(model, example_input, accept=_is_factorizable)
+    aliases = _aliases(model)
+    shared = _shared_parameters(model)
+    out, tied = [], {}
+    for m in order:
+        names = aliases[id(m)]
+        if any(_excluded(n, exclude) for n in names):
+            continue
+        why = _tied_to(m, names, shared) if shared else None
+        if why is not None:
+            tied[names[0]] = why
+        else:
+            out.append((names[0], m))
+    return out, tied
+
+
 def factorizable_layers(
     model: nn.Module, example_input: Any, exclude: Sequence[str] = ()
 ) -> list[tuple[str, nn.Module]]:
     """The Linear and Conv2d (groups == 1) layers of `model` in the order they first run
     on `example_input` (each module once), minus those named in `exclude` or inside an
-    excluded module. Layers never called as modules (e.g. ones whose weight a parent
-    reads directly) are not listed, so replacing them can't break their parent."""
-    order = execution_order(model, example_input, accept=_is_factorizable)
+    excluded module, and minus those whose weights are tied to another module's
+    (`tied_layers`). Layers never called as modules (e.g. ones whose weight a parent
+    reads directly) are not listed, so replacing them can't break their parent.
 
-    aliases = _aliases(model)
-    out = []
-    for m in order:
-        names = aliases[id(m)]
-        if not any(_excluded(n, exclude) for n in names):
-            out.append((names[0], m))
-    return out
+    A model holding nn.MultiheadAttention is listed as split (transforms.mha), on a split
+    copy: its attention projections are listed under their split names
+    (`<attention>.q_proj`, ... `<attention>.out_proj`), and the modules returned are the
+    copy's. `low_rank` splits the model before it lists it, so both agree."""
+    return _listing(split_attention(model), example_input, exclude)[0]
+
+
+def tied_layers(model: nn.Module, example_input: Any, exclude: Sequence[str] = ()) -> dict[str, str]:
+    """{name: why} for the layers that would be factorizable but share a Parameter with
+    another module (tied weights), in model order: they are never factorized."""
+    return _listing(split_attention(model), example_input, exclude)[1]
 
 
 def full_rank(layer: nn.Module) -> int:
@@ -166,6 +230,7 @@ def breaking_layers(model: nn.Module, example_input: Any, exclude: Sequence[str]
     import copy
 
     probe = copy.deepcopy(model)
+    split_attention_(probe)  # as low_rank sees it
     out = {}
     for name, layer in factorizable_layers(probe, example_input, exclude):
         with swapped(probe, name, factorize(layer, 1, init=False)):
@@ -196,6 +261,7 @@ def low_rank(model: nn.Module, cfg: LowRankConfig, ctx: TransformContext) -> nn.
     model is returned as its replacement Sequential)."""
     if not cfg.active:
         return model
+    split_attention_(model)  # attention projections become Linear layers the plan lists (factorizable_layers)
     plan = _plan(model, cfg, ctx.example_input)
     aliases = _aliases(model)
     for _, layer, rank in plan:
@@ -209,4 +275,4 @@ def low_rank(model: nn.Module, cfg: LowRankConfig, ctx: TransformContext) -> nn.
     return model
 
 
-__all__ = ["Factorized", "breaking_layers", "choose_rank", "factorizable_layers", "factorize", "full_rank", "low_rank", "lowrank_plan"]
+__all__ = ["Factorized", "breaking_layers", "choose_rank", "factorizable_layers", "factorize", "full_rank", "low_rank", "lowrank_plan", "tied_layers"]

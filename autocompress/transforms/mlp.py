@@ -47,6 +47,8 @@ def _inner(dg: Any, model: nn.Module, layer: nn.Linear) -> bool:
     import torch_pruning as tp
 
     own = {id(m) for m in model.modules()}
+    if layer not in dg.module2node:  # not called as a module (a parent reads its weight): not prunable through the graph
+        return False
     group = dg.get_pruning_group(layer, tp.prune_linear_out_channels, idxs=list(range(layer.out_features)))
     consumers = 0
     for dep, _ in group:

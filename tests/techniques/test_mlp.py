@@ -36,3 +36,32 @@ def test_an_encoder_samples_its_blocks_inner_widths():
     assert [layer.fc1.out_features for layer in pruned.layers] == [32, 16]
     moves = technique("mlp").stronger(space.spec("mlp"), {"mlp.ratio.0": 0.5, "mlp.ratio.1": 0.8})
     assert moves[0].changes == {"mlp.ratio.0": 0.7}
+
+
+class TorchEncoder(torch.nn.Module):
+    """torch's own nn.TransformerEncoder (its attention an nn.MultiheadAttention)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(8, 32)
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(dim=1))
+
+
+def test_torch_s_own_encoder_gets_heads_and_mlp_width_pruned():
+    from autocompress.transforms import TransformContext
+
+    torch.manual_seed(0)
+    model, x = TorchEncoder().eval(), torch.randn(2, 5, 8)
+    space, notes = SearchSpace.from_dict({"mlp": SECTION, "heads": {"ratio": [0.0, 0.5]}}).bind(model, x)
+    assert "mlp: 2 feed-forward blocks (inner width 64)" in notes and "heads: 2 attention modules (4 heads)" in notes
+    cfg = space.suggest(optuna.trial.FixedTrial({"mlp.ratio.0": 0.5, "mlp.ratio.1": 0.5, "mlp.round_to": 1, "heads.ratio": 0.5}))
+    ctx = TransformContext(example_input=x)
+    pruned = technique("mlp").apply(technique("heads").apply(__import__("copy").deepcopy(model), cfg.heads, ctx), cfg.mlp, ctx)
+    layer = pruned.encoder.layers[0]
+    assert (layer.linear1.out_features, layer.self_attn.num_heads, layer.self_attn.q_proj.out_features) == (32, 2, 16)
+    assert pruned(x).shape == (2, 3)

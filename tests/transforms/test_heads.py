@@ -104,3 +104,69 @@ def test_bad_requests_are_refused():
         prune_heads(model, x[:2], {"layers.0": 1})
     with pytest.raises(ValueError, match="'layers.0.attention' has 4 heads; cannot remove 4"):
         prune_heads(model, x[:2], {"layers.0.attention": 4})
+
+
+class _TorchEncoder(torch.nn.Module):
+    """A classifier on torch's nn.TransformerEncoder: its attention is nn.MultiheadAttention."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(16, 32)
+        self.encoder = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), 2)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x.flatten(1, -2))).mean(dim=1))
+
+
+def test_torch_multihead_attention_has_its_heads_pruned_once_split(tmp_path):
+    """nn.MultiheadAttention packs q/k/v in one Parameter: not an attention site as it is;
+    split (transforms.mha), it is one, and the heads technique splits before it prunes."""
+    import onnxruntime as ort
+
+    from autocompress.config import HeadPruneConfig
+    from autocompress.space import SearchSpace
+    from autocompress.techniques import technique
+    from autocompress.transforms import TransformContext
+    from autocompress.transforms.mha import SplitMultiheadAttention, split_attention
+
+    torch.manual_seed(0)
+    model = _TorchEncoder().eval()
+    x = torch.randn(4, 1, 16, 16)
+    paths = [f"encoder.layers.{i}.self_attn" for i in range(2)]
+    assert attention_sites(model) == []
+    split = split_attention(model)
+    assert [(s.path, s.qkv, s.heads, s.head_size) for s in attention_sites(split)] == [(p, ("q_proj", "k_proj", "v_proj"), 4, 8)
+                                                                                       for p in paths]
+    # pruned heads are the weakest; the rest compute as before (head 1 of layer 0 silenced)
+    attn = split.encoder.layers[0].self_attn
+    with torch.no_grad():
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            proj.weight[8:16] *= 1e-3
+            proj.bias[8:16] *= 1e-3
+    silenced = copy.deepcopy(split)
+    with torch.no_grad():
+        silenced.encoder.layers[0].self_attn.out_proj.weight[:, 8:16] = 0
+    assert prune_heads(split, x[:2], {paths[0]: 1, paths[1]: 3}) == {paths[0]: 3, paths[1]: 1}
+    a = split.encoder.layers[0].self_attn
+    assert (a.num_heads, a.q_proj.out_features, a.v_proj.out_features, a.out_proj.in_features, a.out_proj.out_features) == (3, 24, 24, 24, 32)
+    with torch.no_grad():
+        got = split(x)
+    silenced.encoder.layers[1].self_attn = split.encoder.layers[1].self_attn  # layer 1 as pruned in both
+    with torch.no_grad():
+        np.testing.assert_allclose(got.numpy(), silenced(x).numpy(), atol=1e-5)
+
+    # the technique: bound on a split copy (the model untouched), applied on the caller's copy
+    spec, notes = technique("heads").bind(SearchSpace.from_dict({"heads": {"ratio": [0.0, 0.5]}}).spec("heads"), model, x[:2])
+    assert notes == ["heads: 2 attention modules (4 heads)"] and spec.extra == 2
+    assert all(type(layer.self_attn) is torch.nn.MultiheadAttention for layer in model.encoder.layers)
+    pruned = technique("heads").apply(copy.deepcopy(model), HeadPruneConfig(0.5), TransformContext(example_input=x[:2]))
+    assert all(isinstance(layer.self_attn, SplitMultiheadAttention) and layer.self_attn.num_heads == 2 for layer in pruned.encoder.layers)
+    pruned.train()
+    pruned(x).sum().backward()  # trains
+    pruned.eval()
+    with torch.no_grad():
+        want = pruned(x).numpy()
+    path = export_onnx(pruned, (1, 16, 16), tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], want, rtol=1e-3, atol=1e-5)

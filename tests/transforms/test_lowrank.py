@@ -363,3 +363,147 @@ def test_a_bert_s_attention_and_mlp_projections_are_factorized_and_it_still_runs
     assert sum(p.numel() for p in model.parameters()) < before
     with torch.no_grad():
         assert model(**example).logits.shape == (2, 2)
+
+
+# ---------------------------------------------------------------- attention modules and tied weights
+
+
+class EncoderClassifier(nn.Module):
+    """A classifier on torch's nn.TransformerEncoder (2 layers of nn.MultiheadAttention +
+    MLP), each 16-value row of the input a token."""
+
+    def __init__(self, width: int = 32, heads: int = 4, classes: int = 10):
+        super().__init__()
+        self.embed = nn.Linear(16, width)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True), 2)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x.flatten(1, -2))).mean(dim=1))
+
+
+ATTENTION = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"]
+
+
+def test_the_projections_of_torch_multihead_attention_are_factorized(tmp_path):
+    """nn.MultiheadAttention reads its packed in-projection and out_proj.weight itself:
+    split first (transforms.mha), q/k/v/out are Linear layers like the rest."""
+    from autocompress.transforms.lowrank import Factorized, breaking_layers
+    from autocompress.transforms.mha import SplitMultiheadAttention
+
+    torch.manual_seed(0)
+    model = EncoderClassifier().eval()
+    x = torch.randn(3, 1, 16, 16)
+    before = state_snapshot(model)
+    per_layer = [*ATTENTION, "linear1", "linear2"]
+    names = ["embed", *(f"encoder.layers.{i}.{n}" for i in range(2) for n in per_layer), "head"]
+    assert [n for n, _ in factorizable_layers(model, x)] == names  # listed on a split copy, in run order
+    assert all(type(m.self_attn) is nn.MultiheadAttention for m in model.encoder.layers)  # ... the model untouched
+    assert breaking_layers(model, x) == {}
+
+    # at 0.5 the square attention projections (32 x 32) keep their size (16 * (32 + 32) = 32 * 32): left as they are
+    plan = dict(lowrank_plan(model, LowRankConfig(rank_ratio=0.5), x))
+    assert list(plan) == names
+    assert all(plan[f"encoder.layers.{i}.{n}"] is None for i in range(2) for n in ATTENTION)
+    assert all(plan[f"encoder.layers.{i}.{n}"] == 16 for i in range(2) for n in ("linear1", "linear2"))
+    half = _lowrank(model, x, rank_ratio=0.5)
+    attn = half.encoder.layers[0].self_attn
+    assert isinstance(attn, SplitMultiheadAttention) and type(attn.q_proj) is nn.Linear
+    assert isinstance(half.encoder.layers[0].linear1, Factorized)
+
+    # at 0.25 every layer shrinks, the attention's q/k/v and out_proj included
+    out = _lowrank(model, x, rank_ratio=0.25)
+    assert_state_equal(model, before)
+    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 8  # embed, 2 x (out_proj, linear1, linear2), head
+    assert sum(isinstance(m, Factorized) for m in out.modules()) == len(names) == 14
+    assert sum(isinstance(m, nn.Linear) for m in out.modules()) == 2 * 14  # each as two Linear layers
+    for i in range(2):
+        attn = out.encoder.layers[i].self_attn
+        assert isinstance(attn, SplitMultiheadAttention)
+        assert all(isinstance(getattr(attn, p), Factorized) and getattr(attn, p)[0].out_features == 8
+                   for p in ("q_proj", "k_proj", "v_proj", "out_proj"))
+    assert _n_params(out) < _n_params(model)
+    with torch.no_grad():
+        ref = out(x)
+    assert ref.shape == (3, 10)
+    np.testing.assert_allclose(_ort_outputs(out, x, tmp_path / "encoder.onnx"), ref.numpy(), atol=1e-4, rtol=0)
+
+    # segments follow the run order of the split model: the first half is embed and layer 0
+    seg = lowrank_plan(model, LowRankConfig(segment_ratios=(0.25, 1.0)), x)
+    assert [n for n, r in seg if r is not None] == names[:7] == ["embed", *(f"encoder.layers.0.{n}" for n in per_layer)]
+
+
+def test_a_model_without_multihead_attention_is_not_copied_or_split():
+    from autocompress.transforms import mha
+
+    model = Reversed().eval()
+    assert mha.split_attention(model) is model
+    x = torch.randn(3, 32)
+    listed = factorizable_layers(model, x)
+    assert [m for _, m in listed] == [model.dict["first"][0], model.lists[1], model.lists[0], model.last]
+
+
+class TiedLM(nn.Module):
+    """A small language model on nn.MultiheadAttention whose head is tied to its input embedding."""
+
+    def __init__(self, vocab: int = 50, width: int = 32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.attn = nn.MultiheadAttention(width, 4, batch_first=True)
+        self.fc = nn.Linear(width, 4 * width)
+        self.proj = nn.Linear(4 * width, width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)
+        self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        h = h + self.proj(torch.relu(self.fc(h)))
+        return self.lm_head(h)
+
+
+def test_a_head_tied_to_the_embedding_is_never_factorized_and_bind_says_why(tmp_path):
+    from autocompress.space import SearchSpace
+    from autocompress.transforms.lowrank import tied_layers
+
+    torch.manual_seed(0)
+    model = TiedLM().eval()
+    ids = torch.randint(0, 50, (2, 8))
+    names = [n for n, _ in factorizable_layers(model, ids)]
+    assert names == ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "fc", "proj"]
+    why = tied_layers(model, ids)
+    assert list(why) == ["lm_head"] and "tied to embed.weight" in why["lm_head"]
+    assert tied_layers(model, ids, exclude=("lm_head",)) == {}
+
+    out = _lowrank(model, ids, rank_ratio=0.25)
+    assert type(out.lm_head) is nn.Linear and out.lm_head.weight is out.embed.weight  # still tied, stored once
+    assert all(isinstance(getattr(out.attn, p), nn.Sequential) for p in ("q_proj", "k_proj", "v_proj", "out_proj"))
+    with torch.no_grad():
+        assert out(ids).shape == (2, 8, 50)
+
+    bound, notes = SearchSpace.from_dict({"lowrank": {"rank_ratio": [0.25, 0.5, 1.0]}}).bind(model, ids)
+    assert bound.spec("lowrank").settings.exclude == ()
+    assert "lowrank: lm_head is kept (its weight is tied to embed.weight: factorizing would untie it and store the weights " \
+           "twice)" in notes
+
+
+def test_a_hugging_face_masked_lm_keeps_its_tied_decoder():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from autocompress.transforms.lowrank import low_rank, tied_layers
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=16)).eval()
+    decoder, words = model.cls.predictions.decoder, model.bert.embeddings.word_embeddings
+    assert decoder.weight is words.weight  # tie_word_embeddings defaults to true
+    example = {"input_ids": torch.randint(1, 50, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.int64)}
+    names = [n for n, _ in factorizable_layers(model, example)]
+    assert "cls.predictions.decoder" not in names and "cls.predictions.transform.dense" in names
+    assert list(tied_layers(model, example)) == ["cls.predictions.decoder"]
+    before = sum(p.numel() for p in model.parameters())
+    low_rank(model, LowRankConfig(0.25), TransformContext(example_input=example))
+    assert model.cls.predictions.decoder is decoder and decoder.weight is words.weight
+    assert sum(p.numel() for p in model.parameters()) < before
+    with torch.no_grad():
+        assert model(**example).logits.shape == (2, 16, 50)
