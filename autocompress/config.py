@@ -15,6 +15,7 @@ from autocompress.techniques.finetune import FinetuneConfig
 from autocompress.techniques.heads import HeadPruneConfig
 from autocompress.techniques.layers import LayerDropConfig
 from autocompress.techniques.lowrank import LowRankConfig
+from autocompress.techniques.matmul import MatMulQuantConfig
 from autocompress.techniques.mlp import MlpPruneConfig
 from autocompress.techniques.prune import PruneConfig
 from autocompress.techniques.quantize import QuantizeConfig
@@ -130,4 +131,4 @@ def _from_items(items: tuple[tuple[str, Any], ...]) -> CandidateConfig:
     return cfg
 
 
-__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "HeadPruneConfig", "LayerDropConfig", "LowRankConfig", "MlpPruneConfig", "PruneConfig", "QuantizeConfig"]
+__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "HeadPruneConfig", "LayerDropConfig", "LowRankConfig", "MatMulQuantConfig", "MlpPruneConfig", "PruneConfig", "QuantizeConfig"]

@@ -9,10 +9,12 @@ from typing import Any
 
 _INT8 = {"mode": "int8", "activations": ["uint8", "int8"], "format": ["qoperator", "qdq"], "calibration": "minmax"}
 _PRUNE50 = {"ratio": 0.5, "criterion": "l1", "round_to": 1}
+_DYN8 = {"method": "dynamic", "reduce_range": False}  # int8 dynamic MatMuls: expressible only where the bound space has them (transformers)
 KD = {"finetune": {"steps": "max"}, "distill": {"alpha": 0.5, "temperature": 4.0}}  # 'max': the longest fine-tune the space has
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "int8 teacher": {"quantize": _INT8},
+    "int8 dynamic teacher": {"matmul": _DYN8},
     "prune 50% + KD": {"prune": _PRUNE50, **KD},
     "prune 50% + KD + int8": {"prune": _PRUNE50, **KD, "quantize": _INT8},
 }

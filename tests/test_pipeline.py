@@ -86,7 +86,8 @@ def test_int8_candidate_artifacts_and_metrics(prepared, tiny_task, tmp_path):
     assert res.size_bytes == model_size_bytes(res.onnx_path)
     assert res.size_bytes < prepared.teacher.size_bytes
     assert res.latency.passes == prepared.profile.passes and res.latency.ratio > 0
-    assert set(res.stage_seconds) == {"blocks", "layers", "prune", "lowrank", "finetune", "export", "quantize", "accuracy", "latency"}
+    assert set(res.stage_seconds) == {"blocks", "heads", "mlp", "layers", "prune", "lowrank", "finetune", "export", "quantize", "accuracy",
+                                      "latency"}
     # the saved state_dict is the pruned, fine-tuned student
     state = torch.load(res.state_dict_path, weights_only=True)
     assert state["stem.0.weight"].shape[0] < tiny_task.teacher.stem[0].weight.shape[0]
@@ -232,7 +233,8 @@ def test_qat_with_rungs_builds_and_its_weights_reload(prepared, tiny_task, tmp_p
 def test_stage_names_follow_the_registry_in_pipeline_order():
     from autocompress.pipeline import stage_names
 
-    assert stage_names() == ("blocks", "warmup", "layers", "prune", "lowrank", "finetune", "rungs", "export", "quantize", "accuracy", "latency")
+    assert stage_names() == ("blocks", "warmup", "heads", "mlp", "layers", "prune", "lowrank", "finetune", "rungs", "export", "quantize",
+                             "matmul", "accuracy", "latency")
 
 
 def test_candidates_differing_only_after_the_export_share_one_fine_tune(prepared, tmp_path):
