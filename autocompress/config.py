@@ -12,6 +12,7 @@ from autocompress.techniques import pipeline_order, technique
 from autocompress.techniques.blocks import BlockConfig
 from autocompress.techniques.distill import DistillConfig
 from autocompress.techniques.finetune import FinetuneConfig
+from autocompress.techniques.fuse import FuseConfig
 from autocompress.techniques.heads import HeadPruneConfig
 from autocompress.techniques.layers import LayerDropConfig
 from autocompress.techniques.lowrank import LowRankConfig
@@ -131,4 +132,4 @@ def _from_items(items: tuple[tuple[str, Any], ...]) -> CandidateConfig:
     return cfg
 
 
-__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "HeadPruneConfig", "LayerDropConfig", "LowRankConfig", "MatMulQuantConfig", "MlpPruneConfig", "PruneConfig", "QuantizeConfig"]
+__all__ = ["BlockConfig", "CandidateConfig", "DistillConfig", "FinetuneConfig", "FuseConfig", "HeadPruneConfig", "LayerDropConfig", "LowRankConfig", "MatMulQuantConfig", "MlpPruneConfig", "PruneConfig", "QuantizeConfig"]

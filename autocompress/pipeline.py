@@ -5,8 +5,8 @@ The pipeline walks the registered techniques (autocompress.techniques) stage by 
   copy the teacher once -> "model" techniques (blocks [+ warm-up], prune, low rank), each on
   the pipeline's copy -> "finetune" techniques set up the fine-tune (finetune [+ QAT],
   distill), which then runs (rung by rung with multi-fidelity) -> export ONNX -> "graph"
-  techniques on the exported file (quantize) -> accuracy with ORT on val -> latency with
-  ORT, timed interleaved with the teacher -> size (all bytes of the ONNX model).
+  techniques on the exported file (fuse, quantize, ...) -> accuracy with ORT on val -> latency
+  with ORT, timed interleaved with the teacher -> size (all bytes of the ONNX model).
 
 Any exception inside becomes a CandidateError naming the stage; the search records it
 on the trial and goes on. `evaluate_candidate` turns a build into what a backend stores.
@@ -191,6 +191,7 @@ class CandidateResult:
     predicted: Optional[tuple[float, int]] = None  # (latency ratio the device table predicts, nodes it had to estimate)
     steps_run: Optional[int] = None  # fine-tune steps actually run (fewer than asked when stopped early)
     reused_from: Optional[int] = None  # the trial whose fine-tuned float model this candidate took (FloatCache)
+    graph_record: dict[str, Any] = field(default_factory=dict)  # trial attributes the graph techniques reported (GraphContext.record)
 
 
 def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latency: Optional[Callable[[Path], Any]] = None,
@@ -407,7 +408,8 @@ def _finish(cfg: CandidateConfig, ctx: PipelineContext, student: torch.nn.Module
             reused_from: Optional[int] = None) -> CandidateResult:
     """Export the fine-tuned model as deployed, then measure its accuracy, latency and size."""
     task = ctx.task
-    final, ort_only = export_deployable(student, cfg, task, out_dir, calibration=ctx.calibration, stage=stage)
+    record: dict[str, Any] = {}
+    final, ort_only = export_deployable(student, cfg, task, out_dir, calibration=ctx.calibration, stage=stage, record=record)
     with stage("accuracy"):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else task_metric(final, task, task.val)
     with stage("latency"):
@@ -415,7 +417,7 @@ def _finish(cfg: CandidateConfig, ctx: PipelineContext, student: torch.nn.Module
         latency = ctx.predicted_latency(predicted[0]) if ctx.predicted else ctx.latency_worker.measure(final)
     macs = sum(l.macs for l in layer_configs(student, tctx.example_input, cfg.quantize))
     return CandidateResult(cfg, val_acc, latency, model_size_bytes(final), final, state_path, stage.seconds, ort_only, rung_results or [],
-                           macs=macs, predicted=predicted, steps_run=steps_run, reused_from=reused_from)
+                           macs=macs, predicted=predicted, steps_run=steps_run, reused_from=reused_from, graph_record=record)
 
 
 def _ort_only(path: Path) -> bool:
@@ -428,12 +430,14 @@ def _ort_only(path: Path) -> bool:
 
 
 def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, task: LoadedTask, out_dir: Path, *, calibration: Any = None,
-                      stage: Callable[[str], Any] = lambda name: nullcontext()) -> tuple[Path, bool]:
+                      stage: Callable[[str], Any] = lambda name: nullcontext(),
+                      record: Optional[dict[str, Any]] = None) -> tuple[Path, bool]:
     """`model` as deployed: out_dir/model.onnx, exported on the task's example inputs, then
     changed by each of the candidate's active "graph" techniques in pipeline order (the
     files before the last removed; quantization calibrated on `calibration`, default the
     task's draw). (path, ort_only: the file needs ONNX Runtime). `stage(name)` wraps the
-    'export' step and each technique (the pipeline times them)."""
+    'export' step and each technique (the pipeline times them). Each technique gets `model`
+    (GraphContext.model) and may report trial attributes into `record`."""
     final = Path(out_dir) / "model.onnx"
     steps = [t for t in pipeline_order("graph") if t.is_active(cfg[t.name])]
     with stage("export"):
@@ -442,7 +446,8 @@ def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, task: Loaded
         with stage(t.name):
             feed = st.feed(task.calibration if calibration is None else calibration)
             dst = final if i == len(steps) - 1 else final.with_name(f"model.{t.name}.onnx")
-            out = t.apply(path, cfg[t.name], GraphContext(calibration=feed, input_shape=task.input_shape, dst=dst))
+            out = t.apply(path, cfg[t.name], GraphContext(calibration=feed, input_shape=task.input_shape, dst=dst, model=model,
+                                                          record=record if record is not None else {}))
             os.remove(path)
             path = out
     return path, bool(steps) and _ort_only(path)
@@ -517,6 +522,7 @@ def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, 
         attrs["finetune_steps_run"] = res.steps_run  # of cfg.finetune.steps: fewer when the val accuracy stopped moving
     if res.reused_from is not None:
         attrs["finetune_reused_from"] = res.reused_from  # its fine-tuned float model came from that trial (FloatCache)
+    attrs.update(res.graph_record)  # e.g. fuse's fused_ops
     if res.predicted is not None:
         attrs["latency_ratio_predicted"], attrs["predicted_nodes_estimated"] = res.predicted
     return Outcome((ctx.task.metric.score(res.val_metric), lat.ratio, float(res.size_bytes)), attrs)

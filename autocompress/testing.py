@@ -171,7 +171,8 @@ def check_technique(t: Technique, example: Any, tmp_path: Path) -> None:
     if t.stage == "graph":
         src = export_onnx(model, INPUT_SHAPE, tmp_path / "in.onnx")
         src_bytes = src.read_bytes()
-        out_path = t.apply(src, cfg, GraphContext(calibration=x.numpy(), input_shape=INPUT_SHAPE, dst=tmp_path / "out.onnx")) \
+        out_path = t.apply(src, cfg, GraphContext(calibration=x.numpy(), input_shape=INPUT_SHAPE, dst=tmp_path / "out.onnx",
+                                                                    model=model)) \
             if t.is_active(cfg) else src
         assert src.read_bytes() == src_bytes, f"{t.name}: the input ONNX file changed"
         got = _ort_outputs(Path(out_path), x[:8])

@@ -233,7 +233,7 @@ def test_qat_with_rungs_builds_and_its_weights_reload(prepared, tiny_task, tmp_p
 def test_stage_names_follow_the_registry_in_pipeline_order():
     from autocompress.pipeline import stage_names
 
-    assert stage_names() == ("blocks", "warmup", "heads", "mlp", "layers", "prune", "lowrank", "finetune", "rungs", "export", "quantize",
+    assert stage_names() == ("blocks", "warmup", "heads", "mlp", "layers", "prune", "lowrank", "finetune", "rungs", "export", "fuse", "quantize",
                              "matmul", "accuracy", "latency")
 
 

@@ -19,7 +19,7 @@ from autocompress.techniques._registry import (
     techniques,
     unregister_technique,
 )
-from autocompress.techniques import prune, lowrank, quantize, finetune, distill, blocks, layers, heads, mlp, matmul  # noqa: E402,F401  (register, in this order)
+from autocompress.techniques import prune, lowrank, quantize, finetune, distill, blocks, layers, heads, mlp, matmul, fuse  # noqa: E402,F401  (register, in this order)
 
 __all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "segment_moves",
            "step", "technique",

@@ -37,7 +37,7 @@ def test_malformed_registrations_are_refused(name, kw, cls_attrs, fragment):
 def test_only_technique_subclasses_register_and_unknown_names_are_named():
     with pytest.raises(TypeError, match="must subclass"):
         register_technique("dummy", stage="model", order=1)(object)
-    with pytest.raises(ValueError, match=r"unknown technique 'nope'; registered: \['prune', 'lowrank', 'quantize', 'finetune', 'distill', 'blocks', 'layers', 'heads', 'mlp', 'matmul'\]"):
+    with pytest.raises(ValueError, match=r"unknown technique 'nope'; registered: \['prune', 'lowrank', 'quantize', 'finetune', 'distill', 'blocks', 'layers', 'heads', 'mlp', 'matmul', 'fuse'\]"):
         technique("nope")
     with pytest.raises(ValueError, match="needed by another technique"):
         unregister_technique("quantize")  # finetune reads it
@@ -45,10 +45,10 @@ def test_only_technique_subclasses_register_and_unknown_names_are_named():
 
 def test_sampling_order_and_pipeline_order():
     assert [t.name for t in techniques()] == ["prune", "lowrank", "quantize", "finetune", "distill", "blocks", "layers", "heads", "mlp",
-                                              "matmul"]
-    assert [t.name for t in pipeline_order()] == ["blocks", "heads", "mlp", "layers", "prune", "lowrank", "finetune", "distill",
+                                              "matmul", "fuse"]
+    assert [t.name for t in pipeline_order()] == ["blocks", "heads", "mlp", "layers", "prune", "lowrank", "finetune", "distill", "fuse",
                                                   "quantize", "matmul"]
-    assert [t.name for t in pipeline_order("graph")] == ["quantize", "matmul"]
+    assert [t.name for t in pipeline_order("graph")] == ["fuse", "quantize", "matmul"]
 
 
 def test_candidate_config_is_frozen_data():
