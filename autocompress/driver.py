@@ -281,10 +281,14 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
         from autocompress.fidelity import Fidelity
 
         fidelity = Fidelity.parse(o.fidelity, o.reduction_factor)
-        if not resume:
+        if not resume:  # steps: the full fine-tune, or none where the space has none (hand recipes without one, quantization alone)
+            from autocompress.schema import Choice, Fixed
+
             searched = space.params["finetune.steps"].to_yaml()
-            space = space.with_fixed("finetune.steps", fidelity.full_steps)
-            progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched")
+            none = 0 in space.values_of("finetune.steps")
+            space = space.with_param("finetune.steps", Choice((0, fidelity.full_steps)) if none else Fixed(fidelity.full_steps))
+            progress(f"multi-fidelity: {fidelity.describe()}; finetune.steps ({searched}) is not searched"
+                     + (f": 0 (no fine-tune, no rungs) or {fidelity.full_steps}" if none else ""))
     if task is not None:  # the options as resolved (on resume: the run's own)
         _check_python_task(o)
     space.check_profile(profile)
@@ -357,6 +361,9 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
             **{metric.column("val"): ctx.teacher.val_metric, metric.column("test"): ctx.teacher.test_metric},  # val_accuracy, ...
             size_bytes=ctx.teacher.size_bytes, latency_ms=ctx.teacher.latency_ms,
         )
+        if ctx.teacher.baselines:  # e.g. the fused fp32 teacher: every table compares with it too
+            manifest["teacher"]["baselines"] = {name: {**b, **({"latency_ms": b["latency_ratio"] * ctx.teacher.latency_ms} if "latency_ratio" in b else {})}
+                                                for name, b in ctx.teacher.baselines.items()}
         # the drop limit when none is given, and the structured start's (the climb's) step
         # limit: the one given, else CLIMB_LIMIT's share; random search stays random (the
         # baseline it is compared with)

@@ -18,7 +18,8 @@ _FIRST = ["number", "state", "description", "details", "val_metric", "speedup", 
 
 
 def teacher_row(teacher, metric) -> TeacherRow:
-    return TeacherRow(teacher.val_metric, teacher.test_metric, teacher.latency_ms, teacher.size_bytes, metric)
+    baselines = {name: b["latency_ratio"] for name, b in getattr(teacher, "baselines", {}).items() if "latency_ratio" in b}
+    return TeacherRow(teacher.val_metric, teacher.test_metric, teacher.latency_ms, teacher.size_bytes, metric, baselines)
 
 
 def write_csv(path, df: pd.DataFrame, metric) -> None:
@@ -52,7 +53,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
         task_metric(run.path / p, ctx.task, test) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
-    cols = ["number", "description", "details", "val_metric", "test_metric", "speedup", "not_faster", "latency_source", "latency_ratio",
+    cols = ["number", "description", "details", "val_metric", "test_metric", "speedup", *(f"speedup_vs_{b}" for b in teacher.baselines), "not_faster", "latency_source", "latency_ratio",
             "latency_ratio_recorded", "latency_ratio_predicted", "macs_ratio", "latency_ms", "size_bytes", "size_reduction", "metric_drop",
             "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))

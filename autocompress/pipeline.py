@@ -66,6 +66,9 @@ class TeacherBaseline:
     test_metric: Optional[float]
     size_bytes: int
     latency_ms: float  # the teacher's median under the profile, measured at the start
+    # name -> the teacher with one graph technique alone (Technique.baseline, e.g. "fused": ORT's
+    # transformer fusion): {"latency_ratio" (to the teacher), "val_metric", "size_bytes", ...}
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,6 +222,11 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
         worker.close()
         raise
     baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), self_timing.reference_median_ms)
+    try:
+        baseline.baselines = teacher_baselines(task, path, worker, accuracy_on_device=accuracy_on_device)
+    except Exception:
+        worker.close()
+        raise
     return PipelineContext(
         task=task,
         profile=profile,
@@ -231,6 +239,32 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
         teacher_macs=teacher_macs,
         device=device,
     )
+
+
+def teacher_baselines(task: LoadedTask, path: Path, worker: LatencyMeter, *, accuracy_on_device: bool = False) -> dict[str, dict[str, Any]]:
+    """The teacher's file changed by each graph technique that offers a baseline
+    (Technique.baseline: e.g. ORT's transformer fusion on a model with attention), written
+    beside it (teacher/model.<name>.onnx) and measured like the teacher: its latency ratio
+    to the teacher (the full protocol), val metric and size. A technique that fails on the
+    teacher gives no baseline (its reason is kept under "failed")."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in pipeline_order("graph"):
+        found = t.baseline(task.teacher)
+        if found is None:
+            continue
+        name, cfg = found
+        record: dict[str, Any] = {}
+        try:
+            dst = t.apply(path, cfg, GraphContext(calibration=st.feed(task.calibration), input_shape=task.input_shape,
+                                                  dst=path.with_name(f"model.{name}.onnx"), model=task.teacher, record=record))
+            timing = worker.measure(Path(dst), fresh=True)
+            val = worker.accuracy(dst) if accuracy_on_device else task_metric(Path(dst), task, task.val)
+        except Exception as exc:  # noqa: BLE001 - the search goes on without that baseline
+            out[name] = {"failed": one_line(exc)}
+            continue
+        out[name] = {"technique": t.name, "latency_ratio": timing.ratio, "val_metric": val, "size_bytes": model_size_bytes(Path(dst)),
+                     "onnx": f"{path.parent.name}/{Path(dst).name}", **record}
+    return out
 
 
 def calibration_samples(task: LoadedTask) -> Any:
@@ -313,6 +347,8 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
 def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int, fidelity: Optional[Fidelity],
            at_rung: Optional[Callable[[int, float, float], Decision]]) -> CandidateResult:
     task = ctx.task
+    if fidelity is not None and cfg.finetune.steps == 0:  # no fine-tune: nothing to run in rungs
+        fidelity = None
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = _Stages()
     torch.manual_seed(seed)

@@ -15,6 +15,8 @@ KD = {"finetune": {"steps": "max"}, "distill": {"alpha": 0.5, "temperature": 4.0
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "int8 teacher": {"quantize": _INT8},
     "int8 dynamic teacher": {"matmul": _DYN8},
+    "fused teacher": {"fuse": {"enabled": True, "layer_norm": False}},  # also the baseline every table compares with
+    "fused + int8 dynamic teacher": {"fuse": {"enabled": True, "layer_norm": False}, "matmul": _DYN8},  # ORT's transformer recipe
     "prune 50% + KD": {"prune": _PRUNE50, **KD},
     "prune 50% + KD + int8": {"prune": _PRUNE50, **KD, "quantize": _INT8},
 }

@@ -109,12 +109,16 @@ class SearchSpace:
             t.check_profile(self.spec(t.name), profile)
 
     def with_fixed(self, name: str, value: Any) -> "SearchSpace":
-        """This space with parameter `name` fixed to `value` (e.g. finetune.steps when the
+        """This space with parameter `name` fixed to `value`."""
+        return self.with_param(name, Fixed(value))
+
+    def with_param(self, name: str, param: Param) -> "SearchSpace":
+        """This space with parameter `name` replaced by `param` (e.g. finetune.steps when the
         fine-tune length is the multi-fidelity budget instead of a searched parameter)."""
         section, _, key = name.partition(".")
         if section not in self.specs or key not in self.specs[section].params:
             raise KeyError(name)
-        return replace(self, specs={**self.specs, section: self.specs[section].with_param(key, Fixed(value))})
+        return replace(self, specs={**self.specs, section: self.specs[section].with_param(key, param)})
 
     # ---- sampling
     def suggest(self, trial: TrialLike) -> CandidateConfig:

@@ -32,10 +32,13 @@ def _study(out):
 
 def test_the_fine_tune_length_leaves_the_space_and_the_run_records_the_rungs(fidelity_run):
     space = yaml.safe_load((fidelity_run / "space.yaml").read_text())
-    assert space["finetune"]["steps"] == 10  # the full rung, fixed
+    assert space["finetune"]["steps"] == [0, 10]  # the full rung, or no fine-tune (the space had 0)
     manifest = json.loads((fidelity_run / "run.json").read_text())
     assert manifest["fidelity"] == {"rungs": [4, 10], "reduction_factor": 2}
-    assert all("finetune.steps" not in t.params for t in _study(fidelity_run).trials)
+    assert {t.params.get("finetune.steps") for t in _study(fidelity_run).trials} <= {0, 10}
+    recipes = {t.user_attrs.get("recipe"): t for t in _study(fidelity_run).trials}
+    int8 = recipes["int8 teacher"]  # a hand recipe without a fine-tune is still tried: no rungs, complete
+    assert int8.params["finetune.steps"] == 0 and int8.state.name == "COMPLETE" and not int8.user_attrs.get("rung_results")
 
 
 def test_stopped_candidates_are_pruned_and_only_full_fidelity_results_are_complete(fidelity_run):
@@ -46,8 +49,10 @@ def test_stopped_candidates_are_pruned_and_only_full_fidelity_results_are_comple
         rungs = t.user_attrs.get("rung_results")
         if t.state.name == "PRUNED":
             assert t.values is None and rungs[-1]["promoted"] is False and t.user_attrs["stop_reason"].startswith("stopped at rung 0 (4 steps)")
-        elif t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs:
+        elif t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs and t.params["finetune.steps"] == 10:
             assert [r["promoted"] for r in rungs] == [True] and rungs[0]["steps"] == 4  # went through every rung
+        elif t.state.name == "COMPLETE":
+            assert not rungs  # no fine-tune: no rungs
     table = pd.read_csv(fidelity_run / "trials.csv")
     pruned = table[table["state"] == "PRUNED"]
     assert not pruned["pareto"].any() and pruned["val_accuracy"].isna().all()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,12 +21,14 @@ class TeacherRow:
     latency_ms: float
     size_bytes: int
     metric: Metric = BUILTIN["accuracy"]
+    baselines: Mapping[str, float] = field(default_factory=dict)  # name -> latency ratio to the teacher (e.g. "fused": ORT's fusion alone)
 
 
 def trials_frame(records: Sequence[dict[str, Any]], teacher: TeacherRow, *, max_acc_drop: Optional[float] = None) -> pd.DataFrame:
     """One row per trial with derived columns: speedup, size_reduction, metric_drop (how
     much worse than the teacher on val: points for accuracy, else the metric's units),
-    feasible (within the drop limit) and pareto (on the front)."""
+    feasible (within the drop limit) and pareto (on the front); speedup_vs_<name> for each
+    of the teacher's baselines (speedup against the fused fp32 teacher, ...)."""
     df = pd.DataFrame.from_records(list(records))
     if df.empty:
         df = pd.DataFrame(columns=["number", "state"])
@@ -35,6 +37,8 @@ def trials_frame(records: Sequence[dict[str, Any]], teacher: TeacherRow, *, max_
             df[col] = np.nan
     done = df["state"].eq("COMPLETE")
     df["speedup"] = np.where(done, 1.0 / df["latency_ratio"], np.nan)
+    for name, ratio in teacher.baselines.items():  # the speedup against the baseline, e.g. the fused fp32 teacher
+        df[f"speedup_vs_{name}"] = ratio * df["speedup"]
     df["latency_ms"] = df["latency_ratio"] * teacher.latency_ms
     df["size_reduction"] = teacher.size_bytes / df["size_bytes"]
     df["metric_drop"] = teacher.metric.drop(teacher.val_metric, df["val_metric"].astype(float))
@@ -116,16 +120,24 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
     def show(v: Any) -> str:
         return f"{m.show(v):>{mw}}"
 
-    head = f"{'trial':>5}  {'candidate':<{w}} {'speedup':>8} {'latency':>9} {'size':>9} {'smaller':>8} {'val ' + unit:>{mw}} {'test ' + unit:>{mw}}"
+    base = dict(teacher.baselines)  # the teacher's baselines (the fused fp32 teacher): a column each
+
+    def versus(speedup: float) -> str:
+        return "".join(f" {ratio * speedup:7.2f}x" for ratio in base.values())
+
+    head = (f"{'trial':>5}  {'candidate':<{w}} {'speedup':>8}" + "".join(f" {'vs ' + n:>8}" for n in base)
+            + f" {'latency':>9} {'size':>9} {'smaller':>8} {'val ' + unit:>{mw}} {'test ' + unit:>{mw}}")
     lines = [title, head, "-" * len(head)]
     lines.append(
-        f"{'':>5}  {'teacher':<{w}} {1.0:7.2f}x {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
+        f"{'':>5}  {'teacher':<{w}} {1.0:7.2f}x{versus(1.0)} {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
         f" {1.0:7.2f}x {show(teacher.val_metric)} {show(teacher.test_metric)}"
     )
+    for name, ratio in base.items():  # the baseline itself: the teacher with that technique alone
+        lines.append(f"{'':>5}  {'teacher, ' + name + ' (baseline)':<{w}} {1 / ratio:7.2f}x{versus(1 / ratio)} {ratio * teacher.latency_ms:7.3f}ms")
     for i, r in front.sort_values("latency_ratio").iterrows():
         test = r.get("test_metric", np.nan)
         lines.append(
-            f"{int(r['number']):>5}  {labels[i]:<{w}} {r['speedup']:7.2f}x {r['latency_ms']:7.3f}ms"
+            f"{int(r['number']):>5}  {labels[i]:<{w}} {r['speedup']:7.2f}x{versus(r['speedup'])} {r['latency_ms']:7.3f}ms"
             f" {r['size_bytes'] / 1024:7.0f}KB {r['size_reduction']:7.2f}x {show(r['val_metric'])} {show(test)}"
         )
     if ort_only.any():

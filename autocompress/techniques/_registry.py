@@ -266,6 +266,13 @@ class Technique:
         when the technique cannot compress further or has no notion of stronger (the default)."""
         return []
 
+    def baseline(self, model: Any) -> Optional[tuple[str, Any]]:
+        """(name, config) of a baseline: the teacher with this technique alone, measured
+        once before the search (pipeline.prepare) so that every table also compares with
+        it (a "graph" technique only: the teacher's file is changed, nothing is trained);
+        None (the default) when the technique gives none for `model`."""
+        return None
+
     def examples(self) -> list[Any]:
         """Configs the conformance suite applies (autocompress.testing); an entry may be
         (config, {other technique: its config}) where the technique reads another's."""

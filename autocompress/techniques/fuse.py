@@ -152,6 +152,11 @@ class Fuse(Technique):
             record["fused_num_heads"] = heads
         return report.path
 
+    def baseline(self, model: Any):
+        """The fused fp32 teacher, on a model with attention modules: speedups are also
+        reported against it, so that nobody credits the search with what fusion alone gives."""
+        return ("fused", FuseConfig(True)) if _survey(model)[0] else None
+
     def examples(self) -> list[FuseConfig]:
         """For the conformance suite's TinyEncoder (ORT fuses its BiasGelu and layer norms)."""
         return [FuseConfig(), FuseConfig(True), FuseConfig(True, layer_norm=True)]

@@ -192,3 +192,21 @@ def test_the_summary_compares_the_fastest_point_within_1_pt_with_the_fastest_han
     assert same.endswith("the hand recipe 'int8 teacher': the search found nothing faster")
     assert recipe_comparison(_with_recipes([(0, 0.9, 0.3, "int8 teacher")])) == "Within 1 pt of the teacher (val): no candidate"
     assert recipe_comparison(trials_frame([{"number": 0, "state": "FAIL"}], AT_ONE)) is None  # no recipe column: nothing to say
+
+
+def test_speedups_against_a_baseline_of_the_teacher_are_a_column_and_a_row():
+    """A teacher with a baseline (the fused fp32 teacher at 0.8 of its latency): every
+    trial's speedup against it is the speedup times 0.8, in the frame and in the summary,
+    and the baseline has a row of its own."""
+    teacher = TeacherRow(0.90, 0.88, 2.0, 1000, baselines={"fused": 0.8})
+    df = trials_frame(RECORDS, teacher)
+    rows = by_number(df)
+    assert rows[0]["speedup_vs_fused"] == pytest.approx(1.6) and rows[1]["speedup_vs_fused"] == pytest.approx(3.2)
+    assert "speedup_vs_fused" not in trials_frame(RECORDS, TEACHER)
+    text = format_summary(df[df["pareto"]].assign(test_metric=0.85), teacher)
+    lines = text.splitlines()
+    assert "vs fused" in lines[1]
+    row = next(line for line in lines if line.strip().startswith("teacher, fused (baseline)"))
+    assert row.split()[3:6] == ["1.25x", "1.00x", "1.600ms"]
+    cand1 = next(line for line in lines if line.strip().startswith("1 "))
+    assert "4.00x    3.20x" in cand1

@@ -90,6 +90,9 @@ def test_a_fused_bert_candidate_goes_through_the_pipeline(fast_profile, tmp_path
                                                   finetune=FinetuneConfig(steps=0)), 1, ctx, tmp_path, seed=0)
     finally:
         ctx.close()
+    base = ctx.teacher.baselines["fused"]  # the fused fp32 teacher, measured by prepare: every table compares with it too
+    assert base["fused_ops"] == "Attention 2, BiasGelu 2" and base["onnx"] == "teacher/model.fused.onnx" and 0 < base["latency_ratio"] < 2
+    assert base["val_metric"] == ctx.teacher.val_metric and (tmp_path / "run" / base["onnx"]).is_file()
     assert fused.attrs["fused_ops"] == "Attention 2, BiasGelu 2" and fused.attrs["fused_num_heads"] == 2
     assert fused.attrs["ort_only"] is True and fused.attrs["val_metric"] == ctx.teacher.val_metric  # the teacher's file, fused
     assert both.attrs["fused_ops"] == "Attention 2, BiasGelu 2" and 0.5 <= both.attrs["val_metric"] <= 1.0
