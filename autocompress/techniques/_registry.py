@@ -156,6 +156,10 @@ class Technique:
     # release only, so the ids of earlier runs stay valid; a later technique enters an id only
     # when a candidate uses it, so adding one leaves every existing id as it was.
     in_every_id: bool = False
+    # `bind` finds what the technique acts on in the user's model and keeps it in spec.extra;
+    # where it found nothing (extra falsy) the technique is unbound: it samples nothing, offers
+    # no move and hand recipes leave it out, so a model without it searches as before
+    binds_to_model: bool = False
     conformance: str = "cnn"  # the conformance suite's model for it (autocompress.testing): "cnn", "stack" or "transformer"
 
     # ---- required
@@ -224,9 +228,14 @@ class Technique:
     def check_profile(self, spec: Spec, profile: Any) -> None:
         """Refuse a space the hardware profile cannot run (ConfigError)."""
 
+    def bound(self, spec: Spec) -> bool:
+        """Whether the technique has something to act on in the model the space is bound to
+        (always, unless it `binds_to_model`)."""
+        return not self.binds_to_model or bool(spec.extra)
+
     def recipe_off(self, spec: Spec) -> dict[str, Any]:
-        """{key: value} that switch the technique off in a hand recipe."""
-        return {self.switch: self.schema[self.switch].default} if self.switch else {}
+        """{key: value} that switch the technique off in a hand recipe (nothing where unbound)."""
+        return {self.switch: self.schema[self.switch].default} if self.switch and self.bound(spec) else {}
 
     def to_dict(self, cfg: Any) -> Any:
         return asdict(cfg) if is_dataclass(cfg) else cfg

@@ -103,6 +103,7 @@ class Fuse(Technique):
     off = FuseConfig()
     schema = {"enabled": Key(bool, False), "layer_norm": Key(bool, False)}
     switch = "enabled"
+    binds_to_model = True
     conformance = "transformer"
 
     def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
@@ -118,14 +119,8 @@ class Fuse(Technique):
         said = f"{heads} heads each" if heads else why
         return _replace(spec, extra=n), [f"fuse: {n} attention modules ({said}); ONNX Runtime's transformer fusion is searched"]
 
-    def _bound(self, spec: Spec) -> bool:
-        return bool(spec.extra)
-
-    def recipe_off(self, spec: Spec) -> dict[str, Any]:
-        return super().recipe_off(spec) if self._bound(spec) else {}
-
     def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> FuseConfig:
-        if not self._bound(spec) or not spec.get(trial, "enabled"):
+        if not self.bound(spec) or not spec.get(trial, "enabled"):
             return self.off
         return FuseConfig(True, bool(spec.get(trial, "layer_norm")))
 

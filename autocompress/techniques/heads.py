@@ -51,31 +51,23 @@ class Heads(Technique):
     schema = {"ratio": Key(float, 0.0, 0.0, 0.95)}
     segmented = "ratio"
     switch = "ratio"
+    binds_to_model = True
     conformance = "transformer"
 
     def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
         """Find the attention modules; with none, or when the model's forward fails at the
         space's largest ratio, nothing is sampled (extra = 0 modules) and a note says why."""
-        import copy
-
         from autocompress.transforms.heads import attention_sites, prune_heads
         from autocompress.transforms.mha import split_attention
-        from autocompress.transforms.order import forward_error
+        from autocompress.transforms.order import changed_forward_error
 
         model = split_attention(model)  # nn.MultiheadAttention as apply prunes it (a copy; the model itself when none)
         sites = attention_sites(model)
         if not sites:
             return _replace(spec, extra=0), ["heads: no attention module with q/k/v projections and a head count found; "
                                              "head pruning is not searched"]
-        top = float(largest(spec.params["ratio"]))
-        trial = copy.deepcopy(model)
-        try:
-            prune_heads(trial, example_input, removals(trial, HeadPruneConfig(top)))
-            why = forward_error(trial, example_input)
-        except Exception as exc:  # noqa: BLE001 - the model's own code, or the dependency graph, failed
-            from autocompress.errors import one_line
-
-            why = one_line(exc)
+        top = HeadPruneConfig(float(largest(spec.params["ratio"])))
+        why = changed_forward_error(model, example_input, lambda m: prune_heads(m, example_input, removals(m, top)))
         if why is not None:
             return _replace(spec, extra=0), [f"heads: pruning heads breaks the model's forward ({why}); head pruning is not searched"]
         if spec.settings is not None and spec.settings.segments > len(sites):
@@ -83,20 +75,14 @@ class Heads(Technique):
         heads = sorted({s.heads for s in sites})
         return _replace(spec, extra=len(sites)), [f"heads: {len(sites)} attention modules ({'/'.join(map(str, heads))} heads)"]
 
-    def _bound(self, spec: Spec) -> bool:
-        return bool(spec.extra)
-
-    def recipe_off(self, spec: Spec) -> dict[str, Any]:
-        return super().recipe_off(spec) if self._bound(spec) else {}
-
     def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> HeadPruneConfig:
-        if not self._bound(spec):
+        if not self.bound(spec):
             return self.off
         ratio, seg = spec.get_segmented(trial, "ratio")
         return HeadPruneConfig(float(ratio or 0.0), tuple(map(float, seg)) if seg else None)
 
     def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
-        if not self._bound(spec):
+        if not self.bound(spec):
             return []
         return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"heads ratio +{STRONGER_STEP:g}", unset=0.0,
                              scale=scale)

@@ -87,6 +87,7 @@ class MatMulQuant(Technique):
     }
     switch = "method"
     needs = ("quantize",)
+    binds_to_model = True
     conformance = "transformer"
 
     def check(self, spec: Spec) -> None:
@@ -121,15 +122,8 @@ class MatMulQuant(Technique):
             f"matmul: {len(linears)} Linear layers run on inputs of more than 2 dimensions (MatMul nodes with a weight); "
             f"MatMul quantization ({', '.join(methods)}) is searched when quantize is off"]
 
-    def _bound(self, spec: Spec) -> bool:
-        return bool(spec.extra)
-
-    def recipe_off(self, spec: Spec) -> dict[str, Any]:
-        """Hand recipes switch it off where it is searched (nothing to say elsewhere)."""
-        return super().recipe_off(spec) if self._bound(spec) else {}
-
     def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> MatMulQuantConfig:
-        if not self._bound(spec) or chosen["quantize"].active:  # static quantization quantizes MatMuls already: one method per candidate
+        if not self.bound(spec) or chosen["quantize"].active:  # static quantization quantizes MatMuls already: one method per candidate
             return self.off
         method = spec.get(trial, "method")
         if method == "dynamic":
@@ -144,7 +138,7 @@ class MatMulQuant(Technique):
         statically (no finer step). int4 weight-only is left to the sampler: it buys size,
         and on the CPUs we measured it is no faster than float at a sequence of 64."""
         method = spec.params["method"]
-        if not self._bound(spec) or scale < 1 or isinstance(method, Fixed) or not method.contains("dynamic"):
+        if not self.bound(spec) or scale < 1 or isinstance(method, Fixed) or not method.contains("dynamic"):
             return []
         if params.get("matmul.method", "none") != "none" or any(k.startswith("quantize.mode") and v != "fp32" for k, v in params.items()):
             return []  # already quantized here, or statically (then nothing is sampled here)

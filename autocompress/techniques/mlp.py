@@ -54,29 +54,22 @@ class Mlp(Technique):
     }
     segmented = "ratio"
     switch = "ratio"
+    binds_to_model = True
     conformance = "transformer"
 
     def bind(self, spec: Spec, model: Any, example_input: Any) -> tuple[Spec, list[str]]:
         """Find the feed-forward blocks; with none, or when the model's forward fails at the
         space's largest ratio, nothing is sampled (extra = 0 blocks) and a note says why."""
-        import copy
-
         from autocompress.transforms.mha import split_attention
         from autocompress.transforms.mlp import mlp_sites, prune_mlp
-        from autocompress.transforms.order import forward_error
+        from autocompress.transforms.order import changed_forward_error
 
         model = split_attention(model)  # as apply prunes it (a copy; the model itself when it has no nn.MultiheadAttention)
         sites = mlp_sites(model, example_input)
         if not sites:
             return _replace(spec, extra=0), ["mlp: no feed-forward block found in a repeated stack; MLP-width pruning is not searched"]
-        trial = copy.deepcopy(model)
-        try:
-            prune_mlp(trial, example_input, widths(trial, example_input, MlpPruneConfig(float(largest(spec.params["ratio"])))))
-            why = forward_error(trial, example_input)
-        except Exception as exc:  # noqa: BLE001 - the model's own code, or the dependency graph, failed
-            from autocompress.errors import one_line
-
-            why = one_line(exc)
+        top = MlpPruneConfig(float(largest(spec.params["ratio"])))
+        why = changed_forward_error(model, example_input, lambda m: prune_mlp(m, example_input, widths(m, example_input, top)))
         if why is not None:
             return _replace(spec, extra=0), [f"mlp: pruning the MLP width breaks the model's forward ({why}); not searched"]
         if spec.settings is not None and spec.settings.segments > len(sites):
@@ -84,14 +77,8 @@ class Mlp(Technique):
         return _replace(spec, extra=len(sites)), [f"mlp: {len(sites)} feed-forward blocks (inner width "
                                                   f"{'/'.join(map(str, sorted({s.width for s in sites})))})"]
 
-    def _bound(self, spec: Spec) -> bool:
-        return bool(spec.extra)
-
-    def recipe_off(self, spec: Spec) -> dict[str, Any]:
-        return super().recipe_off(spec) if self._bound(spec) else {}
-
     def suggest(self, trial, spec: Spec, chosen: Mapping[str, Any]) -> MlpPruneConfig:
-        if not self._bound(spec):
+        if not self.bound(spec):
             return self.off
         ratio, seg = spec.get_segmented(trial, "ratio")
         cfg = MlpPruneConfig(float(ratio or 0.0), tuple(map(float, seg)) if seg else None)
@@ -101,7 +88,7 @@ class Mlp(Technique):
         return _replace(cfg, round_to=round_to if round_to > 1 else None)
 
     def stronger(self, spec: Spec, params: Mapping[str, Any], *, scale: float = 1.0) -> list[Move]:
-        if not self._bound(spec):
+        if not self.bound(spec):
             return []
         return segment_moves(spec, "ratio", params, up=True, by=STRONGER_STEP, what=f"mlp ratio +{STRONGER_STEP:g}", unset=0.0,
                              scale=scale)

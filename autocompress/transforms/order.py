@@ -73,6 +73,22 @@ def swapped(model: nn.Module, name: str, new: nn.Module) -> Iterator[None]:
         set_submodule(model, name, original)
 
 
+def changed_forward_error(model: nn.Module, example_input: Any, change: Callable[[nn.Module], Any]) -> Optional[str]:
+    """None when a copy of `model` changed in place by `change(copy)` still runs (eval and
+    train mode), else what failed, in one line: the change itself (the dependency graph, a
+    refused request) or the model's own forward. `model` is not changed."""
+    import copy
+
+    from autocompress.errors import one_line
+
+    trial = copy.deepcopy(model)
+    try:
+        change(trial)
+    except Exception as exc:  # noqa: BLE001 - the change does not apply to this model
+        return one_line(exc)
+    return forward_error(trial, example_input)
+
+
 def forward_error(model: nn.Module, example_input: Any) -> Optional[str]:
     """None when `model` runs on `example_input` in eval and in train mode (no gradients),
     else the error in one line. Train mode updates BatchNorm statistics: call it on a copy."""

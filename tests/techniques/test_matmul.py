@@ -114,7 +114,10 @@ def test_the_int8_dynamic_recipe_on_a_bert():
     model, example = _bert()
     space, _ = load_space("default").bind(model, example)
     recipes = dict(recipe_trials(space))
-    assert list(recipes) == ["int8 teacher", "int8 dynamic teacher", "prune 50% + KD", "prune 50% + KD + int8"]
+    assert list(recipes) == ["int8 teacher", "int8 dynamic teacher", "fused teacher", "fused + int8 dynamic teacher", "prune 50% + KD",
+                             "prune 50% + KD + int8"]
+    both, _ = _asked(space, recipes["fused + int8 dynamic teacher"])
+    assert both.matmul == MatMulQuantConfig("dynamic") and both.fuse.enabled and not both.quantize.active
     cfg, _ = _asked(space, recipes["int8 dynamic teacher"])
     assert cfg.matmul == MatMulQuantConfig("dynamic") and not cfg.quantize.active and cfg.describe().endswith("fp32 · dyn8")
     for name in ("int8 teacher", "prune 50% + KD", "prune 50% + KD + int8"):
