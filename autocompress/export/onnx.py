@@ -33,7 +33,13 @@ def export_onnx(model: nn.Module, example, path: str | Path, *, dynamic_axes: Op
     """Write `model` (in eval mode, on CPU) to `path`, traced on `example`: the task's example
     inputs (a tensor, tuple or dict, data.structure), or one sample's shape (a zero tensor of
     it). Inputs and outputs are named as data.structure names them, each with a dynamic batch
-    axis; `dynamic_axes` adds axes by input name (e.g. {"input_ids": {1: "sequence"}})."""
+    axis; `dynamic_axes` adds axes by input name (e.g. {"input_ids": {1: "sequence"}}).
+    torch's nn.MultiheadAttention is exported in its split form (transforms.mha: the same
+    outputs): nn.TransformerEncoder's fused fast path, which an eval-mode trace takes, has no
+    ONNX export, and the split form is what head pruning and low rank change."""
+    from autocompress.transforms.mha import split_attention
+
+    model = split_attention(model)  # the model itself when it has no nn.MultiheadAttention, else a split copy
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training

@@ -2,7 +2,10 @@
 (transforms.prune). Whole channels leave coupled layers together; the classifier's outputs
 and `exclude` modules are never pruned; substituted ShuffleNet units are left alone
 (Torch-Pruning 1.6 cannot trace their chunk -> concat -> shuffle pattern); BatchNorm
-statistics are re-estimated afterwards."""
+statistics are re-estimated afterwards. torch's nn.MultiheadAttention is split first
+(transforms.mha), so its q/k/v outputs are kept like any attention's and the residual width
+around it is pruned to any width (Torch-Pruning would prune its packed embed_dim, which must
+stay a multiple of the head count)."""
 
 from __future__ import annotations
 
@@ -85,7 +88,10 @@ class Prune(Technique):
         if not cfg.active:
             return model
         from autocompress.training import recalibrate_batchnorm_
+        from autocompress.transforms.mha import split_attention_
         from autocompress.transforms.prune import prune_channels
+
+        split_attention_(model)  # nn.MultiheadAttention as q/k/v/out Linears: its heads kept whole, like any attention's
 
         blocks = ctx.candidate.blocks if ctx.candidate is not None else None
         shuffles = tuple(path for path, name in blocks.choices if name.startswith("shuffle")) if blocks is not None else ()

@@ -149,3 +149,18 @@ def test_equal_folded_biases_are_not_aliased_and_qoperator_quantization_works(tm
     calib = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     report = quantize_onnx(path, tmp_path / "q.onnx", calib, QuantizeConfig("int8", "uint8", "qoperator", "minmax", ("fp32", "int8", "fp32")))
     assert report.path.is_file()
+
+
+def test_torch_s_own_transformer_encoder_exports_and_matches(tmp_path):
+    """nn.TransformerEncoder in eval mode takes a fused fast path that has no ONNX export; the
+    export writes its attention in the split form (the same outputs), the model is untouched."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    model = torch.nn.Sequential(torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), torch.nn.Flatten(), torch.nn.Linear(5 * 16, 3)).eval()
+    x = torch.randn(4, 5, 16)
+    path = export_onnx(model, x[:2], tmp_path / "m.onnx")
+    assert isinstance(model[0].layers[0].self_attn, torch.nn.MultiheadAttention)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], want, rtol=1e-4, atol=1e-5)

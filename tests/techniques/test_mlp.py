@@ -65,3 +65,18 @@ def test_torch_s_own_encoder_gets_heads_and_mlp_width_pruned():
     layer = pruned.encoder.layers[0]
     assert (layer.linear1.out_features, layer.self_attn.num_heads, layer.self_attn.q_proj.out_features) == (32, 2, 16)
     assert pruned(x).shape == (2, 3)
+
+
+def test_channel_pruning_of_torch_s_own_encoder_keeps_its_heads_whole():
+    """Residual width 32 at 0.65: 11 channels, which no head count of 4 divides; pruned on the
+    split attention, q/k/v keep their outputs and the model runs (Torch-Pruning alone would
+    prune the packed embed_dim and fail its own check)."""
+    from autocompress.config import PruneConfig
+    from autocompress.transforms import TransformContext
+
+    torch.manual_seed(0)
+    model, x = TorchEncoder().eval(), torch.randn(2, 5, 8)
+    pruned = technique("prune").apply(__import__("copy").deepcopy(model), PruneConfig(0.65), TransformContext(example_input=x))
+    attn = pruned.encoder.layers[0].self_attn
+    assert attn.q_proj.out_features == 32 and attn.q_proj.in_features < 32 and attn.num_heads == 4
+    assert pruned(x).shape == (2, 3)
