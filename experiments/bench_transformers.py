@@ -1,5 +1,5 @@
 """Transformers benchmark: a BERT-style encoder and a ViT-style model, each trained here on a
-task where depth should matter (experiments/tasks/recall.py: its status says what is known), searched with the default
+task where depth should matter (experiments/tasks/negation.py: its status says what is known), searched with the default
 space under the `cpu-1thread` profile (batch 1) at --budget 60.
 
     .venv/bin/python experiments/bench_transformers.py [--models text,vit] [--budget 60] [--seed 0]
@@ -10,7 +10,7 @@ Resumable: a model whose run directory exists is continued with `autocompress se
 flight finishes, outputs are written) and the next call goes on, so the benchmark can be
 split over several sessions. Each call first trains the teachers (once, cached) and checks
 that depth matters: the 4-layer teacher against a 1-layer, 1-head model of the same width
-trained the same way (val accuracy, recorded in results/recall_depth.jsonl; the goal is a
+trained the same way (val accuracy, recorded in results/negation_depth.jsonl; the goal is a
 gap of at least 5 points).
 
 When a model's run has reached the budget, one JSON line is appended to
@@ -39,10 +39,10 @@ from autocompress.run import cpu_info
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "tasks"))
-import recall as pc  # noqa: E402
+import negation as pc  # noqa: E402
 
-TASK_FILE = HERE / "tasks" / "recall.py"
-DEPTH_RESULTS = HERE / "results" / "recall_depth.jsonl"
+TASK_FILE = HERE / "tasks" / "negation.py"
+DEPTH_RESULTS = HERE / "results" / "negation_depth.jsonl"
 RESULTS = HERE / "results" / "bench_transformers.jsonl"
 TECHNIQUES = {"heads": "heads", "mlp": "mlp", "drop ": "layers", "prune ": "prune", "rank": "lowrank", "fused": "fuse",
               "dyn8": "matmul", "w4": "matmul", "int8": "quantize", "int4": "quantize", "kd ": "distill", "mbconv": "blocks"}
