@@ -34,7 +34,7 @@ file carries every tensor's type (ORT's symbolic shape inference), which the qua
 calibration needs.
 
 Bound to the user's model: a model without attention modules (q/k/v Linear triples or a
-fused qkv, transforms.prune.attention_projections), such as the convolutional demo, has
+fused qkv, transforms.graph.attention_projections), such as the convolutional demo, has
 nothing to fuse: the section is fixed off, nothing is sampled, no hand recipe sets it, so
 its trials are what they were without it. An unbound space samples nothing either.
 
@@ -79,7 +79,7 @@ def _survey(model: Any) -> tuple[int, int, int, str]:
     if model is None:
         return 0, 0, 0, "no model given: head count read from the graph only"
     from autocompress.transforms.heads import attention_sites
-    from autocompress.transforms.prune import attention_projections
+    from autocompress.transforms.graph import attention_projections
 
     sites = attention_sites(model)
     projections = attention_projections(model)  # 3 Linear layers per q/k/v triple, 1 per fused qkv

@@ -3,7 +3,7 @@ dependency graph.
 
 Attention modules are found by structure, not by class name: a module whose direct Linear
 children are a query/key/value triple (BERT's query/key/value, q_proj/k_proj/v_proj, ...,
-`prune.QKV_NAMES`) of equal widths, whose head count or head size it holds as a number
+`graph.QKV_NAMES`) of equal widths, whose head count or head size it holds as a number
 (`num_attention_heads`, `num_heads`, `n_heads`, `n_head`; or `attention_head_size`,
 `head_dim`, `head_size`). Fused q/k/v projections (one `qkv` Linear) and
 `nn.MultiheadAttention` are not pruned here (the heads technique first splits the latter
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from autocompress.transforms.prune import QKV_NAMES, dependency_graph
+from autocompress.transforms.graph import QKV_NAMES, dependency_graph
 
 __all__ = ["AttentionSite", "attention_sites", "head_scores", "prune_heads", "heads_to_remove"]
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from autocompress.transforms.layers import layer_stacks
-from autocompress.transforms.prune import attention_projections, dependency_graph
+from autocompress.transforms.graph import attention_projections, dependency_graph
 
 __all__ = ["MlpSite", "mlp_sites", "prune_mlp", "width_kept"]
 

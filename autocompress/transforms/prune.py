@@ -17,21 +17,22 @@ Conv/Linear layers, i.e. the activations after BN, ReLU, pooling and residual ad
 Attention: the query/key/value projections of an attention module (found by structure,
 `attention_projections`) keep their output channels: the module splits them into heads of
 a size it holds as a number, so removing channels there breaks its reshape (a model from a
-library computes `view(batch, seq, heads, head_size)`). Their input channels (the residual
-width) and the feed-forward widths around them are pruned as anywhere else.
+library computes `view(batch, seq, heads, head_size)`); whole heads are the `heads`
+technique's. The inner width of a transformer's feed-forward blocks (`mlp_inner`) is the
+`mlp` technique's. Their input channels, the residual width, are pruned as anywhere else:
+on a transformer, channel pruning is residual-width pruning.
 """
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch import nn
 
 from autocompress.data import structure as st
 from autocompress.transforms import TransformContext
+from autocompress.transforms.graph import _quiet_graph, attention_projections, dependency_graph
 from autocompress.transforms.order import LAYERS as _LAYERS
 from autocompress.transforms.order import execution_order, hooked, layer_calls
 from autocompress.names import PRUNE_CRITERIA
@@ -48,27 +49,6 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Modu
     """The last Conv/Linear to run: the layer whose outputs are the model's outputs
     (pruning it would change the number of classes)."""
     return layer_calls(model, example_input)[-1:]
-
-
-QKV_NAMES = (("query", "key", "value"), ("q", "k", "v"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"),
-             ("wq", "wk", "wv"), ("to_q", "to_k", "to_v"))
-FUSED_QKV = {"qkv", "wqkv", "query_key_value"}  # lower-cased names of a fused q/k/v Linear
-
-
-def attention_projections(model: nn.Module) -> list[nn.Module]:
-    """The query/key/value Linear layers of the model's attention modules: a module's
-    direct Linear children named as one of QKV_NAMES' triples (BERT's query/key/value,
-    q_proj/k_proj/v_proj, DistilBERT's q_lin/...), and fused projections named in
-    FUSED_QKV (a ViT's qkv). Found by structure, not by class name. (GPT-2's Conv1D
-    c_attn and nn.MultiheadAttention's in_proj_weight are not Linear children: not found.)"""
-    out: list[nn.Module] = []
-    for module in model.modules():
-        linear = {name.lower(): child for name, child in module.named_children() if isinstance(child, nn.Linear)}
-        for triple in QKV_NAMES:
-            if all(n in linear for n in triple):
-                out.extend(linear[n] for n in triple)
-        out.extend(child for name, child in linear.items() if name in FUSED_QKV)
-    return out
 
 
 def excluded_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
@@ -159,25 +139,6 @@ def _importance(model: nn.Module, cfg: PruneConfig, ctx: TransformContext):
     raise ValueError(f"prune.criterion must be one of {list(CRITERIA)}, got {cfg.criterion!r}")
 
 
-@contextmanager
-def _quiet_graph() -> Iterator[None]:
-    """Torch-Pruning's warning about parameters outside a layer (a ViT's class token and
-    position embeddings, pruned along their last axis with the width they belong to) is
-    not shown."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        yield
-
-
-def dependency_graph(model: nn.Module, example_input: Any):
-    """Torch-Pruning's dependency graph of `model` traced on `example_input` (a tuple is
-    called as model(*x), a dict as model(**x))."""
-    import torch_pruning as tp
-
-    with _quiet_graph():
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-
-
 def prunable_groups(model: nn.Module, example_input: torch.Tensor, ignored: Sequence[nn.Module]) -> list[list[nn.Module]]:
     """Each prunable group as the Conv/Linear layers whose output channels it removes,
     ordered by where the group first produces output in a forward pass."""
@@ -198,6 +159,15 @@ def prunable_groups(model: nn.Module, example_input: torch.Tensor, ignored: Sequ
     return groups
 
 
+def mlp_inner(model: nn.Module, example_input: Any) -> list[nn.Module]:
+    """The inner Linear of each feed-forward block in a repeated stack (transforms.mlp): its
+    width is the `mlp` technique's, so channel pruning leaves its outputs alone (its inputs,
+    the residual width, are pruned as anywhere else)."""
+    from autocompress.transforms.mlp import mlp_sites
+
+    return [model.get_submodule(s.path) for s in mlp_sites(model, example_input)]
+
+
 def prune_channels(model: nn.Module, cfg: PruneConfig, ctx: TransformContext) -> nn.Module:
     """Remove channels from every prunable group at the group's ratio, ranked by the
     criterion. `model` is the caller's own copy; pruned in place."""
@@ -207,7 +177,7 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, ctx: TransformContext) ->
 
     model.eval()
     example = ctx.example_input
-    ignored = [*output_layers(model, example), *excluded_modules(model, cfg.exclude), *attention_projections(model)]
+    ignored = [*output_layers(model, example), *excluded_modules(model, cfg.exclude), *attention_projections(model), *mlp_inner(model, example)]
     ratio_dict = None
     if cfg.segment_ratios is not None:
         ratio_dict = {}

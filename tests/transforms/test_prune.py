@@ -216,7 +216,8 @@ def test_exclude_keeps_named_modules_and_unknown_names_fail():
 def test_a_library_attention_model_keeps_its_head_layout_under_channel_pruning(cfg):
     """A Hugging Face BERT (built from a config, random weights): channel pruning leaves the
     query/key/value projections' outputs alone (the model's own reshape into heads needs
-    them), narrows what else it can, and the pruned model still runs."""
+    them) and the feed-forward blocks' inner width (the mlp technique's), narrows the
+    residual width, and the pruned model still runs."""
     from transformers import BertConfig, BertForSequenceClassification
 
     from autocompress.transforms.prune import attention_projections, prune_channels
@@ -231,6 +232,26 @@ def test_a_library_attention_model_keeps_its_head_layout_under_channel_pruning(c
     prune_channels(model, cfg, TransformContext(example_input=example))
     assert {m.out_features for m in attention_projections(model)} == {32}
     assert sum(p.numel() for p in model.parameters()) < before
-    assert model.bert.encoder.layer[0].intermediate.dense.out_features < 64
+    inner = model.bert.encoder.layer[0].intermediate.dense  # the residual width narrows; the inner width is the mlp technique's
+    assert inner.in_features < 32 and inner.out_features == 64
     with torch.no_grad():
         assert model(**example).logits.shape == (2, 2)
+
+
+def test_on_a_transformer_channel_pruning_is_residual_width_pruning():
+    """Heads are the heads technique's and the MLP inner width the mlp technique's: channel
+    pruning of TinyEncoder at 0.5 halves the residual width (32 -> 16) and leaves q/k/v's
+    outputs and the feed-forward blocks' inner width as they were."""
+    import copy
+
+    from autocompress.config import PruneConfig
+    from autocompress.testing import conformance_model
+    from autocompress.transforms import TransformContext
+    from autocompress.transforms.prune import prune_channels
+
+    model, x = conformance_model("transformer")
+    pruned = prune_channels(copy.deepcopy(model), PruneConfig(0.5), TransformContext(example_input=x[:2]))
+    for layer in pruned.layers:
+        assert (layer.attention.q_proj.in_features, layer.attention.q_proj.out_features) == (16, 32)
+        assert (layer.fc1.in_features, layer.fc1.out_features, layer.fc2.out_features) == (16, 64, 16)
+    assert pruned(x[:2]).shape == (2, 10)
