@@ -61,11 +61,11 @@ def check_depth(name: str) -> dict:
             row = json.loads(line)
             if row["key"] == key:
                 return row
-    train, val, _ = pc.splits(name)
+    _, val, _ = pc.splits(name)
     t0 = time.perf_counter()
     teacher = pc.teacher(name, log=lambda s: print(f"  {name} teacher: {s}", flush=True))
     taught = time.perf_counter() - t0
-    shallow = pc.train(pc.text_model(1, 1) if name == "text" else pc.vit_model(1, 1), train,
+    shallow = pc.train(pc.text_model(1, 1) if name == "text" else pc.vit_model(1, 1), pc.Tokens if name == "text" else pc.images,
                        log=lambda s: print(f"  {name} 1-layer 1-head: {s}", flush=True))
     row = {"date": dt.date.today().isoformat(), "commit": commit_here(), "key": key, "model": name, "cpu": cpu_info(),
            "teacher_val": pc.accuracy(teacher, val), "shallow_val": pc.accuracy(shallow, val), "steps": pc.STEPS,
