@@ -67,6 +67,12 @@ class Spec:
     def with_param(self, key: str, param: Param) -> "Spec":
         return _replace(self, params={**self.params, key: param})
 
+    def with_segments_at_most(self, n: int) -> "Spec":
+        """This spec with at most `n` segments (a model with fewer items than segments
+        would leave segments empty, their parameters sampled for nothing)."""
+        st = self.settings
+        return self if st is None or st.segments <= n else _replace(self, settings=_replace(st, segments=n))
+
 
 @dataclass(frozen=True)
 class Move:

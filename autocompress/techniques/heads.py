@@ -70,8 +70,7 @@ class Heads(Technique):
         why = changed_forward_error(model, example_input, lambda m: prune_heads(m, example_input, removals(m, top)))
         if why is not None:
             return _replace(spec, extra=0), [f"heads: pruning heads breaks the model's forward ({why}); head pruning is not searched"]
-        if spec.settings is not None and spec.settings.segments > len(sites):
-            spec = _replace(spec, settings=_replace(spec.settings, segments=len(sites)))
+        spec = spec.with_segments_at_most(len(sites))
         heads = sorted({s.heads for s in sites})
         return _replace(spec, extra=len(sites)), [f"heads: {len(sites)} attention modules ({'/'.join(map(str, heads))} heads)"]
 

@@ -72,8 +72,7 @@ class Mlp(Technique):
         why = changed_forward_error(model, example_input, lambda m: prune_mlp(m, example_input, widths(m, example_input, top)))
         if why is not None:
             return _replace(spec, extra=0), [f"mlp: pruning the MLP width breaks the model's forward ({why}); not searched"]
-        if spec.settings is not None and spec.settings.segments > len(sites):
-            spec = _replace(spec, settings=_replace(spec.settings, segments=len(sites)))
+        spec = spec.with_segments_at_most(len(sites))
         return _replace(spec, extra=len(sites)), [f"mlp: {len(sites)} feed-forward blocks (inner width "
                                                   f"{'/'.join(map(str, sorted({s.width for s in sites})))})"]
 
