@@ -9,6 +9,9 @@
     result.export(7, "model.onnx")   # trial 7's deployable ONNX file
     result.load_model(7)             # its fine-tuned PyTorch model
     ac.load_run("runs/mine")         # the same SearchResult, from disk
+    ac.api.show("runs/mine", trial=7)                          # trial 7's record (autocompress show)
+    ac.api.export("runs/mine", "model.onnx", best=True)        # the fastest within the limit (autocompress export)
+    ac.api.report("runs/mine")   # pareto.png, pareto.html, report.md in the run (autocompress report)
 
 The keyword arguments of `search` are the fields of driver.SearchOptions, which are the
 CLI's options with underscores (`max_metric_drop=1.0` is `--max-metric-drop 1.0`); the demo runs
@@ -152,4 +155,34 @@ def load_run(path: str | Path, *, task: Optional[Task] = None) -> SearchResult:
     return SearchResult(run.path, task)
 
 
-__all__ = ["Task", "SearchResult", "search", "load_run"]
+def show(run_dir: str | Path, *, trial: Optional[int] = None):
+    """A run's summary (inspect_run.RunInfo: teacher, front by latency, drop limit, trial
+    counts), or with `trial` that trial's record (inspect_run.TrialInfo: configuration,
+    metrics, stage times, files). inspect_run.render(...) gives the text `autocompress show` prints."""
+    from autocompress.inspect_run import show as _show
+
+    return _show(run_dir, trial=trial)
+
+
+def export(run_dir: str | Path, out: str | Path, *, trial: Optional[int] = None, best: bool = False,
+           max_acc_drop: Optional[float] = None, max_metric_drop: Optional[float] = None, objective: Optional[str] = None,
+           torch: bool = False):
+    """Copy one trial's deployable ONNX file to `out` (atomically), chosen by `trial` or as the
+    `best` one ("latency" or "size" `objective`) within a drop limit (the search's unless
+    given); with `torch`, its state_dict to `out` with .pt. Returns deploy.Exported: the
+    trial, why it was chosen, the limit and its source, its metrics, the files written."""
+    from autocompress.deploy import export as _export
+
+    return _export(run_dir, out, trial=trial, best=best, max_acc_drop=max_acc_drop, max_metric_drop=max_metric_drop,
+                   objective=objective, torch=torch)
+
+
+def report(run_dir: str | Path) -> list[Path]:
+    """Write pareto.png, pareto.html and report.md into the run at `run_dir` from what it
+    recorded (nothing is measured); their paths. RunDirError when it is not a run."""
+    from autocompress.report.build import write_report
+
+    return write_report(run_dir)
+
+
+__all__ = ["Task", "SearchResult", "search", "load_run", "show", "export", "report"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -18,4 +19,16 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["write_bytes_atomic", "write_text_atomic"]
+def copy_file_atomic(src: Path, dest: Path) -> None:
+    """Copy `src` to a temporary file beside `dest` (in chunks: model files can be large),
+    then rename it over `dest`; the temporary file is removed if the copy fails."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+__all__ = ["copy_file_atomic", "write_bytes_atomic", "write_text_atomic"]

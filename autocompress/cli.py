@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, metavar="N", help="trials at once on this machine, each with its share of the cores; "
                    "latency is still timed with nothing else running (default 1, or $AUTOCOMPRESS_WORKERS)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default tpe)")
+    loud = s.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only errors and, at the end, where the results are")
+    loud.add_argument("-v", "--verbose", action="count", default=0, help="more detail: a line per pipeline stage, each trial in words")
     s.add_argument("--max-acc-drop", type=float, metavar="PTS", help="accuracy-drop limit in points for the front (constraint)")
     s.add_argument("--device", metavar="DEVICE", help="where fine-tunes run: auto (default: cuda when torch sees one), cpu, cuda or cuda:N; "
                    "export, calibration and latency stay on the CPU under the profile")
@@ -87,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run_dir", metavar="RUN_DIR")
     v.add_argument("--profile", metavar="NAME|FILE", help="hardware profile to measure with (default: the run's)")
     v.add_argument("--repeats", type=int, default=5, metavar="N", help="independent measurements per point; the median is compared (default 5)")
+    rp = sub.add_parser("report", help="write pareto.png, pareto.html and report.md into a run directory from what it recorded",
+                        description="Nothing is measured: the files are made from run.json, trials.csv and pareto.csv.")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    sh = sub.add_parser("show", help="a run's summary (teacher and front), or one trial's configuration, metrics, stage times and files")
+    sh.add_argument("run_dir", metavar="RUN_DIR")
+    sh.add_argument("--trial", type=int, metavar="N", help="show trial N (default: the run's summary)")
+    e = sub.add_parser("export", help="copy a chosen trial's deployable ONNX file out of a run",
+                       description="--best takes the completed trial with the lowest latency (or smallest size) within the drop "
+                                   "limit, ties broken by size (or latency), then by trial number; the limit is the search's unless given.")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="export trial N")
+    which.add_argument("--best", action="store_true", help="export the best trial within the drop limit")
+    e.add_argument("--max-acc-drop", type=float, metavar="PTS", help="with --best: accuracy-drop limit in points (default: the search's limit)")
+    e.add_argument("--max-metric-drop", type=float, metavar="D", help="with --best: the same limit for any metric, in its units")
+    e.add_argument("--objective", choices=["latency", "size"], help="with --best: what 'best' means (default latency)")
+    e.add_argument("--out", required=True, metavar="FILE.onnx", help="where the ONNX file goes (its directory must exist)")
+    e.add_argument("--torch", action="store_true", help="also write the trial's state_dict, to FILE.pt (an error if the run kept none)")
     return p
 
 
@@ -118,6 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
                 latency=args.latency, table=args.table, reduction_factor=args.reduction_factor, workers=args.workers,
+                verbosity=-1 if args.quiet else min(args.verbose, 1),
             )
         elif args.command == "profiles":
             from autocompress.hardware import profiles_table
@@ -137,6 +159,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             table = verify(VerifyOptions(args.run_dir, profile=args.profile, repeats=args.repeats))
             return 0 if table.empty or table["reproduced"].all() else 1
+        elif args.command == "report":
+            from autocompress.api import report
+
+            for path in report(args.run_dir):
+                print(path)
+        elif args.command == "show":
+            from autocompress.api import show
+            from autocompress.inspect_run import render
+
+            print(render(show(args.run_dir, trial=args.trial)))
+        elif args.command == "export":
+            from autocompress.api import export
+            from autocompress.deploy import render_export
+
+            print(render_export(export(args.run_dir, args.out, trial=args.trial, best=args.best, max_acc_drop=args.max_acc_drop,
+                                       max_metric_drop=args.max_metric_drop, objective=args.objective, torch=args.torch)))
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -17,6 +17,7 @@ from autocompress.errors import ConfigError, RunDirError, TaskError, one_line
 from autocompress.atomic import write_text_atomic
 from autocompress.hardware import HardwareProfile, check_available, load_profile
 from autocompress.names import FLOAT_CACHE_DIR
+from autocompress.progress import NORMAL, QUIET, VERBOSE, BarSink, LineSink, Tracker, terminal_sink
 from autocompress.run import RunDir, default_run_dir, load_run_task, new_manifest
 from autocompress.space import SearchSpace, load_space
 
@@ -54,6 +55,7 @@ class SearchOptions:
     reduction_factor: Optional[int] = None
     workers: Optional[int] = None  # local trials at once (backends.local_pool); None: default_workers()
     device: Optional[str] = None  # where fine-tunes run: "auto" (default: CUDA when there is one), "cpu", "cuda", "cuda:N"
+    verbosity: Optional[int] = None  # what the search prints: -1 (--quiet) the run's path only, 0 (default), 1 (-v) stages and details
 
 
 DEFAULT_BUDGET = 100
@@ -141,6 +143,8 @@ def _check_options(o: SearchOptions) -> None:
     check_device(o.device)
     if o.workers is not None and o.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {o.workers}")
+    if o.verbosity is not None and (isinstance(o.verbosity, bool) or not isinstance(o.verbosity, int) or o.verbosity < QUIET):
+        raise ConfigError(f"verbosity must be an integer >= {QUIET} (-1: --quiet, 0: the default, 1: -v), got {o.verbosity!r}")
     if o.workers is not None and o.backend == "ray":
         raise ConfigError("--workers is for the local backend; with --backend ray use --max-concurrent")
     if o.cpus_per_trial is not None and not o.cpus_per_trial > 0:
@@ -259,9 +263,23 @@ def validate(o: SearchOptions, *, python_task: bool = False) -> None:
 
 def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=None) -> Path:
     """Run (or resume) a search; returns the run directory. `task`: a LoadedTask built by
-    the caller (autocompress.api) instead of the demo or --model/--data."""
+    the caller (autocompress.api) instead of the demo or --model/--data. With `progress`
+    print (the default) the search shows a progress bar where stdout is a terminal, plain
+    lines elsewhere; any other `progress` gets plain lines (autocompress.progress)."""
     _check_options(o)
+    verbosity = NORMAL if o.verbosity is None else o.verbosity
+    sink = terminal_sink(verbosity=verbosity, bar=o.backend != "ray") if progress is print else LineSink(progress, verbosity=verbosity)
+    tracker = Tracker(sink)
+    try:
+        return _search(o, tracker, task=task)
+    finally:
+        tracker.close()
+
+
+def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
     from autocompress.tasks import load_task
+
+    progress = tracker.note
 
     resume = o.resume is not None
     if resume:
@@ -315,6 +333,9 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
     sampler = o.sampler or "tpe"
 
     backend_name = o.backend or "optuna"
+    if backend_name == "ray" and isinstance(tracker.sink, BarSink):  # a resumed Ray run: Ray's own output and a live bar do not mix
+        tracker.sink.close()
+        tracker.sink = LineSink(verbosity=tracker.sink.verbosity)
     session = None
     if backend_name == "ray":  # connected before anything is written
         from autocompress.backends.ray_cluster import open_session
@@ -398,18 +419,19 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
 
             pool = _start_pool(o, task, space, profile, ctx, run, seed=seed, table=table, progress=progress)
             backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity,
-                                    climb_limit=climb_limit, pool=pool)
+                                    climb_limit=climb_limit, pool=pool, metric=task.metric)
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
             setup = session.setup(task=task, space=space, profile=profile, teacher=ctx.teacher, seed=seed, checkpoint=o.checkpoint,
                                   table=table, teacher_macs=ctx.teacher_macs)
             backend = RayTuneBackend(run.storage_url, space, setup=setup, opts=session.opts, run_path=run.path,
-                                     sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity, climb_limit=climb_limit)
+                                     sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity, climb_limit=climb_limit,
+                                     metric=task.metric)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
         try:
-            timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, progress=progress)
+            timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, tracker=tracker, default_limit=limit is None)
             if pool is not None:
                 timing.update(workers=pool.workers, quiet_wait_s=round(pool.quiet_wait_s, 2))
             shutil.rmtree(cache_dir, ignore_errors=True)  # the search ended: nothing builds from it any more
@@ -431,41 +453,74 @@ def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=No
     return run.path
 
 
-def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, progress) -> dict[str, Any]:
-    from autocompress.outputs import finalize, write_trials_csv
+def _trial_line(rec: dict[str, Any], *, done: int, budget: int, metric) -> str:
+    """One finished trial in a line: '[ 12/100] #11  p.5 ft150 kd.5_T4 q8   val  98.50%  3.21x    40 KB   12.3s'."""
+    head = f"[{done:>3}/{budget}] #{rec['number']:<3} {str(rec.get('label') or rec.get('description', '')):<34}"
+    if rec["state"] == "COMPLETE":
+        dup = f" (= #{rec['duplicate_of']})" if "duplicate_of" in rec else ""
+        return (f"{head} val {metric.show(rec['val_metric']):>6}{'%' if metric.percent else ''}  {1 / rec['latency_ratio']:5.2f}x  "
+                f"{rec['size_bytes'] / 1024:6.0f} KB  {rec.get('t_total', 0):5.1f}s{dup}")
+    if rec["state"] == "PRUNED":
+        return f"{head} {rec.get('stop_reason', 'stopped')}  {rec.get('t_total', 0):5.1f}s"
+    return f"{head} FAILED: {rec.get('failure_reason', '?')}"
+
+
+def _trial_details(rec: dict[str, Any]) -> list[str]:
+    """What -v adds under a trial's line: the candidate in words and its seconds per stage."""
+    stages = [f"{k[2:]} {v:.2f}s" for k, v in rec.items() if k.startswith("t_") and k != "t_total" and isinstance(v, (int, float)) and v >= 0.005]
+    return [f"      {text}" for text in (rec.get("details"), " · ".join(stages)) if text]
+
+
+def _stage_reporter(tracker: Tracker, cfg, number: int) -> Callable[[str], None]:
+    """on_stage for trial `number`: tells the tracker each stage the candidate enters,
+    leaving out the steps of techniques it does not use and repeats of the stage it is in."""
+    from autocompress.techniques import techniques
+
+    idle = {t.name for t in techniques() if not t.is_active(cfg[t.name])}
+    last: list[str] = []
+
+    def on_stage(name: str) -> None:
+        if name not in idle and last != [name]:
+            last[:] = [name]
+            tracker.stage(number, name)
+
+    return on_stage
+
+
+def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, tracker: Tracker,
+           default_limit: bool = False) -> dict[str, Any]:
+    from autocompress.outputs import RESULTS, finalize, write_trials_csv
     from autocompress.pipeline import evaluate_candidate
 
     teacher = ctx.teacher
     metric = ctx.task.metric
+    progress = tracker.note
 
     def evaluate(cfg, number: int, **kw):  # kw: the backend's fidelity and rung decisions
-        return evaluate_candidate(cfg, number, ctx, run.path, seed=seed, **kw)
+        return evaluate_candidate(cfg, number, ctx, run.path, seed=seed, on_stage=_stage_reporter(tracker, cfg, number), **kw)
 
     records: list[dict[str, Any]] = []
 
     def on_trial(rec: dict[str, Any]) -> None:
         records.append(rec)
         done = backend.finished_count()
-        head = f"[{done:>3}/{budget}] #{rec['number']:<3} {str(rec.get('description', '')):<52}"
-        if rec["state"] == "COMPLETE":
-            dup = f" (= #{rec['duplicate_of']})" if "duplicate_of" in rec else ""
-            progress(
-                f"{head} val {metric.show(rec['val_metric']):>6}{'%' if metric.percent else ''}  {1 / rec['latency_ratio']:5.2f}x  "
-                f"{rec['size_bytes'] / 1024:6.0f} KB  {rec.get('t_total', 0):5.1f}s{dup}"
-            )
-        elif rec["state"] == "PRUNED":
-            progress(f"{head} {rec.get('stop_reason', 'stopped')}  {rec.get('t_total', 0):5.1f}s")
-        else:
-            progress(f"{head} FAILED: {rec.get('failure_reason', '?')}")
+        tracker.trial(rec, done=done, line=_trial_line(rec, done=done, budget=budget, metric=metric))
+        for line in _trial_details(rec):
+            tracker.note(line, level=VERBOSE)
         write_trials_csv(run, backend.records(), teacher, max_acc_drop=backend.max_acc_drop, metric=metric)
 
+    tracker.start(budget=budget, done=backend.finished_count(), records=backend.records(), drop_limit=backend.max_acc_drop,
+                  teacher_size_bytes=teacher.size_bytes, time_budget=time_budget)
     t0 = time.perf_counter()
     try:
         backend.optimize(evaluate, budget=budget, time_budget=time_budget, on_trial=on_trial)
     finally:
         t1 = time.perf_counter()
+        tracker.end()
         remeasure_front(backend, ctx, run, progress=progress)
-        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress)
+        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit)
+        progress("")
+        tracker.note(f"Results in {run.path}: {RESULTS}", level=QUIET)
     return {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,
             "trial_s": sum(r.get("t_total", 0.0) for r in records)}
 

@@ -8,12 +8,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 
-from autocompress.report import TeacherRow, format_summary, pareto_plot_info, render_pareto_png, trials_frame
-from autocompress.report.tables import display_columns
+from autocompress.report import TeacherRow, format_summary, trials_frame
+from autocompress.report.build import write_report
+from autocompress.report.tables import display_columns, summary_rows, summary_title
 from autocompress.atomic import write_text_atomic
 from autocompress.run import RunDir
 
-_FIRST = ["number", "state", "description", "details", "val_metric", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
+RESULTS = "summary.txt, pareto.csv, pareto.png, trials.csv; ONNX + state_dict per front point under trials/"
+_FIRST = ["number", "state", "label", "description", "details", "val_metric", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "metric_drop", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
 
@@ -41,7 +43,12 @@ def write_trials_csv(run: RunDir, records: Sequence[dict[str, Any]], teacher, *,
     return df
 
 
-def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_drop: Optional[float], progress: Callable[[str], None] = print) -> pd.DataFrame:
+def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_drop: Optional[float], progress: Callable[[str], None] = print,
+             default_limit: bool = False) -> pd.DataFrame:
+    """The end of a search: the front's test metric, pareto.csv, the report (pareto.png,
+    pareto.html, report.md: report.build), summary.txt
+    (printed through `progress`; `default_limit`: the drop limit is the default, not given)
+    and the removal of every non-front trial's files; the trials frame."""
     from autocompress.pipeline import task_metric
 
     metric = ctx.task.metric
@@ -53,23 +60,19 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
         task_metric(run.path / p, ctx.task, test) if test is not None else float("nan") for p in front["onnx"]
     ] if len(front) else []
     front = front.sort_values("latency_ratio")
-    cols = ["number", "description", "details", "val_metric", "test_metric", "speedup", *(f"speedup_vs_{b}" for b in teacher.baselines), "not_faster", "latency_source", "latency_ratio",
+    cols = ["number", "label", "description", "details", "val_metric", "test_metric", "speedup", *(f"speedup_vs_{b}" for b in teacher.baselines), "not_faster", "latency_source", "latency_ratio",
             "latency_ratio_recorded", "latency_ratio_predicted", "macs_ratio", "latency_ms", "size_bytes", "size_reduction", "metric_drop",
             "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))
     write_csv(run.path / "pareto.csv", front[[c for c in cols if c in front]], metric)
     predicted = "latency_source" in df and bool(df["latency_source"].eq("predicted").any())
-    label = " · latency PREDICTED from a device table, not measured" if predicted else ""
-    render_pareto_png(pareto_plot_info(df, teacher), run.path / "pareto.png",
-                      title=f"{run.path.name}: {int(df['state'].eq('COMPLETE').sum())} trials{label}")
+    write_report(run.path)
     run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
-    n_failed = int(df["state"].eq("FAIL").sum())
-    n_stopped = int(df["state"].eq("PRUNED").sum())  # multi-fidelity: not promoted at a rung
-    note = f"{len(df)} trials, " + (f"{n_stopped} stopped at a rung, " if n_stopped else "") + f"{n_failed} failed" + (f", front limited to <= {max_acc_drop:.4g}{' pt' if metric.percent else ''} {metric.name} drop" if max_acc_drop is not None else "")
+    rows = summary_rows(df, teacher, front=front)
+    title = summary_title(df, teacher, limit=max_acc_drop, default_limit=default_limit, beyond=int((~rows["feasible"]).sum()))
     if predicted:
-        note += "; latency PREDICTED from a device table (not measured): check it on the device with autocompress verify"
-    summary = format_summary(front, teacher, title=f"Pareto front ({note})", trials=df)
+        title += "\nNote: latency PREDICTED from a device table (not measured): check it on the device with autocompress verify"
+    summary = format_summary(rows, teacher, title=title, trials=df)
     write_text_atomic(run.path / "summary.txt", summary + "\n")
     progress("\n" + summary)
-    progress(f"\nResults in {run.path}: pareto.csv, pareto.png, trials.csv; ONNX + state_dict per front point under trials/")
     return df

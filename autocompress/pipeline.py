@@ -305,14 +305,18 @@ def export_architecture(task: LoadedTask, cfg: CandidateConfig, out_dir: Path) -
 class _Stages:
     """Per-stage seconds of one build, and its failure policy: an exception inside a stage
     becomes a CandidateError naming it. A stage timed inside another (the block warm-up
-    inside 'blocks') counts for itself only."""
+    inside 'blocks') counts for itself only. `on_stage(name)` hears each stage as it starts
+    (the search's progress display)."""
 
-    def __init__(self):
+    def __init__(self, on_stage: Optional[Callable[[str], None]] = None):
         self.seconds: dict[str, float] = {}
         self._open: list[list[float]] = []  # per open stage: [start, seconds of the stages inside it]
+        self._on_stage = on_stage
 
     @contextmanager
     def __call__(self, name: str):
+        if self._on_stage is not None:
+            self._on_stage(name)
         here = [time.perf_counter(), 0.0]
         self._open.append(here)
         try:
@@ -330,7 +334,8 @@ class _Stages:
 
 
 def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int = 0,
-                    fidelity: Optional[Fidelity] = None, at_rung: Optional[Callable[[int, float, float], Decision]] = None) -> CandidateResult:
+                    fidelity: Optional[Fidelity] = None, at_rung: Optional[Callable[[int, float, float], Decision]] = None,
+                    on_stage: Optional[Callable[[str], None]] = None) -> CandidateResult:
     """Build, export and measure one candidate; artifacts go to `out_dir`.
 
     With `fidelity` the fine-tune runs rung by rung; after each rung but the last the
@@ -339,18 +344,18 @@ def build_candidate(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *
 
     With `ctx.gate` (concurrent trials on the latency device's cores) the whole build
     holds it, the fine-tune steps aside between steps when a measurement waits, and the
-    latency worker's own calls step out of it."""
+    latency worker's own calls step out of it. `on_stage(name)` hears each stage as it starts."""
     with ctx.busy():
-        return _build(cfg, ctx, Path(out_dir), seed=seed, fidelity=fidelity, at_rung=at_rung)
+        return _build(cfg, ctx, Path(out_dir), seed=seed, fidelity=fidelity, at_rung=at_rung, on_stage=on_stage)
 
 
 def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: int, fidelity: Optional[Fidelity],
-           at_rung: Optional[Callable[[int, float, float], Decision]]) -> CandidateResult:
+           at_rung: Optional[Callable[[int, float, float], Decision]], on_stage: Optional[Callable[[str], None]] = None) -> CandidateResult:
     task = ctx.task
     if fidelity is not None and cfg.finetune.steps == 0:  # no fine-tune: nothing to run in rungs
         fidelity = None
     out_dir.mkdir(parents=True, exist_ok=True)
-    stage = _Stages()
+    stage = _Stages(on_stage)
     torch.manual_seed(seed)
     tctx = TransformContext(example_input=task.example, calibration=ctx.calibration, candidate=cfg, teacher=task.teacher,
                             train_x=task.train_sample, seed=seed, timed=stage)
@@ -516,14 +521,15 @@ class Outcome:
 
 
 def evaluate_candidate(cfg: CandidateConfig, number: int, ctx: PipelineContext, root: Path, *, seed: int,
-                       fidelity: Optional[Fidelity] = None, at_rung: Optional[Callable[[int, float, float], Decision]] = None) -> Outcome:
+                       fidelity: Optional[Fidelity] = None, at_rung: Optional[Callable[[int, float, float], Decision]] = None,
+                       on_stage: Optional[Callable[[str], None]] = None) -> Outcome:
     """Build and measure one candidate into trial `number`'s directory under `root` (the run
     directory, or a trial process's scratch folder); its Outcome (objectives + trial
     attributes, file paths relative to `root`). CandidateError (and CandidateStopped, with
-    multi-fidelity) propagates, nothing left behind."""
+    multi-fidelity) propagates, nothing left behind. `on_stage(name)`: each pipeline stage as it starts."""
     out_dir = trial_dir(root, number)
     try:
-        res = build_candidate(cfg, ctx, out_dir, seed=build_seed(seed, cfg), fidelity=fidelity, at_rung=at_rung)
+        res = build_candidate(cfg, ctx, out_dir, seed=build_seed(seed, cfg), fidelity=fidelity, at_rung=at_rung, on_stage=on_stage)
     except (CandidateError, CandidateStopped):
         shutil.rmtree(out_dir, ignore_errors=True)
         raise

@@ -288,3 +288,16 @@ def test_the_float_cache_keeps_its_newest_entries(tmp_path):
     assert cache.get("a") is None and sorted(f.stem for f in tmp_path.glob("*.pt")) == ["b", "c"]
     state, info = cache.get("c")
     assert info == {"trial": 2, "steps_run": 5} and torch.equal(state["weight"], model.weight.detach())
+
+
+def test_on_stage_hears_each_stage_as_it_starts_and_the_failing_one_last(prepared, tmp_path):
+    heard: list[str] = []
+    res = build_candidate(KD_INT8, prepared, tmp_path / "a", on_stage=heard.append)
+    assert set(res.stage_seconds) <= set(heard)  # every timed stage was announced
+    order = [s for i, s in enumerate(heard) if s in ("prune", "finetune", "export", "quantize", "accuracy", "latency") and s not in heard[:i]]
+    assert order == ["prune", "finetune", "export", "quantize", "accuracy", "latency"]
+    heard.clear()
+    broken = dataclasses.replace(prepared, calibration=torch.zeros((4, 2, 2, 2)))
+    with pytest.raises(CandidateError, match=r"^quantize: "):
+        build_candidate(CandidateConfig(quantize=QuantizeConfig("int8", "uint8", "qoperator")), broken, tmp_path / "q", on_stage=heard.append)
+    assert heard[-1] == "quantize"

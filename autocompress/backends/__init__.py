@@ -7,6 +7,21 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 SAMPLERS = ("tpe", "nsga2", "random")  # Optuna samplers by name (backends.study.make_sampler)
 BACKENDS = ("optuna", "ray")  # local trials one after another (backends.optuna); trials as Ray processes (backends.ray_tune)
+STUDY_NAME = "autocompress"  # the run's study in its storage (backends.study)
+# A trial's values, in the study's order (backends.study.DIRECTIONS); Ray Tune's trials report them under these keys.
+OBJECTIVES = ("val_metric", "latency_ratio", "size_bytes")
+
+
+def objective_names(metric: Any = None) -> list[str]:
+    """The study's objectives by name, as optuna-dashboard and Study.trials_dataframe show
+    them: the val metric (val_accuracy; 'val_mse (negated)' where lower is better, as the
+    study maximizes Metric.score), latency_ratio (to the teacher), size_bytes. Without
+    the metric: 'val_metric (score)'."""
+    if metric is None:
+        first = "val_metric (score)"
+    else:
+        first = metric.column("val") + ("" if metric.higher_is_better else " (negated)")
+    return [first, *OBJECTIVES[1:]]
 
 
 @runtime_checkable
@@ -34,4 +49,4 @@ class Backend(Protocol):
         """Keep the end-of-search latency re-measurement of trial `number`."""
 
 
-__all__ = ["BACKENDS", "SAMPLERS", "Backend"]
+__all__ = ["BACKENDS", "OBJECTIVES", "SAMPLERS", "STUDY_NAME", "Backend", "objective_names"]

@@ -27,9 +27,9 @@ class OptunaBackend(StudyBacked):
     """Backend (see backends.Backend) over a RunStudy in `storage_url`: trials one after another here."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
-                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None, pool=None):
+                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None, pool=None, metric=None):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
-                                  climb_limit=climb_limit)
+                                  climb_limit=climb_limit, metric=metric)
         self.pool = pool  # a started backends.local_pool.TrialPool: trials run in its workers, several at once
 
     # ---- the loop

@@ -55,13 +55,14 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from autocompress.backends import OBJECTIVES
 from autocompress.backends.study import DIRECTIONS, STUDY_NAME, RunStudy, StudyBacked, open_storage
 from autocompress.errors import CandidateError, CandidateStopped, one_line
 from autocompress.fidelity import RungBoard, board_history
 from autocompress.pipeline import evaluate_candidate
 
 RAY_CHECKED_AGAINST = "2.60.0"
-METRICS = ["val_metric", "latency_ratio", "size_bytes"]
+METRICS = list(OBJECTIVES)  # the keys trials report their values under; the study names them (backends.objective_names)
 MODES = ["max" if d == "maximize" else "min" for d in DIRECTIONS]
 LATENCY_ACTOR = "autocompress-latency"
 SINK_ACTOR = "autocompress-sink"
@@ -588,9 +589,9 @@ class RayTuneBackend(StudyBacked):
     trial needs."""
 
     def __init__(self, storage_url: str, space, *, setup: TrialSetup, opts: RayOptions, run_path: Path, sampler: str = "tpe",
-                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None, climb_limit: Optional[float] = None):
+                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None, climb_limit: Optional[float] = None, metric=None):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
-                                  climb_limit=climb_limit)
+                                  climb_limit=climb_limit, metric=metric)
         self.setup = setup
         self.opts = opts
         self.run_path = Path(run_path)

@@ -3,8 +3,10 @@ storage with the hand recipes enqueued first, what has been built, the trials as
 and the ways a trial ends (complete, failed, stopped at a rung, a duplicate, interrupted).
 
 Objectives: maximize the val metric's score (Metric.score: the value, negated where lower is
-better), minimize latency ratio to the teacher, minimize size. The drop limit (in the
-metric's units: points for accuracy) becomes an Optuna constraint (TPE and NSGA-II use it); nothing is discarded.
+better), minimize latency ratio to the teacher, minimize size; the study names them
+(backends.objective_names: val_accuracy, latency_ratio, size_bytes) for optuna-dashboard.
+The drop limit (in the metric's units: points for accuracy) becomes an Optuna constraint
+(TPE and NSGA-II use it); nothing is discarded.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Optional
 
 import optuna
 
-from autocompress.backends import SAMPLERS
+from autocompress.backends import SAMPLERS, STUDY_NAME, objective_names
 from autocompress.backends import _optuna_compat as compat
 from autocompress.errors import ConfigError
 from autocompress.fidelity import Fidelity, RungBoard, board_history
@@ -24,7 +26,6 @@ from autocompress.pipeline import Outcome
 from autocompress.recipes import recipe_trials
 from autocompress.space import SearchSpace
 
-STUDY_NAME = "autocompress"
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 CONSTRAINT = "constraint"
 REMEASURED = "remeasured"  # study attribute: trial number -> end-of-search latency re-measurement
@@ -103,8 +104,10 @@ class RunStudy:
     died are marked FAIL ('interrupted') and their params enqueued again on resume."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0,
-                 max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None):
+                 max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None,
+                 metric=None):
         self.space = space
+        self.metric = metric  # the task's Metric: names the first objective (None: 'val_metric (score)')
         self.max_acc_drop = max_acc_drop
         self.climb_limit = climb_limit  # the structured start's accuracy-drop limit (autocompress.climb), or None: no climb
         self.fidelity = fidelity  # multi-fidelity (autocompress.fidelity), or None: every candidate gets its full fine-tune
@@ -138,6 +141,16 @@ class RunStudy:
         else:
             for t in self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)):
                 self.interrupt(t, "interrupted (driver stopped); re-enqueued")
+        self.name_objectives()
+
+    def name_objectives(self) -> None:
+        """Name the objectives in the storage (once; a resumed run of an older version gets
+        them too), so optuna-dashboard and Study.trials_dataframe show them by name."""
+        names = objective_names(self.metric)
+        if self.study.metric_names != names and (self.metric is not None or self.study.metric_names is None):
+            with warnings.catch_warnings():  # set_metric_names is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(names)
 
     # ---- the structured start
     def plan_ahead(self, budget: int) -> int:
@@ -222,9 +235,12 @@ class RunStudy:
 
     # ---- how a trial ends
     def describe(self, trial: optuna.Trial, cfg) -> None:
-        """The candidate's id, its compact label and the same in words, on its trial."""
+        """The candidate's id, its description, short label and the same in words, on its trial."""
+        from autocompress.techniques import short_label
+
         trial.set_user_attr("candidate_id", cfg.id)
         trial.set_user_attr("description", cfg.describe())
+        trial.set_user_attr("label", short_label(cfg))
         trial.set_user_attr("details", cfg.explain())
 
     def tell_complete(self, trial: optuna.Trial, values, attrs: dict[str, Any]) -> None:

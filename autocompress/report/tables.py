@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -103,55 +104,113 @@ def recipe_comparison(trials: pd.DataFrame, *, within: float = 1.0, unit: str = 
     return head + f"; fastest hand recipe {1 / rb['latency_ratio']:.2f}x (#{int(rb['number'])} '{rb['recipe']}'): {gain:.2f}x faster than it"
 
 
-def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front", trials: Optional[pd.DataFrame] = None) -> str:
-    """Teacher row, then each front point: speedup, size reduction, val and test metric.
-    A point whose ONNX file uses com.microsoft operators (runs on ONNX Runtime only) is
-    marked with '†', one that is not faster than the teacher beyond measurement noise with
-    '‡'. With `trials`, a line compares the fastest candidate within 1 pt with the fastest
-    hand recipe within it (1% of the teacher's value for a metric without points), and a last line counts the built candidates that were not faster."""
+SUMMARY_WIDTH = 100  # the terminal summary's lines fit this many columns
+BEYOND = 3  # trade-offs beyond the drop limit that the summary shows after the front
+
+
+def summary_rows(trials: pd.DataFrame, teacher: TeacherRow, *, front: Optional[pd.DataFrame] = None, beyond: int = BEYOND) -> pd.DataFrame:
+    """The summary's candidates, sorted by latency: the front within the drop limit
+    (`front`, e.g. with its test metric; else the trials' pareto rows) and the `beyond`
+    trade-offs nearest beyond the limit (on the front of every complete trial, the
+    smallest metric drop first), told apart by `feasible`."""
+    front = trials[trials["pareto"]] if front is None else front
+    unconstrained = front_mask(trials.assign(feasible=trials["state"].eq("COMPLETE")), teacher)
+    outside = trials[unconstrained & ~trials["feasible"].astype(bool)].nsmallest(beyond, "metric_drop")
+    parts = [f for f in (front.assign(feasible=True), outside.assign(feasible=False)) if len(f)]
+    rows = pd.concat(parts) if parts else front.assign(feasible=True)
+    return rows.sort_values("latency_ratio", kind="stable")
+
+
+def summary_title(trials: pd.DataFrame, teacher: TeacherRow, *, limit: Optional[float], default_limit: bool = False, beyond: int = 0) -> str:
+    """The summary's first lines: the front's size, the drop limit (given, or the default
+    the search used) and how many trials failed or stopped at a rung."""
+    m = teacher.metric
+    front = int(trials["pareto"].sum()) if "pareto" in trials else 0
+    head = f"Pareto front: {front} of {len(trials)} trials"
+    if limit is None:
+        head += ", no drop limit"
+    else:
+        flag = "--max-acc-drop" if m.percent else "--max-metric-drop"
+        head += (f" within the drop limit of {limit:.4g}{' pt' if m.percent else ''} {m.name} drop"
+                 + (f" (the default; set it with {flag})" if default_limit else f" (given with {flag})"))
+    failed = int(trials["state"].eq("FAIL").sum()) if "state" in trials else 0
+    stopped = int(trials["state"].eq("PRUNED").sum()) if "state" in trials else 0  # multi-fidelity: not promoted at a rung
+    counts = f"{failed} failed" + (f", {stopped} stopped at a rung" if stopped else "")
+    nearest = "the nearest trade-off" if beyond == 1 else f"the {beyond} nearest trade-offs"
+    marks = "* within the limit (pareto.csv)" + (f"; unmarked: {nearest} beyond it (test not measured)" if beyond else "")
+    return f"{head}\n{counts}. {marks}"
+
+
+def _size(size_bytes: float) -> str:
+    kb = size_bytes / 1024
+    return f"{kb:.0f}KB" if kb < 10_000 else f"{kb / 1024:.1f}MB"
+
+
+def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pareto front", trials: Optional[pd.DataFrame] = None,
+                   width: int = SUMMARY_WIDTH) -> str:
+    """A table that fits `width` columns: the teacher (and its baselines) first, then the
+    rows of `front` by latency (summary_rows): '*' where within the drop limit (`feasible`;
+    every row when the column is missing), speedup, latency, size, size reduction, val and
+    test metric, and the candidate's short label (its `label`, else `description`) last,
+    wrapped onto continuation lines where it is long. A point whose ONNX file uses
+    com.microsoft operators (runs on ONNX Runtime only) is marked with '†', one that is not
+    faster than the teacher beyond measurement noise with '‡'. With `trials`, a line compares
+    the fastest candidate within 1 pt with the fastest hand recipe within it (1% of the
+    teacher's value for a metric without points), and a last line counts the built
+    candidates that were not faster."""
     ort_only = flag_column(front, "ort_only")
     slow = flag_column(front, "not_faster")
-    labels = {i: str(d) + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "") for i, d in front.get("description", pd.Series(dtype=str)).items()}
-    w = max([46, *(len(v) for v in labels.values())])
+    feasible = flag_column(front, "feasible") if "feasible" in front else pd.Series(True, index=front.index)
+    names = front["label"].where(front["label"].notna(), front.get("description")) if "label" in front else front.get("description")
+    if names is None:
+        names = pd.Series("", index=front.index)
+    labels = {i: str(d) + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "") for i, d in names.items()}
     m = teacher.metric
     unit = "%" if m.percent else m.name
     mw = max(6, len(unit) + 5)
+    base = dict(teacher.baselines)  # the teacher's baselines (the fused fp32 teacher): a column each
 
     def show(v: Any) -> str:
         return f"{m.show(v):>{mw}}"
 
-    base = dict(teacher.baselines)  # the teacher's baselines (the fused fp32 teacher): a column each
+    def cells(mark: str, number: str, speedup: float, ms: float, size: Optional[float] = None, smaller: float = 1.0,
+              val: Any = None, test: Any = None) -> str:
+        return (f"{mark:1} {number:>4}  {speedup:6.2f}x" + "".join(f" {ratio * speedup:7.2f}x" for ratio in base.values())
+                + f" {ms:7.3f}ms" + ("" if size is None else f" {_size(size):>7} {smaller:6.2f}x {show(val)} {show(test)}"))
 
-    def versus(speedup: float) -> str:
-        return "".join(f" {ratio * speedup:7.2f}x" for ratio in base.values())
+    head = (f"{'':1} {'#':>4}  {'speedup':>7}" + "".join(f" {'vs ' + n:>8}" for n in base)
+            + f" {'latency':>9} {'size':>7} {'smaller':>7} {'val ' + unit:>{mw}} {'test ' + unit:>{mw}}  ")
+    indent = len(head)
+    room = max(12, width - indent)
 
-    head = (f"{'trial':>5}  {'candidate':<{w}} {'speedup':>8}" + "".join(f" {'vs ' + n:>8}" for n in base)
-            + f" {'latency':>9} {'size':>9} {'smaller':>8} {'val ' + unit:>{mw}} {'test ' + unit:>{mw}}")
-    lines = [title, head, "-" * len(head)]
-    lines.append(
-        f"{'':>5}  {'teacher':<{w}} {1.0:7.2f}x{versus(1.0)} {teacher.latency_ms:7.3f}ms {teacher.size_bytes / 1024:7.0f}KB"
-        f" {1.0:7.2f}x {show(teacher.val_metric)} {show(teacher.test_metric)}"
-    )
+    def row(text: str, label: str) -> list[str]:
+        pieces = textwrap.wrap(label, room, break_long_words=True, break_on_hyphens=False) or [""]
+        return [f"{text:<{indent - 2}}  {pieces[0]}".rstrip()] + [" " * indent + p for p in pieces[1:]]
+
+    lines = [part for t in title.splitlines() for part in (textwrap.wrap(t, width, subsequent_indent="  ", break_on_hyphens=False) or [""])]
+    lines += [head + "candidate", "-" * min(width, indent + room)]
+    lines += row(cells("", "", 1.0, teacher.latency_ms, teacher.size_bytes, 1.0, teacher.val_metric, teacher.test_metric), "teacher")
     for name, ratio in base.items():  # the baseline itself: the teacher with that technique alone
-        lines.append(f"{'':>5}  {'teacher, ' + name + ' (baseline)':<{w}} {1 / ratio:7.2f}x{versus(1 / ratio)} {ratio * teacher.latency_ms:7.3f}ms")
-    for i, r in front.sort_values("latency_ratio").iterrows():
-        test = r.get("test_metric", np.nan)
-        lines.append(
-            f"{int(r['number']):>5}  {labels[i]:<{w}} {r['speedup']:7.2f}x{versus(r['speedup'])} {r['latency_ms']:7.3f}ms"
-            f" {r['size_bytes'] / 1024:7.0f}KB {r['size_reduction']:7.2f}x {show(r['val_metric'])} {show(test)}"
-        )
+        lines += row(cells("", "", 1 / ratio, ratio * teacher.latency_ms), f"teacher, {name} (baseline)")
+    for i, r in front.sort_values("latency_ratio", kind="stable").iterrows():
+        lines += row(cells("*" if feasible[i] else "", str(int(r["number"])), r["speedup"], r["latency_ms"], r["size_bytes"],
+                           r["size_reduction"], r["val_metric"], r.get("test_metric", np.nan)), labels[i])
+    notes = []
     if ort_only.any():
-        lines.append("† uses com.microsoft operators (ONNX Runtime's QOperator contrib ops, or 4-bit Q/DQ below opset 21): runs on ONNX Runtime only")
+        notes.append("† uses com.microsoft operators (ONNX Runtime's QOperator contrib ops, or 4-bit Q/DQ below opset 21): runs on ONNX Runtime only")
     if slow.any():
-        lines.append("‡ not faster than the teacher beyond measurement noise (the ratio's 95% interval reaches 1)")
+        notes.append("‡ not faster than the teacher beyond measurement noise (the ratio's 95% interval reaches 1)")
     if trials is not None:
         line = recipe_comparison(trials, within=m.near(teacher.val_metric), unit=m.unit)
         if line:
-            lines.append(line)
+            notes.append(line)
     if trials is not None and "not_faster" in trials:
         built = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
         flagged = built[flag_column(built, "not_faster")]
         if len(flagged):
-            examples = "; ".join(f"#{int(r['number'])} {r['description']} ({1 / r['latency_ratio']:.2f}x)" for _, r in flagged.head(3).iterrows())
-            lines.append(f"Not faster than the teacher on this profile: {len(flagged)} of {len(built)} built candidates, e.g. {examples}")
+            name = "label" if "label" in flagged else "description"
+            examples = "; ".join(f"#{int(r['number'])} {r[name]} ({1 / r['latency_ratio']:.2f}x)" for _, r in flagged.head(3).iterrows())
+            notes.append(f"Not faster than the teacher on this profile: {len(flagged)} of {len(built)} built candidates, e.g. {examples}")
+    for note in notes:
+        lines += textwrap.wrap(note, width, subsequent_indent="  ", break_on_hyphens=False)
     return "\n".join(lines)

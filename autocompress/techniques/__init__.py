@@ -9,10 +9,12 @@ from autocompress.techniques._registry import (
     Spec,
     Technique,
     apply,
+    code_values,
     format_values,
     pipeline_order,
     register_technique,
     segment_moves,
+    short_label,
     step,
     technique,
     technique_of,
@@ -21,6 +23,6 @@ from autocompress.techniques._registry import (
 )
 from autocompress.techniques import prune, lowrank, quantize, finetune, distill, blocks, layers, heads, mlp, matmul, fuse  # noqa: E402,F401  (register, in this order)
 
-__all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "format_values", "pipeline_order", "register_technique", "segment_moves",
-           "step", "technique",
+__all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "code_values", "format_values", "pipeline_order", "register_technique",
+           "segment_moves", "short_label", "step", "technique",
            "technique_of", "techniques", "unregister_technique"]

@@ -12,8 +12,9 @@ step of the pipeline. Its record (a `Technique` subclass registered with
     and against the user's model;
   * `suggest(trial, spec, chosen)`: how a trial samples its config; `chosen` holds the
     configs of the techniques sampled before it (`needs` names the ones it reads);
-  * `label(cfg, candidate)`: a compact code for tables, like timm's block strings
-    ("prune [0.5 0.3] l1/8"), and `explain(cfg, candidate)`, the same in words;
+  * `label(cfg, candidate)`: its part of a candidate's description ("prune [0.5 0.3] l1/8"),
+    `code(cfg, candidate)`: its token of the candidate's short label, like timm's block
+    strings ("p.5,.3_x8"; `short_label`), and `explain(cfg, candidate)`, the same in words;
   * `apply(target, cfg, ctx)` and its `stage`: on the model before fine-tuning ("model":
     the pipeline's own copy of the model, changed in place or replaced; returns the model),
     during fine-tuning ("finetune": returns the TrainPlan the fine-tune runs with), or on
@@ -134,6 +135,26 @@ def segment_moves(spec: Spec, key: str, params: Mapping[str, Any], *, up: bool, 
     return moves
 
 
+def code_values(one: Any, per_segment: Optional[Sequence[Any]] = None) -> str:
+    """A value or one value per segment in a short label: '.5', '1.5', '0'; '.5,.3,0' per
+    segment, or '.5' when every segment has the same value (the same model as one value)."""
+    def fmt(v: Any) -> str:
+        text = f"{v:g}" if isinstance(v, float) else str(v)
+        return text[1:] if text.startswith("0.") else text
+
+    values = list(per_segment) if per_segment else [one]
+    return fmt(values[0]) if len(set(values)) == 1 else ",".join(fmt(v) for v in values)
+
+
+def short_label(candidate: Any) -> str:
+    """A candidate's short label: the codes of the techniques it uses in pipeline order,
+    e.g. 'p.5_l2 r.75 ft150 kd.5_T4 q8' ('none' when it uses none). Distinct configs get
+    distinct labels, but for the fine-tune's optimiser (learning rate, batch size) and
+    settings fixed for a whole search (exclude lists)."""
+    codes = (t.code(candidate[t.name], candidate) for t in pipeline_order())
+    return " ".join(c for c in codes if c) or "none"
+
+
 def format_values(one: Any, per_segment: Optional[Sequence[Any]]) -> str:
     """'0.5', or '[0.5 0.3 0]' for one value per segment (labels)."""
     def fmt(v: Any) -> str:
@@ -184,6 +205,12 @@ class Technique:
     def label(self, cfg: Any, candidate: Any) -> str:
         """Compact code for tables ('' leaves the technique out of the label)."""
         return ""
+
+    def code(self, cfg: Any, candidate: Any) -> str:
+        """Its token of the candidate's short label (short_label): a letter or two and the
+        values, options after '_', no spaces ('' when off). By default the label, spaces
+        replaced by '_'."""
+        return self.label(cfg, candidate).replace(" ", "_") if self.is_active(cfg) else ""
 
     def explain(self, cfg: Any, candidate: Any) -> str:
         """What the technique does to this candidate, in words ('' when nothing)."""
@@ -364,5 +391,5 @@ def technique(name: str) -> Technique:
         raise ValueError(f"unknown technique {name!r}; registered: {list(_REGISTRY)}") from None
 
 
-__all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "format_values", "segment_moves", "segment_names", "step", "pipeline_order", "register_technique", "technique",
+__all__ = ["STAGES", "Move", "Spec", "Technique", "apply", "code_values", "format_values", "segment_moves", "segment_names", "step", "pipeline_order", "register_technique", "short_label", "technique",
            "technique_of", "techniques", "unregister_technique"]

@@ -159,6 +159,20 @@ class Blocks(Technique):
             parts.append(f"warm-up {cfg.warmup_steps}")
         return " · ".join(parts)
 
+    def code(self, cfg: BlockConfig, candidate) -> str:
+        """'b2:mb3k3,3:sk_w100': target:block per substituted target (a path's 'layer2' is
+        '2'; mbconv_e3_k3 'mb3k3', dwsep_k3 'dw3', shuffle_v2 'sh', skip 'sk'), the warm-up."""
+        import re
+
+        def site(path: str) -> str:
+            return ".".join(re.sub(r"^[A-Za-z_]+(?=\d+$)", "", part) for part in path.split("."))
+
+        def block(name: str) -> str:
+            return re.sub(r"^mbconv_e(\d+)_k(\d+)$", r"mb\1k\2", re.sub(r"^dwsep_k", "dw", {"shuffle_v2": "sh", "skip": "sk"}.get(name, name)))
+
+        parts = [f"{site(path)}:{block(name)}" for path, name in cfg.choices if name != "keep"]
+        return ("b" + ",".join(parts) + (f"_w{cfg.warmup_steps}" if cfg.warmup_steps > 0 else "")) if parts else ""
+
     def explain(self, cfg: BlockConfig, candidate) -> str:
         parts = [f"{path} replaced by {name}" for path, name in cfg.choices if name != "keep"]
         if parts and cfg.warmup_steps > 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 from autocompress.schema import Key
-from autocompress.techniques._registry import Spec, Technique, register_technique
+from autocompress.techniques._registry import Spec, Technique, code_values, register_technique
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class Distill(Technique):
         return cfg is not None
 
     # label: the fine-tune's ("kd 100 a=0.5 T=4") says how it distils
+
+    def code(self, cfg: Optional[DistillConfig], candidate) -> str:
+        """'kd.5_T4': the hard-label weight alpha and the temperature."""
+        return "" if cfg is None else f"kd{code_values(cfg.alpha)}_T{code_values(cfg.temperature)}"
 
     def explain(self, cfg: Optional[DistillConfig], candidate) -> str:
         if cfg is None:

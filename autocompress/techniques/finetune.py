@@ -63,6 +63,11 @@ class Finetune(Technique):
             return "no fine-tune"
         return f"kd {cfg.steps} a={kd.alpha:g} T={kd.temperature:g}" + (" +qat" if cfg.qat else "")
 
+    def code(self, cfg: FinetuneConfig, candidate) -> str:
+        """'ft150', 'ft150_qat_es': the steps, quantization-aware, early stop (the optimiser
+        settings are in `explain`)."""
+        return f"ft{cfg.steps}" + ("_qat" if cfg.qat else "") + ("_es" if cfg.early_stop else "") if cfg.steps > 0 else ""
+
     def explain(self, cfg: FinetuneConfig, candidate) -> str:
         if cfg.steps <= 0:
             return "no fine-tune"

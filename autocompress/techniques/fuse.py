@@ -129,6 +129,10 @@ class Fuse(Technique):
             return ""
         return "fused+ln" if cfg.layer_norm else "fused"
 
+    def code(self, cfg: FuseConfig, candidate) -> str:
+        """'fz', 'fz_ln' (LayerNorm fusions too)."""
+        return ("fz_ln" if cfg.layer_norm else "fz") if cfg.active else ""
+
     def explain(self, cfg: FuseConfig, candidate) -> str:
         if not cfg.active:
             return ""

@@ -12,7 +12,7 @@ from dataclasses import replace as _replace
 from typing import Any, Mapping, Optional
 
 from autocompress.schema import Key, largest
-from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+from autocompress.techniques._registry import Move, Spec, Technique, code_values, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,10 @@ class Heads(Technique):
 
     def label(self, cfg: HeadPruneConfig, candidate) -> str:
         return f"heads {format_values(cfg.ratio, cfg.segment_ratios)}" if cfg.active else ""
+
+    def code(self, cfg: HeadPruneConfig, candidate) -> str:
+        """'h.5', 'h.25,.5': the share of heads removed."""
+        return f"h{code_values(cfg.ratio, cfg.segment_ratios)}" if cfg.active else ""
 
     def explain(self, cfg: HeadPruneConfig, candidate) -> str:
         if not cfg.active:

@@ -125,6 +125,13 @@ class Layers(Technique):
     def label(self, cfg: LayerDropConfig, candidate) -> str:
         return " · ".join(f"drop {p.rsplit('.', 1)[-1]}[{' '.join(map(str, idx))}]" for p, idx in _by_stack(cfg.drop).items())
 
+    def code(self, cfg: LayerDropConfig, candidate) -> str:
+        """'L-3,5': the layers dropped; from several stacks 'L-layer:3,5/h:1' (each stack's last name)."""
+        stacks = _by_stack(cfg.drop)
+        if len(stacks) == 1:
+            return "L-" + ",".join(map(str, next(iter(stacks.values()))))
+        return ("L-" + "/".join(f"{p.rsplit('.', 1)[-1]}:{','.join(map(str, idx))}" for p, idx in stacks.items())) if stacks else ""
+
     def explain(self, cfg: LayerDropConfig, candidate) -> str:
         return ", ".join(f"layers {', '.join(map(str, idx))} of {p} dropped" for p, idx in _by_stack(cfg.drop).items())
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from autocompress.schema import Fixed, Key, Settings
-from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+from autocompress.techniques._registry import Move, Spec, Technique, code_values, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class LowRank(Technique):
 
     def label(self, cfg: LowRankConfig, candidate) -> str:
         return f"rank {format_values(cfg.rank_ratio, cfg.segment_ratios)}" if cfg.active else ""
+
+    def code(self, cfg: LowRankConfig, candidate) -> str:
+        """'r.5', 'r1,.5,.25': the rank kept."""
+        return f"r{code_values(cfg.rank_ratio, cfg.segment_ratios)}" if cfg.active else ""
 
     def explain(self, cfg: LowRankConfig, candidate) -> str:
         if not cfg.active:

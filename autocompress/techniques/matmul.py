@@ -151,6 +151,14 @@ class MatMulQuant(Technique):
             return f"w4 b{cfg.block_size}" + (f" a{cfg.accuracy_level}" if cfg.accuracy_level else "")
         return ""
 
+    def code(self, cfg: MatMulQuantConfig, candidate) -> str:
+        """'dyn8', 'dyn8_rr' (7-bit weights); 'w4b32', 'w4b32_a4' (int8 compute)."""
+        if cfg.method == "dynamic":
+            return "dyn8" + ("_rr" if cfg.reduce_range else "")
+        if cfg.method == "int4_wo":
+            return f"w4b{cfg.block_size}" + (f"_a{cfg.accuracy_level}" if cfg.accuracy_level else "")
+        return ""
+
     def explain(self, cfg: MatMulQuantConfig, candidate) -> str:
         if cfg.method == "dynamic":
             return ("int8 dynamic quantization of the MatMul weights (activations quantized at run time"

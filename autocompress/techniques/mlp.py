@@ -11,7 +11,7 @@ from dataclasses import replace as _replace
 from typing import Any, Mapping, Optional
 
 from autocompress.schema import Key, largest
-from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+from autocompress.techniques._registry import Move, Spec, Technique, code_values, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,12 @@ class Mlp(Technique):
         if not cfg.active:
             return ""
         return f"mlp {format_values(cfg.ratio, cfg.segment_ratios)}" + (f"/{cfg.round_to}" if cfg.round_to else "")
+
+    def code(self, cfg: MlpPruneConfig, candidate) -> str:
+        """'m.5', 'm.8,0_x8': the share of the inner width removed, the width multiple."""
+        if not cfg.active:
+            return ""
+        return f"m{code_values(cfg.ratio, cfg.segment_ratios)}" + (f"_x{cfg.round_to}" if cfg.round_to else "")
 
     def explain(self, cfg: MlpPruneConfig, candidate) -> str:
         if not cfg.active:

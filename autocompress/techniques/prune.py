@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 from autocompress.names import PRUNE_CRITERIA
 from autocompress.schema import Key
-from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+from autocompress.techniques._registry import Move, Spec, Technique, code_values, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ class Prune(Technique):
         if not cfg.active:
             return "no prune"
         return f"prune {format_values(cfg.ratio, cfg.segment_ratios)} {cfg.criterion}" + (f"/{cfg.round_to}" if cfg.round_to else "")
+
+    def code(self, cfg: PruneConfig, candidate) -> str:
+        """'p.5', 'p.5,.3,0_l2_x8': the ratios, the criterion unless l1, the channel multiple."""
+        if not cfg.active:
+            return ""
+        crit = {"l1": "", "act_mean": "_am", "act_zero": "_az"}.get(cfg.criterion, f"_{cfg.criterion}")
+        return f"p{code_values(cfg.ratio, cfg.segment_ratios)}{crit}" + (f"_x{cfg.round_to}" if cfg.round_to else "")
 
     def explain(self, cfg: PruneConfig, candidate) -> str:
         if not cfg.active:

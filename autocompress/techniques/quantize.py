@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 from autocompress.errors import ConfigError
 from autocompress.names import BITS
 from autocompress.schema import Key, values_of
-from autocompress.techniques._registry import Move, Spec, Technique, format_values, register_technique, segment_moves
+from autocompress.techniques._registry import Move, Spec, Technique, code_values, format_values, register_technique, segment_moves
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,16 @@ class Quantize(Technique):
         fmt = {"qoperator": "qop", "qdq": "qdq"}.get(cfg.format or "", cfg.format)
         label = f"{format_values(cfg.mode, cfg.segment_bits)} {fmt}/{'u8' if cfg.activations == 'uint8' else 's8'}"
         return label + ("" if cfg.calibration == "minmax" else f" {cfg.calibration}")
+
+    def code(self, cfg: QuantizeConfig, candidate) -> str:
+        """'q8', 'q88f_qdq_s8_ent': weight bits per segment (8, 4, f: float), then QDQ (int4
+        is always QDQ), signed activations, the calibration unless MinMax."""
+        if not cfg.active:
+            return ""
+        bits = [{"fp32": "f", "int8": "8", "int4": "4"}.get(b, b) for b in (cfg.segment_bits or (cfg.mode,))]
+        text = bits[0] if len(set(bits)) == 1 else ("" if all(len(b) == 1 for b in bits) else ",").join(bits)
+        return (f"q{text}" + ("_qdq" if cfg.format == "qdq" and "4" not in bits else "") + ("_s8" if cfg.activations == "int8" else "")
+                + {"minmax": "", "entropy": "_ent", "percentile": "_pct"}.get(cfg.calibration, f"_{cfg.calibration}"))
 
     def explain(self, cfg: QuantizeConfig, candidate) -> str:
         if not cfg.active:

@@ -91,8 +91,10 @@ def test_pareto_plot_info():
     assert sorted(others["acc"]) == pytest.approx([80.0, 90.0])
     assert sorted(others["latency_ms"]) == pytest.approx([1.0, 1.0])
     assert info["teacher"] == {"latency_ms": 2.0, "size_kb": pytest.approx(1000 / 1024), "acc": pytest.approx(90.0)}
-    # y zooms from the lowest front point (60%, below teacher - 10) minus 1 to the best + 0.5
-    assert info["ylim"] == pytest.approx((59.0, 90.5))
+    # no limit given: the search's default (10 pt); y from 30% of it below the limit line to just above the best
+    lo, hi = info["ylim"]
+    assert lo == pytest.approx(90.0 - 10.0 - 3.0) and 90.0 < hi < 91.0
+    assert info["outside"]["count"] == 1 and info["outside"]["front"] == 1  # trial 5 at 60%
 
 
 def test_render_pareto_png(tmp_path):
@@ -106,6 +108,16 @@ def test_render_pareto_png(tmp_path):
     assert out2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def candidate_rows(text: str) -> dict[int, tuple[str, str]]:
+    """The summary's candidate rows: trial number -> (its mark, '*' or '', the line)."""
+    out = {}
+    for line in text.splitlines():
+        head = line[:6].split()
+        if head and head[-1].isdigit():
+            out[int(head[-1])] = (head[0] if len(head) == 2 else "", line)
+    return out
+
+
 def test_format_summary():
     df = trials_frame(RECORDS, TEACHER)
     front = df[df["pareto"]].copy()
@@ -115,21 +127,16 @@ def test_format_summary():
     assert lines[0] == "My front"
     teacher_line = next(line for line in lines if "teacher" in line)
     assert "1.00x" in teacher_line and "90.00" in teacher_line and "88.00" in teacher_line and "2.000ms" in teacher_line
-    rows = [line for line in lines[3:] if "teacher" not in line]
-    assert [int(line.split()[0]) for line in rows] == [5, 1, 0]  # every front trial, fastest first
-    row1 = next(line for line in rows if line.split()[0] == "1")
-    assert "cand 1" in row1 and "4.00x" in row1 and "85.00" in row1 and "0.500ms" in row1
-    assert "n/a" in next(line for line in rows if line.split()[0] == "5")
+    assert teacher_line.split()[-1] == "teacher" and lines.index(teacher_line) == 3  # the first row, after the header and rule
+    rows = candidate_rows(text)
+    assert list(rows) == [5, 1, 0]  # every front trial, fastest first
+    assert all(mark == "*" for mark, _ in rows.values())  # all within the (absent) limit
+    row1 = rows[1][1]
+    assert row1.endswith("cand 1") and "4.00x" in row1 and "85.00" in row1 and "0.500ms" in row1
+    assert "n/a" in rows[5][1]
+    assert max(map(len, lines)) <= 100
     no_test = format_summary(front.drop(columns="test_metric"), TeacherRow(0.9, None, 2.0, 1000))
     assert no_test.count("n/a") == 4  # teacher + three front rows
-
-
-def test_plot_zooms_to_ten_points_under_the_teacher_when_the_front_is_close():
-    from autocompress.report.plot import _ylim
-    import numpy as np
-
-    assert _ylim(np.array([99.0, 98.5]), 99.5) == pytest.approx((88.5, 100.0))
-    assert _ylim(np.zeros(0), 5.0) == (0.0, 5.5)
 
 
 def test_summary_marks_points_that_need_onnx_runtime():
@@ -187,7 +194,7 @@ def test_the_summary_compares_the_fastest_point_within_1_pt_with_the_fastest_han
     line = recipe_comparison(df)
     assert line == ("Within 1 pt of the teacher (val): fastest 10.00x (#3); fastest hand recipe 5.00x "
                     "(#1 'prune 50% + KD + int8'): 2.00x faster than it")  # #2 is 10x but 2 pt below the teacher
-    assert line in format_summary(df[df["pareto"]], AT_ONE, trials=df)
+    assert line in " ".join(format_summary(df[df["pareto"]], AT_ONE, trials=df).split())  # wrapped to fit 100 columns
     same = recipe_comparison(_with_recipes([(0, 0.995, 0.30, "int8 teacher"), (1, 0.99, 0.40, None)]))
     assert same.endswith("the hand recipe 'int8 teacher': the search found nothing faster")
     assert recipe_comparison(_with_recipes([(0, 0.9, 0.3, "int8 teacher")])) == "Within 1 pt of the teacher (val): no candidate"
@@ -206,7 +213,7 @@ def test_speedups_against_a_baseline_of_the_teacher_are_a_column_and_a_row():
     text = format_summary(df[df["pareto"]].assign(test_metric=0.85), teacher)
     lines = text.splitlines()
     assert "vs fused" in lines[1]
-    row = next(line for line in lines if line.strip().startswith("teacher, fused (baseline)"))
-    assert row.split()[3:6] == ["1.25x", "1.00x", "1.600ms"]
-    cand1 = next(line for line in lines if line.strip().startswith("1 "))
+    row = next(line for line in lines if line.endswith("teacher, fused (baseline)"))
+    assert row.split()[:3] == ["1.25x", "1.00x", "1.600ms"]
+    cand1 = candidate_rows(text)[1][1]
     assert "4.00x    3.20x" in cand1
