@@ -518,7 +518,8 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         t1 = time.perf_counter()
         tracker.end()
         remeasure_front(backend, ctx, run, progress=progress)
-        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit)
+        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit,
+                 warn=lambda text: tracker.note(text, level=QUIET))  # said even with --quiet
         progress("")
         tracker.note(f"Results in {run.path}: {RESULTS}", level=QUIET)
     return {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,

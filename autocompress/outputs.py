@@ -1,6 +1,7 @@
 """Writing a run's results: trials.csv after every trial; at the end the front's test
-metric, pareto.csv, pareto.png, summary.txt, and removal of non-front artifacts. The CSV
-files name the metric's columns after it (val_accuracy, acc_drop_pts; val_mse, mse_drop)."""
+metric, pareto.csv, summary.txt, removal of non-front artifacts, and the report (pareto.png,
+pareto.html, report.md). The CSV files name the metric's columns after it (val_accuracy,
+acc_drop_pts; val_mse, mse_drop)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from autocompress.report import TeacherRow, format_summary, trials_frame
-from autocompress.report.build import write_report
+from autocompress.report.build import FILES as REPORT_FILES, write_report
 from autocompress.report.tables import display_columns, summary_rows, summary_title
 from autocompress.atomic import write_text_atomic
+from autocompress.errors import one_line
 from autocompress.run import RunDir
 
-RESULTS = "summary.txt, pareto.csv, pareto.png, trials.csv; ONNX + state_dict per front point under trials/"
+RESULTS = "summary.txt, pareto.csv, trials.csv, pareto.png, pareto.html, report.md; ONNX + state_dict per front point under trials/"
 _FIRST = ["number", "state", "label", "description", "details", "val_metric", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "metric_drop", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 
@@ -44,11 +46,13 @@ def write_trials_csv(run: RunDir, records: Sequence[dict[str, Any]], teacher, *,
 
 
 def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_drop: Optional[float], progress: Callable[[str], None] = print,
-             default_limit: bool = False) -> pd.DataFrame:
-    """The end of a search: the front's test metric, pareto.csv, the report (pareto.png,
-    pareto.html, report.md: report.build), summary.txt
-    (printed through `progress`; `default_limit`: the drop limit is the default, not given)
-    and the removal of every non-front trial's files; the trials frame."""
+             default_limit: bool = False, warn: Optional[Callable[[str], None]] = None) -> pd.DataFrame:
+    """The end of a search: the front's test metric, pareto.csv, summary.txt (printed
+    through `progress`; `default_limit`: the drop limit is the default, not given), the
+    removal of every non-front trial's files, then the report (pareto.png, pareto.html,
+    report.md: report.build); the trials frame. The report comes last and a failure of it
+    loses nothing: it is said through `warn` (default `progress`) with the command that
+    writes it again."""
     from autocompress.pipeline import task_metric
 
     metric = ctx.task.metric
@@ -66,8 +70,6 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
     cols += sorted(c for c in front if c.startswith("param."))
     write_csv(run.path / "pareto.csv", front[[c for c in cols if c in front]], metric)
     predicted = "latency_source" in df and bool(df["latency_source"].eq("predicted").any())
-    write_report(run.path)
-    run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
     rows = summary_rows(df, teacher, front=front)
     title = summary_title(df, teacher, limit=max_acc_drop, default_limit=default_limit, beyond=int((~rows["feasible"]).sum()))
     if predicted:
@@ -75,4 +77,10 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
     summary = format_summary(rows, teacher, title=title, trials=df)
     write_text_atomic(run.path / "summary.txt", summary + "\n")
     progress("\n" + summary)
+    run.remove_trial_artifacts(keep={int(n) for n in front["number"]})
+    try:
+        write_report(run.path)
+    except Exception as exc:  # noqa: BLE001 - the results are written: the plots must not lose them or end the search in an error
+        (warn or progress)(f"\nThe report ({', '.join(REPORT_FILES)}) could not be written ({one_line(exc)}); "
+                           f"the results are in trials.csv, pareto.csv and summary.txt. Write it again with: autocompress report {run.path}")
     return df

@@ -54,8 +54,8 @@ class Progress:
 
     def status(self) -> str:
         """The bar's text: 'best 3.21x speedup, 4.10x smaller · 1 failed · #12 finetune'."""
-        best = ("best " + (f"{self.best_speedup:.2f}x speedup, {self.best_size:.2f}x smaller" if self.best_speedup is not None else "-"))
-        parts = [best, f"{self.failed} failed"]
+        known = [f"{v:.2f}x {what}" for v, what in ((self.best_speedup, "speedup"), (self.best_size, "smaller")) if v is not None]
+        parts = ["best " + (", ".join(known) or "-"), f"{self.failed} failed"]
         if self.trial is not None and self.stage is not None:
             parts.append(f"#{self.trial} {self.stage}")
         return " · ".join(parts)

@@ -18,3 +18,12 @@ def test_import_is_lean():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_api_module_and_names_load_on_first_use():
+    code = (
+        "import autocompress as ac\n"
+        "print(ac.api.__name__, ac.show is ac.api.show, ac.export is ac.api.export, callable(ac.api.report))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "autocompress.api True True True"

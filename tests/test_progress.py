@@ -174,8 +174,33 @@ def test_quiet_prints_only_where_the_results_are(cli_inputs, tmp_path, capsys):
 
     assert main(search_args(cli_inputs, "--budget", 1, "--out", tmp_path / "run", "--quiet")) == 0
     out = capsys.readouterr().out
-    assert out.splitlines() == [f"Results in {tmp_path / 'run'}: summary.txt, pareto.csv, pareto.png, trials.csv; "
+    assert out.splitlines() == [f"Results in {tmp_path / 'run'}: summary.txt, pareto.csv, trials.csv, pareto.png, pareto.html, report.md; "
                                 "ONNX + state_dict per front point under trials/"]
+    assert all((tmp_path / "run" / name).is_file() for name in ("summary.txt", "pareto.csv", "trials.csv", "pareto.png", "pareto.html", "report.md"))
+
+
+def test_a_report_that_fails_at_the_end_of_a_search_loses_nothing_and_is_said_even_when_quiet(cli_inputs, tmp_path, capsys, monkeypatch):
+    """The plots come last: summary.txt, pareto.csv and the front's files are written, the
+    non-front files removed and the search ends well; the failure is said with the command
+    that writes the report again."""
+    import pandas as pd
+
+    from autocompress.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no backend for the plot")
+
+    monkeypatch.setattr("autocompress.report.plot.render_pareto_png", broken)  # report.build imports it when it runs
+    run = tmp_path / "run"
+    assert main(search_args(cli_inputs, "--budget", 2, "--out", run, "--quiet")) == 0
+    out = capsys.readouterr().out
+    assert "could not be written (RuntimeError: no backend for the plot)" in out and f"autocompress report {run}" in out
+    assert out.splitlines()[-1].startswith(f"Results in {run}")
+    assert (run / "summary.txt").read_text().startswith("Pareto front: ")
+    front = pd.read_csv(run / "pareto.csv")
+    kept = sorted(int(p.name) for p in (run / "trials").iterdir() if p.name.isdigit())
+    assert kept == sorted(int(n) for n in front["number"])  # the non-front trials' files removed, as without the failure
+    assert not (run / "pareto.png").exists()
 
 
 def test_quiet_and_verbose_are_flags_of_search_and_verbosity_is_checked():
@@ -190,3 +215,14 @@ def test_quiet_and_verbose_are_flags_of_search_and_verbosity_is_checked():
     with pytest.raises(ConfigError, match="verbosity must be an integer >= -1.*got -2"):
         validate(SearchOptions(verbosity=-2))
     validate(SearchOptions(verbosity=VERBOSE))
+
+
+def test_the_status_shows_what_is_known_of_the_best():
+    """A tracker told no teacher size knows the best speedup only: the bar's text still renders."""
+    assert _event("trial", best_size=None).status() == "best 2.00x speedup · 0 failed"
+    assert _event("trial", best_speedup=None, best_size=None).status() == "best - · 0 failed"
+    events: list[Progress] = []
+    t = Tracker(type("Collect", (), {"__call__": lambda self, e: events.append(e), "close": lambda self: None})())
+    t.start(budget=2, drop_limit=1.0)  # no teacher size
+    t.trial(_done(0, 0.5, 0.5, 500), done=1, line="")
+    assert events[-1].status() == "best 2.00x speedup · 0 failed"

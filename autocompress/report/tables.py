@@ -104,6 +104,16 @@ def recipe_comparison(trials: pd.DataFrame, *, within: float = 1.0, unit: str = 
     return head + f"; fastest hand recipe {1 / rb['latency_ratio']:.2f}x (#{int(rb['number'])} '{rb['recipe']}'): {gain:.2f}x faster than it"
 
 
+def candidate_names(rows: pd.DataFrame) -> pd.Series:
+    """Each row's name in the summary: its short `label`, else its `description` (a trial
+    of a run resumed from a version before labels has none), else ''."""
+    names = pd.Series("", index=rows.index, dtype=object)
+    for col in ("description", "label"):  # the label wins where it is there
+        if col in rows:
+            names = rows[col].where(rows[col].notna() & rows[col].astype(str).str.strip().ne(""), names)
+    return names.astype(str)
+
+
 SUMMARY_WIDTH = 100  # the terminal summary's lines fit this many columns
 BEYOND = 3  # trade-offs beyond the drop limit that the summary shows after the front
 
@@ -161,10 +171,7 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
     ort_only = flag_column(front, "ort_only")
     slow = flag_column(front, "not_faster")
     feasible = flag_column(front, "feasible") if "feasible" in front else pd.Series(True, index=front.index)
-    names = front["label"].where(front["label"].notna(), front.get("description")) if "label" in front else front.get("description")
-    if names is None:
-        names = pd.Series("", index=front.index)
-    labels = {i: str(d) + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "") for i, d in names.items()}
+    labels = {i: d + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "") for i, d in candidate_names(front).items()}
     m = teacher.metric
     unit = "%" if m.percent else m.name
     mw = max(6, len(unit) + 5)
@@ -208,8 +215,8 @@ def format_summary(front: pd.DataFrame, teacher: TeacherRow, *, title: str = "Pa
         built = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
         flagged = built[flag_column(built, "not_faster")]
         if len(flagged):
-            name = "label" if "label" in flagged else "description"
-            examples = "; ".join(f"#{int(r['number'])} {r[name]} ({1 / r['latency_ratio']:.2f}x)" for _, r in flagged.head(3).iterrows())
+            names = candidate_names(flagged)
+            examples = "; ".join(f"#{int(r['number'])} {names[i]} ({1 / r['latency_ratio']:.2f}x)" for i, r in flagged.head(3).iterrows())
             notes.append(f"Not faster than the teacher on this profile: {len(flagged)} of {len(built)} built candidates, e.g. {examples}")
     for note in notes:
         lines += textwrap.wrap(note, width, subsequent_indent="  ", break_on_hyphens=False)

@@ -102,3 +102,18 @@ def test_the_title_names_the_limit_given_and_the_metric():
     assert title.splitlines() == ["Pareto front: 1 of 2 trials within the drop limit of 0.5 mse drop (given with --max-metric-drop)",
                                   "0 failed, 1 stopped at a rung. * within the limit (pareto.csv)"]
     assert summary_title(df, mse, limit=None).startswith("Pareto front: 1 of 2 trials, no drop limit")
+
+
+def test_trials_without_a_label_are_named_by_their_description_in_rows_and_notes():
+    """A run resumed from a version before labels: its older trials have no label (a gap
+    in the column), and are named by their description, never 'nan'."""
+    teacher = TeacherRow(0.9, None, 1.0, 1000)
+    records = [{"number": 0, "state": "COMPLETE", "description": "prune 0.5 l1 · fp32", "val_metric": 0.9, "latency_ratio": 0.99,
+                "size_bytes": 900.0, "not_faster": True},
+               {"number": 1, "state": "COMPLETE", "label": "p.3 q8", "description": "prune 0.3 l1 · int8 qop/u8", "val_metric": 0.89,
+                "latency_ratio": 0.5, "size_bytes": 300.0, "not_faster": False}]
+    df = trials_frame(records, teacher, max_acc_drop=5.0)
+    text = format_summary(summary_rows(df, teacher), teacher, trials=df)
+    assert "nan" not in text
+    assert "prune 0.5 l1 · fp32 ‡" in text and "p.3 q8" in text
+    assert "e.g. #0 prune 0.5 l1 · fp32 (1.01x)" in " ".join(text.split())
