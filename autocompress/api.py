@@ -79,6 +79,15 @@ class SearchResult:
         return Metric.described(self.manifest.get("metric"))
 
     @property
+    def stopped(self) -> Optional[str]:
+        """Why the last search of this run stopped before its budget because its trials kept
+        failing (--max-failures, or the same error in its first trials: autocompress.stopping),
+        or None."""
+        timing = self.manifest.get("timing") or [{}]
+        stop = timing[-1].get("stopped")
+        return stop["message"] if stop else None
+
+    @property
     def teacher(self) -> dict[str, Any]:
         """The teacher's val/test metric (named as the CSV files name them: val_accuracy,
         test_accuracy; val_mse, ...), size and latency, as measured in the run."""

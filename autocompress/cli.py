@@ -13,6 +13,7 @@ from autocompress.backends import BACKENDS, SAMPLERS
 from autocompress.errors import AutocompressError
 
 EXIT_USAGE = 2
+EXIT_STOPPED = 3  # search: stopped early because its trials kept failing (autocompress.stopping); the outputs are written
 EXIT_INTERRUPTED = 130
 
 
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, metavar="N", help="trials at once on this machine, each with its share of the cores; "
                    "latency is still timed with nothing else running (default 1, or $AUTOCOMPRESS_WORKERS)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default tpe)")
+    s.add_argument("--max-failures", type=int, metavar="N", help="stop after N failed trials (outputs written, exit code 3); "
+                   "the search also stops when its first 5 trials other than the hand recipes fail with the same error")
+    s.add_argument("--trial-timeout", type=parse_duration, metavar="DURATION", help="a trial over it, e.g. 10m, fails as timed out; "
+                   "trials then run in a worker process, ended and restarted after a timeout")
     loud = s.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors and, at the end, where the results are")
     loud.add_argument("-v", "--verbose", action="count", default=0, help="more detail: a line per pipeline stage, each trial in words")
@@ -132,15 +137,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "search":
             from autocompress.api import search
 
-            search(
+            result = search(
                 args.task, model=args.model, data=args.data, checkpoint=args.checkpoint, space=args.space, profile=args.profile,
                 budget=args.budget, time_budget=args.time_budget, seed=args.seed, sampler=args.sampler,
                 out=args.out, resume=args.resume, max_acc_drop=args.max_acc_drop, max_metric_drop=args.max_metric_drop, device=args.device, backend=args.backend,
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
                 latency=args.latency, table=args.table, reduction_factor=args.reduction_factor, workers=args.workers,
-                verbosity=-1 if args.quiet else min(args.verbose, 1),
+                verbosity=-1 if args.quiet else min(args.verbose, 1), max_failures=args.max_failures, trial_timeout=args.trial_timeout,
             )
+            if result.stopped is not None:
+                return EXIT_STOPPED
         elif args.command == "profiles":
             from autocompress.hardware import profiles_table
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import yaml
 
-from autocompress.errors import ConfigError, RunDirError, TaskError, one_line
+from autocompress.errors import AutocompressError, ConfigError, RunDirError, TaskError, one_line
 from autocompress.atomic import write_text_atomic
 from autocompress.hardware import HardwareProfile, check_available, load_profile
 from autocompress.names import FLOAT_CACHE_DIR
 from autocompress.progress import NORMAL, QUIET, VERBOSE, BarSink, LineSink, Tracker, terminal_sink
-from autocompress.run import RunDir, default_run_dir, load_run_task, new_manifest
+from autocompress.run import RunDir, check_writable, default_run_dir, load_run_task, new_manifest
 from autocompress.space import SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class SearchOptions:
     workers: Optional[int] = None  # local trials at once (backends.local_pool); None: default_workers()
     device: Optional[str] = None  # where fine-tunes run: "auto" (default: CUDA when there is one), "cpu", "cuda", "cuda:N"
     verbosity: Optional[int] = None  # what the search prints: -1 (--quiet) the run's path only, 0 (default), 1 (-v) stages and details
+    max_failures: Optional[int] = None  # stop the search after this many failed trials (autocompress.stopping); this session's
+    trial_timeout: Optional[float] = None  # seconds a candidate may take; trials then run in a worker process that is ended and restarted
 
 
 DEFAULT_BUDGET = 100
@@ -143,6 +145,16 @@ def _check_options(o: SearchOptions) -> None:
     check_device(o.device)
     if o.workers is not None and o.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {o.workers}")
+    from autocompress.evaluation.latency import latency_timeout_s
+
+    latency_timeout_s()  # $AUTOCOMPRESS_LATENCY_TIMEOUT, checked before any work
+    if o.max_failures is not None and (isinstance(o.max_failures, bool) or not isinstance(o.max_failures, int) or o.max_failures < 1):
+        raise ConfigError(f"--max-failures must be an integer >= 1, got {o.max_failures!r}")
+    if o.trial_timeout is not None and (isinstance(o.trial_timeout, bool) or not isinstance(o.trial_timeout, (int, float))
+                                        or not 0 < o.trial_timeout < float("inf")):
+        raise ConfigError(f"--trial-timeout must be a number of seconds > 0, got {o.trial_timeout!r}")
+    if o.trial_timeout is not None and o.backend == "ray":
+        raise ConfigError("--trial-timeout is for the local backend (trials in worker processes on this machine), not --backend ray")
     if o.verbosity is not None and (isinstance(o.verbosity, bool) or not isinstance(o.verbosity, int) or o.verbosity < QUIET):
         raise ConfigError(f"verbosity must be an integer >= {QUIET} (-1: --quiet, 0: the default, 1: -v), got {o.verbosity!r}")
     if o.workers is not None and o.backend == "ray":
@@ -219,8 +231,11 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
         fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
         reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None, workers=o.workers, device=o.device,
+        max_failures=o.max_failures, trial_timeout=o.trial_timeout,
     )
     if resolved.backend == "ray":
+        if o.trial_timeout is not None:
+            raise ConfigError(f"--resume {run.path}: --trial-timeout is for the local backend; the run searches with Ray")
         ray_m = m.get("ray", {})
         resolved = replace(
             resolved, ray_address=o.ray_address or ray_m.get("address"), cpus_per_trial=o.cpus_per_trial or ray_m.get("cpus_per_trial"),
@@ -250,6 +265,9 @@ def _check_python_task(o: SearchOptions) -> None:
     if o.workers is not None and o.workers > 1:
         raise ConfigError(f"workers={o.workers}: a Task built in Python runs one trial at a time (workers=1); "
                           "worker processes load their task from files (--model/--data, or --task FILE.py:FN returning the Task)")
+    if o.trial_timeout is not None:
+        raise ConfigError(f"trial_timeout={o.trial_timeout}: a timed-out trial's worker process is restarted and loads its task from files "
+                          "(--model/--data, or --task FILE.py:FN returning the Task); a Task built in Python runs in this process")
 
 
 def validate(o: SearchOptions, *, python_task: bool = False) -> None:
@@ -259,6 +277,16 @@ def validate(o: SearchOptions, *, python_task: bool = False) -> None:
         _check_python_task(o)
     if o.resume is None and o.out is not None:
         RunDir.check_new(Path(o.out))
+
+
+def _check_default_out() -> None:
+    """Without --out the run goes to runs/<task>-<time>: refused at once where runs/ cannot be made or written."""
+    from autocompress.atomic import unwritable_reason
+
+    parent = default_run_dir("task").parent
+    reason = unwritable_reason(parent)
+    if reason is not None:
+        raise RunDirError(f"--out not given: the default run directory {parent}/<task>-<time> cannot be written: {reason}; give --out DIR")
 
 
 def search(o: SearchOptions, *, progress: Callable[[str], None] = print, task=None) -> Path:
@@ -284,6 +312,7 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
     resume = o.resume is not None
     if resume:
         run = RunDir.open_existing(Path(o.resume))
+        check_writable(run.path, field="--resume")
         kind = run.read_manifest().get("task", {}).get("kind")
         if (kind == PYTHON_TASK) != (task is not None):
             raise RunDirError(f"--resume {run.path}: the run's task was built in Python: resume it with autocompress.search(task, resume=...)"
@@ -294,6 +323,8 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
         profile = load_profile(o.profile or "cpu-1thread")
         if o.out is not None:
             RunDir.check_new(Path(o.out))
+        else:  # runs/<task>-<time>: the task's name is known once it is loaded, where it goes is known now
+            _check_default_out()
     fidelity = None
     if o.fidelity is not None:  # the fine-tune length becomes the rungs' budget: it leaves the search space
         from autocompress.fidelity import Fidelity
@@ -376,6 +407,8 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
                                                                                          (task.val, metric, task.output_kind)))
             ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
                           table=table, predicted=o.latency == "predicted", device=device)
+        except AutocompressError:  # already one line that says what (e.g. the teacher's export is not faithful)
+            raise
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
             raise TaskError(f"the teacher could not be exported to ONNX and measured: {one_line(exc)}") from exc
         manifest.setdefault("teacher", {}).update(
@@ -431,7 +464,8 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
         try:
-            timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, tracker=tracker, default_limit=limit is None)
+            timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, tracker=tracker, default_limit=limit is None,
+                            max_failures=o.max_failures)
             if pool is not None:
                 timing.update(workers=pool.workers, quiet_wait_s=round(pool.quiet_wait_s, 2))
             shutil.rmtree(cache_dir, ignore_errors=True)  # the search ended: nothing builds from it any more
@@ -488,9 +522,10 @@ def _stage_reporter(tracker: Tracker, cfg, number: int) -> Callable[[str], None]
 
 
 def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, tracker: Tracker,
-           default_limit: bool = False) -> dict[str, Any]:
+           default_limit: bool = False, max_failures: Optional[int] = None) -> dict[str, Any]:
     from autocompress.outputs import RESULTS, finalize, write_trials_csv
     from autocompress.pipeline import evaluate_candidate
+    from autocompress.stopping import FailureWatch
 
     teacher = ctx.teacher
     metric = ctx.task.metric
@@ -500,9 +535,11 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         return evaluate_candidate(cfg, number, ctx, run.path, seed=seed, on_stage=_stage_reporter(tracker, cfg, number), **kw)
 
     records: list[dict[str, Any]] = []
+    watch = FailureWatch(max_failures)  # this session's trials: a resumed search counts afresh
 
     def on_trial(rec: dict[str, Any]) -> None:
         records.append(rec)
+        watch.see(rec)
         done = backend.finished_count()
         tracker.trial(rec, done=done, line=_trial_line(rec, done=done, budget=budget, metric=metric))
         for line in _trial_details(rec):
@@ -513,7 +550,7 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
                   teacher_size_bytes=teacher.size_bytes, time_budget=time_budget)
     t0 = time.perf_counter()
     try:
-        backend.optimize(evaluate, budget=budget, time_budget=time_budget, on_trial=on_trial)
+        backend.optimize(evaluate, budget=budget, time_budget=time_budget, on_trial=on_trial, stop=lambda: watch.stop is not None)
     finally:
         t1 = time.perf_counter()
         tracker.end()
@@ -521,9 +558,15 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit,
                  warn=lambda text: tracker.note(text, level=QUIET))  # said even with --quiet
         progress("")
+        if watch.stop is not None:  # said even with --quiet, next to where the results are
+            tracker.note(f"{watch.stop.message} ({backend.finished_count()} of {budget} trials finished; "
+                         "--resume RUN_DIR continues once the cause is fixed)", level=QUIET)
         tracker.note(f"Results in {run.path}: {RESULTS}", level=QUIET)
-    return {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,
-            "trial_s": sum(r.get("t_total", 0.0) for r in records)}
+    timing = {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,
+              "trial_s": sum(r.get("t_total", 0.0) for r in records)}
+    if watch.stop is not None:
+        timing["stopped"] = watch.stop.to_dict()
+    return timing
 
 
 def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> list[tuple[int, float, float]]:
@@ -563,14 +606,15 @@ def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> 
 
 
 def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwareProfile, ctx, run: RunDir, *, seed: int, table, progress):
-    """The local backend's worker processes when more than one trial runs at once (None:
-    trials one after another in this process)."""
+    """The local backend's worker processes when more than one trial runs at once, or when
+    trials have a --trial-timeout (one worker: a trial over it is ended with its process,
+    which is then restarted); None: trials one after another in this process."""
     import os
 
     from autocompress.backends.local_pool import TrialPool, WorkerSetup, default_workers, threads_per_worker
 
     workers = o.workers if o.workers is not None else default_workers()
-    if workers < 2:
+    if workers < 2 and o.trial_timeout is None:
         return None
     threads = threads_per_worker(workers)
     setup = WorkerSetup(task_model=o.model, task_data=o.data, checkpoint=o.checkpoint, task_spec=o.task, cwd=os.getcwd(), task_fingerprint=task.fingerprint,
@@ -578,9 +622,13 @@ def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwarePro
                         calibration=ctx.calibration, run_path=str(run.path.resolve()), seed=seed, threads=threads, table=table,
                         predicted=ctx.predicted, teacher_macs=ctx.teacher_macs,
                         float_cache=str(ctx.float_cache.root) if ctx.float_cache is not None else None, device=ctx.device)
-    progress(f"Trials: {workers} at a time in worker processes ({threads} thread{'s' if threads > 1 else ''} each; "
-             "latency is timed while they wait; --workers 1 for one at a time here)")
-    pool = TrialPool(setup, workers, measure=lambda path, fresh: ctx.latency_worker.measure(path, fresh=fresh))
+    limit = f"; a trial over --trial-timeout {o.trial_timeout:g} s fails and its process is restarted" if o.trial_timeout is not None else ""
+    if workers > 1:
+        progress(f"Trials: {workers} at a time in worker processes ({threads} thread{'s' if threads > 1 else ''} each; "
+                 f"latency is timed while they wait; --workers 1 for one at a time here){limit}")
+    else:
+        progress(f"Trials: one at a time in a worker process{limit}")
+    pool = TrialPool(setup, workers, measure=lambda path, fresh: ctx.latency_worker.measure(path, fresh=fresh), trial_timeout_s=o.trial_timeout)
     try:
         return pool.start()
     except BaseException:

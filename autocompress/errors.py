@@ -20,6 +20,16 @@ class RunDirError(AutocompressError):
     """A run directory cannot be created or resumed."""
 
 
+class ExportError(AutocompressError):
+    """A model cannot be exported to ONNX. `detail` says where and why in one line; whose
+    error it is, the caller decides: the user's for the teacher (a TaskError), a failed
+    candidate for a candidate."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"the model could not be exported to ONNX: {detail}")
+        self.detail = detail
+
+
 class CandidateError(AutocompressError):
     """One candidate failed to build, export or measure; the search records it and goes on."""
 

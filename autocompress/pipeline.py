@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from autocompress.config import CandidateConfig
-from autocompress.errors import CandidateError, CandidateStopped, one_line
+from autocompress.errors import CandidateError, CandidateStopped, ExportError, TaskError, one_line
 from autocompress.data import structure as st
 from autocompress.evaluation import CachedLatency, LatencyMeter, LatencyResult, LatencyWorker, split_metric
 from autocompress.evaluation.predictor import layer_configs, model_macs
 from autocompress.export import GraphContext, export_onnx, model_size_bytes
+from autocompress.export.faithful import check_batches, compare_export
 from autocompress.fidelity import Decision, Fidelity
 from autocompress.hardware import HardwareProfile
 from autocompress.names import TRIALS_DIR
@@ -206,18 +207,18 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
     accuracy(path), i.e. from the device's node. table: a device latency table whose
     predictions are recorded too; predicted: latency from it only (nothing timed; the
     teacher's milliseconds are the table's)."""
-    path = export_onnx(task.teacher, task.example, Path(workdir) / "teacher" / "model.onnx", dynamic_axes=task.dynamic_axes)
-    test_acc = task_metric(path, task, task.test) if task.test is not None else None
+    path = export_teacher(task, Path(workdir) / "teacher" / "model.onnx")
+    test_acc = _teacher_metric(path, task, task.test) if task.test is not None else None
     teacher_macs = model_macs(task.teacher, task.example)
     if predicted:
-        val_acc = task_metric(path, task, task.val)
+        val_acc = _teacher_metric(path, task, task.val)
         baseline = TeacherBaseline(path, val_acc, test_acc, model_size_bytes(path), table.teacher_ms)
         return PipelineContext(task=task, profile=profile, teacher=baseline, soft_targets=teacher_logits(task.teacher, task.train),
                                calibration=task.calibration, table=table, predicted=True, teacher_macs=teacher_macs, device=device)
     worker = latency(path) if latency is not None else CachedLatency(LatencyWorker(path, profile, task.timing_feed(profile)), profile)
     try:
         self_timing = worker.measure(path, fresh=True)
-        val_acc = worker.accuracy(path) if accuracy_on_device else task_metric(path, task, task.val)
+        val_acc = worker.accuracy(path) if accuracy_on_device else _teacher_metric(path, task, task.val)
     except Exception:
         worker.close()
         raise
@@ -239,6 +240,39 @@ def prepare(task: LoadedTask, profile: HardwareProfile, workdir: Path, *, latenc
         teacher_macs=teacher_macs,
         device=device,
     )
+
+
+# why an exported file can compute something else than its model, said with each mismatch
+UNFAITHFUL = ("the export traces the forward once, so a value the trace baked in (Python control flow on sizes or values, .item(), "
+              "numpy) or a forward that leaves torch gives a file that computes something else")
+
+
+def export_teacher(task: LoadedTask, dst: Path) -> Path:
+    """The teacher exported to `dst` and run next to itself on real val inputs
+    (export.faithful); a one-line TaskError when it cannot be exported (saying where) or
+    when the file computes something else (saying the largest difference and where)."""
+    try:
+        path = export_onnx(task.teacher, task.example, dst, dynamic_axes=task.dynamic_axes)
+    except ExportError as exc:
+        raise TaskError(f"the teacher could not be exported to ONNX: {exc.detail}") from exc
+    batches = check_batches(task.check_inputs)
+    try:
+        bad = compare_export(task.teacher, path, batches)
+    except Exception as exc:  # noqa: BLE001 - the teacher itself fails on some of these inputs
+        rows = " and ".join(str(st.rows(b)) for b in batches)
+        raise TaskError(f"checking the teacher's ONNX file against the teacher on {rows} val rows failed: {one_line(exc)}") from exc
+    if bad is not None:
+        raise TaskError(f"the teacher's ONNX export is not faithful: {bad}; {UNFAITHFUL}")
+    return path
+
+
+def _teacher_metric(path: Path, task: LoadedTask, split) -> float:
+    """task_metric of the teacher's file; a one-line TaskError naming the metric when it
+    cannot be computed (e.g. the metric returns NaN on the whole split)."""
+    try:
+        return task_metric(path, task, split)
+    except Exception as exc:  # noqa: BLE001 - the user's metric or data on the teacher's outputs
+        raise TaskError(f"the teacher's {split.name} {task.metric.name} cannot be measured on its ONNX file: {one_line(exc)}") from exc
 
 
 def teacher_baselines(task: LoadedTask, path: Path, worker: LatencyMeter, *, accuracy_on_device: bool = False) -> dict[str, dict[str, Any]]:
@@ -450,7 +484,7 @@ def _finish(cfg: CandidateConfig, ctx: PipelineContext, student: torch.nn.Module
     """Export the fine-tuned model as deployed, then measure its accuracy, latency and size."""
     task = ctx.task
     record: dict[str, Any] = {}
-    final, ort_only = export_deployable(student, cfg, task, out_dir, calibration=ctx.calibration, stage=stage, record=record)
+    final, ort_only = export_deployable(student, cfg, task, out_dir, calibration=ctx.calibration, stage=stage, record=record, check=True)
     with stage("accuracy"):
         val_acc = ctx.latency_worker.accuracy(final) if ctx.accuracy_on_device else task_metric(final, task, task.val)
     with stage("latency"):
@@ -472,17 +506,22 @@ def _ort_only(path: Path) -> bool:
 
 def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, task: LoadedTask, out_dir: Path, *, calibration: Any = None,
                       stage: Callable[[str], Any] = lambda name: nullcontext(),
-                      record: Optional[dict[str, Any]] = None) -> tuple[Path, bool]:
+                      record: Optional[dict[str, Any]] = None, check: bool = False) -> tuple[Path, bool]:
     """`model` as deployed: out_dir/model.onnx, exported on the task's example inputs, then
     changed by each of the candidate's active "graph" techniques in pipeline order (the
     files before the last removed; quantization calibrated on `calibration`, default the
     task's draw). (path, ort_only: the file needs ONNX Runtime). `stage(name)` wraps the
     'export' step and each technique (the pipeline times them). Each technique gets `model`
-    (GraphContext.model) and may report trial attributes into `record`."""
+    (GraphContext.model) and may report trial attributes into `record`. `check`: the float
+    file is run next to `model` first (export.faithful); a CandidateError if it computes
+    something else."""
     final = Path(out_dir) / "model.onnx"
     steps = [t for t in pipeline_order("graph") if t.is_active(cfg[t.name])]
     with stage("export"):
         path = export_onnx(model, task.example, final.with_name("model.fp32.onnx") if steps else final, dynamic_axes=task.dynamic_axes)
+        bad = compare_export(model, path, check_batches(task.check_inputs)) if check else None
+        if bad is not None:
+            raise CandidateError(f"export: the ONNX file is not faithful to the model: {bad}")
     for i, t in enumerate(steps):
         with stage(t.name):
             feed = st.feed(task.calibration if calibration is None else calibration)

@@ -44,9 +44,8 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
 
     from autocompress.evaluation import LatencyWorker
     from autocompress.evaluation.predictor import LatencyTable, within
-    from autocompress.export import export_onnx
     from autocompress.hardware import load_profile
-    from autocompress.pipeline import export_architecture
+    from autocompress.pipeline import export_architecture, export_teacher
     from autocompress.space import load_space
     from autocompress.tasks import check_source, load_task
 
@@ -63,7 +62,7 @@ def profile_device(o: ProfileDeviceOptions, *, progress: Callable[[str], None] =
     space, _ = space.bind(task.teacher, task.example)
     work = Path(tempfile.mkdtemp(prefix="autocompress-profile-"))
     try:
-        teacher_onnx = export_onnx(task.teacher, task.example, work / "teacher.onnx", dynamic_axes=task.dynamic_axes)
+        teacher_onnx = export_teacher(task, work / "teacher.onnx")  # refused in one line when unfaithful
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=o.seed))
         samples = []  # (nodes, units, measured ratio to the teacher)
         progress(f"Timing and profiling {o.samples} sampled candidates against the teacher under profile {profile.name!r} ...")

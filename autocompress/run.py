@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-from autocompress.atomic import write_text_atomic
+from autocompress.atomic import unwritable_reason, write_text_atomic
 from autocompress.errors import RunDirError
 from autocompress.names import TRIALS_DIR
 
@@ -109,10 +109,15 @@ class RunDir:
 
     # ---- creation / resume
     @classmethod
-    def check_new(cls, path: Path) -> "RunDir":
-        """Refuse a path that already holds something (before anything is written)."""
+    def check_new(cls, path: Path, *, field: str = "--out") -> "RunDir":
+        """Refuse a path that already holds something, or where the run directory could
+        not be created or written (before anything is written, so that a search does not
+        find out only after its teacher was loaded and measured)."""
+        if path.is_file():
+            raise RunDirError(f"{field} {path} is a file; give a directory (new, or empty)")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunDirError(f"--out {path} already exists and is not empty; use --resume {path} or another --out")
+            raise RunDirError(f"{field} {path} already exists and is not empty; use --resume {path} or another {field}")
+        check_writable(path, field=field)
         return cls(path)
 
     @classmethod
@@ -143,6 +148,14 @@ class RunDir:
         for d in root.iterdir():
             if d.is_dir() and d.name.isdigit() and int(d.name) not in keep:
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def check_writable(path: Path, *, field: str) -> None:
+    """RunDirError naming the command-line `field` and `path` unless a directory can be
+    created (or written) there (atomic.unwritable_reason)."""
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise RunDirError(f"{field} {path}: cannot write there: {reason}")
 
 
 def load_run_task(run: RunDir):

@@ -1,5 +1,6 @@
 """`autocompress search` end to end, in-process through autocompress.cli.main: a budget-3
-search on the tiny user task, resume, and the exit codes for bad input."""
+search on the tiny user task, resume, and the exit codes of argparse. Bad input to search,
+case by case: tests/test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import argparse
 import json
 import math
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -19,7 +19,7 @@ import yaml
 from autocompress.cli import main, parse_duration
 from autocompress.hardware import load_profile
 from autocompress.space import load_space
-from tests.helpers import SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, TINY_TASK, search_args
+from tests.helpers import TINY_DATA_SPEC, TINY_MODEL_SPEC, search_args
 
 OUTPUTS = ["run.json", "space.yaml", "profile.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.png", "summary.txt"]
 
@@ -127,112 +127,7 @@ def test_resume_adds_trials_to_the_same_study(search_run, cli_inputs, tmp_path):
     assert trial_dirs(run) == set(front["number"])
 
 
-def test_resume_with_a_different_space_is_refused(search_run, cli_inputs, tmp_path, capsys):
-    other = tmp_path / "other-space.yaml"
-    other.write_text(SPACE_YAML.replace("steps: [0, 10]", "steps: [0, 20]"))
-    before = {p.name: p.stat().st_mtime_ns for p in search_run.out.iterdir()}
-    capsys.readouterr()
-    rc = main(["search", "--resume", str(search_run.out), "--space", str(other)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2
-    assert len(err) == 1 and err[0].startswith("autocompress: error:")
-    assert "--space" in err[0] and "differs" in err[0]
-    assert {p.name: p.stat().st_mtime_ns for p in search_run.out.iterdir()} == before  # the run is untouched
-    assert len(finished(load_study(search_run.out))) == 3
-
-
-@pytest.mark.parametrize(
-    "extra, fragment",
-    [
-        (["--seed", "7"], "--seed 7 differs"),
-        (["--max-acc-drop", "5"], "--max-acc-drop 5.0 differs"),
-        (["--model", f"{TINY_TASK}:TinyResNet", "--data", TINY_DATA_SPEC], "the task differs"),
-        (["--profile", "cpu-1thread"], "--profile cpu-1thread differs"),
-    ],
-)
-def test_resume_with_a_different_profile_seed_limit_or_task_is_refused(search_run, extra, fragment, capsys):
-    before = (search_run.out / "run.json").read_text()
-    capsys.readouterr()
-    assert main(["search", "--resume", str(search_run.out), *extra]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("autocompress: error:") and fragment in err[0]
-    assert (search_run.out / "run.json").read_text() == before
-
-
-def test_resume_of_something_that_is_not_a_run(tmp_path, capsys):
-    (tmp_path / "notes.txt").write_text("hello")
-    assert main(["search", "--resume", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("autocompress: error:") and "not a run directory" in err[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-    assert main(["search", "--resume", str(tmp_path / "missing")]) == 2
-    assert not (tmp_path / "missing").exists()
-    assert main(["search", "--resume", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
-    assert "--resume and --out" in capsys.readouterr().err
-
-
 # --------------------------------------------------------------------------- bad input
-
-
-def _bad_space(space_yaml):
-    def make(tmp_path, inputs):
-        path = tmp_path / "bad-space.yaml"
-        path.write_text(space_yaml)
-        return search_args(SimpleNamespace(profile=inputs.profile, space=path))
-
-    return make
-
-
-def _raising_model(tmp_path, inputs):
-    path = tmp_path / "raising.py"
-    path.write_text("def build_model():\n    raise RuntimeError('cannot find weights.pt')\n")
-    return ["search", "--model", f"{path}:build_model", "--data", TINY_DATA_SPEC, "--profile", str(inputs.profile)]
-
-
-BAD_INPUT = {
-    "unknown space key": (_bad_space("prune:\n  rate: 0.5\n"), ["prune.rate"]),
-    "out-of-range value": (_bad_space("prune:\n  ratio: 0.99\n"), ["prune.ratio", "0.99"]),
-    "budget 0": (lambda tmp, i: search_args(i, "--budget", 0), ["--budget", "0"]),
-    "bad profile name": (lambda tmp, i: search_args(SimpleNamespace(profile="no-such-profile", space=i.space)), ["no-such-profile"]),
-    "missing model file": (
-        lambda tmp, i: ["search", "--model", f"{tmp / 'missing.py'}:build_model", "--data", TINY_DATA_SPEC], ["no such file", "missing.py"]),
-    "model function raises": (_raising_model, ["RuntimeError", "cannot find weights.pt"]),
-    "model without data": (lambda tmp, i: ["search", "--model", TINY_MODEL_SPEC], ["--model and --data"]),
-    "max-acc-drop out of range": (lambda tmp, i: search_args(i, "--max-acc-drop", 150), ["--max-acc-drop"]),
-    "one fidelity rung": (lambda tmp, i: search_args(i, "--fidelity", 10), ["--fidelity", "'10'"]),
-    "decreasing fidelity rungs": (lambda tmp, i: search_args(i, "--fidelity", "10,5"), ["--fidelity", "'10,5'"]),
-    "reduction factor 1": (lambda tmp, i: search_args(i, "--fidelity", "5,10", "--reduction-factor", 1), ["--reduction-factor", "1"]),
-    "accuracy on device without ray": (lambda tmp, i: search_args(i, "--accuracy-on-device"), ["--accuracy-on-device needs --backend ray"]),
-    "accuracy on device without a device": (
-        lambda tmp, i: search_args(i, "--backend", "ray", "--accuracy-on-device"), ["--accuracy-on-device needs --latency-resource"]),
-    "reduction factor alone": (lambda tmp, i: search_args(i, "--reduction-factor", 3), ["--reduction-factor needs --fidelity"]),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line_and_no_run_dir(case, cli_inputs, tmp_path, capsys):
-    make_args, fragments = BAD_INPUT[case]
-    out = tmp_path / "run"
-    args = make_args(tmp_path, cli_inputs) + ["--out", str(out)]
-    capsys.readouterr()
-    rc = main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2
-    assert len(err) == 1 and err[0].startswith("autocompress: error:"), err
-    for fragment in fragments:
-        assert fragment in err[0]
-    assert not out.exists()
-
-
-def test_out_pointing_at_a_non_empty_dir_is_refused_and_left_alone(cli_inputs, tmp_path, capsys):
-    out = tmp_path / "busy"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    rc = main(search_args(cli_inputs, "--budget", 1, "--out", out))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("autocompress: error:")
-    assert "already exists and is not empty" in err[0]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
 
 def test_a_failure_after_the_run_dir_was_created_removes_it(cli_inputs, tmp_path, capsys):

@@ -14,14 +14,14 @@ ROOT = Path(autocompress.__file__).resolve().parent
 # In pipeline order; a prefix ending in '.' holds a whole package.
 LAYERS = [
     ["errors", "atomic", "names", "segments"],  # shared facts and helpers, no dependencies
-    ["schema", "pareto", "fidelity", "hardware"],  # pure data and numerics; hardware profiles
+    ["schema", "pareto", "fidelity", "hardware", "stopping"],  # pure data and numerics; hardware profiles
     ["data.", "tasks.", "transforms.", "training.", "export.", "evaluation."],  # what touches models and ONNX files
     ["techniques."],  # one file per technique: config, search-space schema, sampling, labels, apply
     ["config", "space", "recipes", "climb"],  # candidates and search spaces, over the registry; the structured start
     ["pipeline", "testing"],  # one candidate config -> measured metrics; the conformance suite
     ["backends."],  # drive the pipeline over a space (Optuna here, Ray Tune on a cluster)
-    ["run", "outputs", "report."],  # the run directory and what is written into it
-    ["driver", "verify", "audit", "profile_device"],  # the commands
+    ["run", "progress", "outputs", "report."],  # the run directory and what is written into it
+    ["inspect_run", "deploy", "driver", "verify", "audit", "profile_device"],  # the commands
     ["api"],  # the Python API over the commands
     ["cli", "__init__", "__main__"],
 ]

@@ -34,10 +34,11 @@ class Backend(Protocol):
         """Create the run's study (new) or load it and recover what a dead driver left."""
 
     def optimize(self, evaluate: Callable[..., Any], *, budget: int, time_budget: Optional[float] = None,
-                 on_trial: Callable[[dict[str, Any]], None] = ...) -> None:
-        """Run trials until `budget` are finished or `time_budget` seconds have passed;
-        `evaluate(cfg, number, **kw)` builds one candidate (a backend whose trials run
-        elsewhere may build them there instead); `on_trial(record)` after each trial."""
+                 on_trial: Callable[[dict[str, Any]], None] = ..., stop: Callable[[], bool] = ...) -> None:
+        """Run trials until `budget` are finished, `time_budget` seconds have passed or
+        `stop()` says so (asked after each trial: autocompress.stopping); `evaluate(cfg,
+        number, **kw)` builds one candidate (a backend whose trials run elsewhere may build
+        them there instead); `on_trial(record)` after each trial."""
 
     def finished_count(self) -> int:
         """Trials that count against the budget."""

@@ -20,7 +20,11 @@ finish first. This is the local form of the Ray backend's QuietPhase.
 
 Workers are started once (spawned: a fresh interpreter, no forked torch state), load the
 task themselves with the driver's teacher weights, and build one candidate at a time;
-one that dies is restarted and its trial failed with the reason.
+one that dies is restarted and its trial failed with the reason. With a trial timeout
+(--trial-timeout; a pool of one worker when it is given alone) a trial that runs over it
+is failed as timed out and its worker process ended and started again for the next one
+(a trial's work all runs in that process: its latency is timed by the driver, within the
+latency worker's own timeout, and counts towards the trial's time).
 """
 
 from __future__ import annotations
@@ -109,7 +113,10 @@ class QuietBoard:
             self._state[self.n] = 0
 
     def clear(self, i: int) -> None:
-        """Worker `i` is gone: it computes no more."""
+        """Worker `i` is gone: it computes no more. A worker ended from outside may have died
+        holding the lock (held for a few instructions at a time): one that stays taken is freed."""
+        self._lock.acquire(timeout=2.0)  # not free 2 s on: the dead worker's
+        self._lock.release()  # ours, or the dead worker's
         self.end(i)
 
 
@@ -294,14 +301,19 @@ class TrialPool:
     rung, acc, ratio)` answers a rung's promotion question (multi-fidelity)."""
 
     def __init__(self, setup: WorkerSetup, workers: int, *, measure: Callable[[Path, bool], Any],
-                 decide: Optional[Callable[[int, int, float, float], Any]] = None, start_timeout_s: float = 600.0):
-        if workers < 2:
-            raise ValueError(f"a pool runs two or more workers, got {workers}")
+                 decide: Optional[Callable[[int, int, float, float], Any]] = None, start_timeout_s: float = 600.0,
+                 trial_timeout_s: Optional[float] = None):
+        if workers < 1:
+            raise ValueError(f"a pool runs one or more workers, got {workers}")
+        if trial_timeout_s is not None and not trial_timeout_s > 0:
+            raise ValueError(f"trial_timeout_s must be > 0, got {trial_timeout_s}")
         self._setup = setup
         self.workers = workers
         self._measure = measure
         self._decide = decide
         self._start_timeout = start_timeout_s
+        self.trial_timeout_s = trial_timeout_s  # seconds a trial may take (None: no limit)
+        self._started: dict[int, float] = {}  # worker -> time.monotonic() its trial was sent
         self._mp = mp.get_context("spawn")
         self.board = QuietBoard(workers, self._mp)
         self._procs: list[Any] = [None] * workers
@@ -376,14 +388,15 @@ class TrialPool:
 
     def submit(self, worker: int, number: int, cfg, *, fidelity=None) -> None:
         self._running[worker] = number
+        self._started[worker] = time.monotonic()
         self._conns[worker].send(("run", number, cfg, self._decide is not None and fidelity is not None, fidelity))
 
     def next_finished(self) -> Finished:
-        """Serve the workers' requests until one finishes a candidate (or dies: its trial
-        fails with the reason and the worker is restarted)."""
+        """Serve the workers' requests until one finishes a candidate (or dies, or runs over
+        the trial timeout: its trial fails with the reason and the worker is restarted)."""
         while True:
             live = {self._conns[i]: i for i in self._running}
-            for conn in wait_ready(list(live)):
+            for conn in wait_ready(list(live), timeout=self._until_deadline()):
                 i = live[conn]
                 try:
                     message = conn.recv()
@@ -391,9 +404,46 @@ class TrialPool:
                     return self._died(i)
                 if message[0] == "done":
                     number = self._running.pop(i)
+                    self._started.pop(i, None)
                     _, kind, payload, seconds = message
                     return Finished(i, number, kind, payload, seconds)
                 self._serve(i, message)
+            late = self._overdue()
+            if late is not None:
+                return self._timed_out(late)
+
+    def _until_deadline(self) -> Optional[float]:
+        """Seconds until the first running trial's timeout (None: no timeout)."""
+        if self.trial_timeout_s is None or not self._started:
+            return None
+        return max(0.0, min(self._started.values()) + self.trial_timeout_s - time.monotonic())
+
+    def _overdue(self) -> Optional[int]:
+        """A worker whose trial has run over the timeout, if any."""
+        if self.trial_timeout_s is None:
+            return None
+        now = time.monotonic()
+        return next((i for i, t0 in self._started.items() if now - t0 >= self.trial_timeout_s), None)
+
+    def _timed_out(self, i: int) -> Finished:
+        """End worker `i` (its process only) and start it again; its trial fails as timed out."""
+        number = self._running.pop(i)
+        seconds = time.monotonic() - self._started.pop(i)
+        self._end(i)
+        self._spawn(i)
+        self._await_ready(i)
+        return Finished(i, number, "failed", f"timed out after {self.trial_timeout_s:g} s (--trial-timeout); "
+                                             "its worker process was ended and restarted", seconds)
+
+    def _end(self, i: int) -> None:
+        proc = self._procs[i]
+        proc.terminate()  # SIGTERM: ends it at once, within native code too (it installs no handler)
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+        self._conns[i].close()
+        self.board.clear(i)
 
     def _serve(self, i: int, message) -> None:
         try:
@@ -438,6 +488,7 @@ class TrialPool:
 
     def _died(self, i: int) -> Finished:
         number = self._running.pop(i)
+        self._started.pop(i, None)
         proc = self._procs[i]
         proc.join(timeout=5)
         code = proc.exitcode
@@ -451,6 +502,7 @@ class TrialPool:
         """Stop every worker at once (Ctrl-C); the trial numbers they were building."""
         numbers = list(self._running.values())
         self._running.clear()
+        self._started.clear()
         for proc in self._procs:
             if proc is not None and proc.is_alive():
                 proc.terminate()

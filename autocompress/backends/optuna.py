@@ -41,12 +41,13 @@ class OptunaBackend(StudyBacked):
         time_budget: Optional[float] = None,
         on_trial: Callable[[dict[str, Any]], None] = lambda record: None,
         clock: Callable[[], float] = time.monotonic,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Ask/tell until `budget` trials are finished or `time_budget` seconds have passed
-        (checked between trials: the trial in flight always finishes). `evaluate(cfg,
-        number, **kw)` builds one candidate (kw: the fidelity and rung decisions)."""
+        """Ask/tell until `budget` trials are finished, `time_budget` seconds have passed or
+        `stop()` is true (checked between trials: the trial in flight always finishes).
+        `evaluate(cfg, number, **kw)` builds one candidate (kw: the fidelity and rung decisions)."""
         if self.pool is not None:
-            return self._optimize_pooled(budget=budget, time_budget=time_budget, on_trial=on_trial, clock=clock)
+            return self._optimize_pooled(budget=budget, time_budget=time_budget, on_trial=on_trial, clock=clock, stop=stop)
         rs = self.run_study
         study = rs.study
         start = clock()
@@ -55,6 +56,8 @@ class OptunaBackend(StudyBacked):
         while rs.finished_count() < budget:
             if time_budget is not None and clock() - start >= time_budget:
                 logging.getLogger(__name__).info("time budget reached")
+                break
+            if stop():
                 break
             asked = self._ask(built, on_trial, budget)
             if asked is None:
@@ -67,9 +70,9 @@ class OptunaBackend(StudyBacked):
             except CandidateError as exc:
                 trial.set_user_attr("t_total", time.perf_counter() - t0)
                 rs.tell_failed(trial, str(exc))
-            except CandidateStopped as stop:
+            except CandidateStopped as stopped:
                 trial.set_user_attr("t_total", time.perf_counter() - t0)
-                rs.tell_stopped(trial, stop.reason, stop.rung_results)
+                rs.tell_stopped(trial, stopped.reason, stopped.rung_results)
                 built[cfg.id] = trial.number
             except KeyboardInterrupt:
                 rs.tell_failed(trial, "interrupted (Ctrl-C)", interrupted=True)
@@ -103,7 +106,7 @@ class OptunaBackend(StudyBacked):
             return trial, cfg, building[cfg.id]
         return trial, cfg
 
-    def _optimize_pooled(self, *, budget: int, time_budget: Optional[float], on_trial, clock) -> None:
+    def _optimize_pooled(self, *, budget: int, time_budget: Optional[float], on_trial, clock, stop=lambda: False) -> None:
         """The same loop with the pool's workers: a trial is asked whenever a worker is
         idle and the budget allows (trials in flight count against it); the study is told
         as each finishes. While the structured start waits for its trial in flight, a free
@@ -127,6 +130,9 @@ class OptunaBackend(StudyBacked):
                         break
                     if time_budget is not None and clock() - start >= time_budget:
                         logging.getLogger(__name__).info("time budget reached")
+                        stopped = True
+                        break
+                    if stop():  # the trials in flight finish
                         stopped = True
                         break
                     if flight and rs.climb_in_flight(budget):  # its next round depends on the trial in flight

@@ -493,6 +493,7 @@ class _GuardedOptunaSearch(OptunaSearch):
         self.budget = budget  # the search's: the structured start plans against it (None: no structured start)
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.pending: dict[str, Any] = {}  # errored trials waiting for their reason
+        self.stopping = False  # the search stops early (autocompress.stopping): Tune ends the trials in flight
 
     def suggest(self, trial_id: str):
         if self.budget is not None:
@@ -526,6 +527,8 @@ class _GuardedOptunaSearch(OptunaSearch):
             # the trial stays open until fail() is given the reason (or finish_pending()).
             self.pending[trial_id] = ot_trial
             return
+        elif self.stopping and not (result or {}).get("failure_reason"):  # ended by the early stop: built again on --resume
+            rs.interrupt(ot_trial, "ended: the search stopped early; re-enqueued")
         else:
             reason = (result or {}).get("failure_reason") or "stopped before it finished"
             if result and "t_total" in result:
@@ -560,6 +563,22 @@ class _GuardedOptunaSearch(OptunaSearch):
 
     def _study(self) -> optuna.Study:
         return self._ot_study
+
+
+class _StopAll(tune.Stopper):
+    """Ends the whole experiment once `stop()` is true (autocompress.stopping); never one trial alone."""
+
+    def __init__(self, stop: Callable[[], bool], searcher: _GuardedOptunaSearch):
+        self._stop = stop
+        self._searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self._stop():
+            self._searcher.stopping = True
+        return self._searcher.stopping
 
 
 class _Progress(tune.Callback):
@@ -597,9 +616,11 @@ class RayTuneBackend(StudyBacked):
         self.run_path = Path(run_path)
 
     def optimize(self, evaluate=None, *, budget: int, time_budget: Optional[float] = None,
-                 on_trial: Callable[[dict[str, Any]], None] = lambda record: None, clock=time.monotonic) -> None:
-        """Run trials until `budget` are finished (`evaluate` is unused: trials build
-        their candidates themselves from `setup`)."""
+                 on_trial: Callable[[dict[str, Any]], None] = lambda record: None, clock=time.monotonic,
+                 stop: Callable[[], bool] = lambda: False) -> None:
+        """Run trials until `budget` are finished or `stop()` is true (`evaluate` is unused:
+        trials build their candidates themselves from `setup`). Stopped that way, the trials
+        in flight are ended, marked interrupted and enqueued again, as after Ctrl-C (built on --resume)."""
         rs = self.run_study
         remaining = budget - rs.finished_count()
         if remaining <= 0:
@@ -622,7 +643,7 @@ class RayTuneBackend(StudyBacked):
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=self.opts.max_concurrent,
                                         time_budget_s=time_budget, reuse_actors=True),  # a trial process keeps its loaded task
             run_config=tune.RunConfig(
-                name="tune", storage_path=str((self.run_path / "ray").resolve()), verbose=0,
+                name="tune", storage_path=str((self.run_path / "ray").resolve()), verbose=0, stop=_StopAll(stop, searcher),
                 failure_config=tune.FailureConfig(max_failures=1),
                 callbacks=[_Progress(searcher, lambda number: on_trial(rs.record_of(number)))],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -632,7 +653,7 @@ class RayTuneBackend(StudyBacked):
             tuner.fit()
         finally:
             searcher.finish_pending()
-        if self._close_interrupted(searcher):
+        if self._close_interrupted(searcher) and not stop():
             raise KeyboardInterrupt  # Tune caught Ctrl-C and stopped: the CLI says so, outputs are written
 
     def _close_interrupted(self, searcher: _GuardedOptunaSearch) -> bool:

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -126,6 +126,7 @@ def measure_interleaved(
     *,
     reference_session=None,
     clock: Callable[[], float] = time.perf_counter,
+    on_block: Callable[[], None] = lambda: None,
 ) -> LatencyResult:
     """Time candidate vs reference ONNX files under `profile` (see time_interleaved) on
     `timing`: a feed of the task's real samples, or one sample's shape
@@ -134,19 +135,23 @@ def measure_interleaved(
     cand_sess = profile.session(candidate_path)
     ref_feed = profile.feed_for(ref_sess, timing)
     cand_feed = profile.feed_for(cand_sess, timing)
-    return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock)
+    return time_interleaved(lambda: ref_sess.run(None, ref_feed), lambda: cand_sess.run(None, cand_feed), profile, clock=clock,
+                            on_block=on_block)
 
 
 def time_interleaved(run_ref: Callable[[], object], run_cand: Callable[[], object], profile: HardwareProfile, *,
-                     clock: Callable[[], float] = time.perf_counter) -> LatencyResult:
+                     clock: Callable[[], float] = time.perf_counter, on_block: Callable[[], None] = lambda: None) -> LatencyResult:
     """Warm both up, then pairs of blocks, alternating which goes first to cancel order
     effects, for `passes` pairs and then until the ratio's confidence interval is within
     `target_ci` (or `max_passes`). The reference block has `repeats` runs; the other
     model's block gets as many runs as make it last about as long (from the warm-up
     medians, within [repeats / 20, repeats * 20]), so both blocks see the same stretch of
-    CPU-speed drift, however different the two models' speeds."""
+    CPU-speed drift, however different the two models' speeds. `on_block()` after each
+    block, outside the timed runs (the latency worker's sign of progress)."""
     warm_ref = _time_block(run_ref, max(profile.warmup, 3), clock)
+    on_block()
     warm_cand = _time_block(run_cand, max(profile.warmup, 3), clock)
+    on_block()
     cand_repeats = balanced_repeats(profile.repeats, float(np.median(warm_ref[-3:])), float(np.median(warm_cand[-3:])))
     ref_blocks: list[list[float]] = []
     cand_blocks: list[list[float]] = []
@@ -154,10 +159,13 @@ def time_interleaved(run_ref: Callable[[], object], run_cand: Callable[[], objec
     for p in range(max(profile.passes, profile.max_passes)):
         if p % 2 == 0:
             ref_blocks.append(_time_block(run_ref, profile.repeats, clock))
+            on_block()
             cand_blocks.append(_time_block(run_cand, cand_repeats, clock))
         else:
             cand_blocks.append(_time_block(run_cand, cand_repeats, clock))
+            on_block()
             ref_blocks.append(_time_block(run_ref, profile.repeats, clock))
+        on_block()
         if p + 1 >= profile.passes:
             ratios = [float(np.median(c) / np.median(r)) for r, c in zip(ref_blocks, cand_blocks)]
             low, high = median_interval(ratios)
@@ -228,6 +236,32 @@ class CachedLatency:
         self._worker.close()
 
 
+LATENCY_TIMEOUT_ENV = "AUTOCOMPRESS_LATENCY_TIMEOUT"
+DEFAULT_LATENCY_TIMEOUT_S = 300.0
+PROGRESS = "progress"  # the latency worker's sign of life between blocks of timed runs (its answers are tuples)
+
+
+def latency_timeout_s() -> float:
+    """Seconds the latency worker may go without progress (a finished block of timed runs,
+    or the answer) before it is taken for hung: $AUTOCOMPRESS_LATENCY_TIMEOUT, else 300.
+    Generous: a block is `repeats` runs (40 in the built-in profiles), a session is made in
+    seconds; a slow model's long measurement still goes on block after block."""
+    import os
+
+    env = os.environ.get(LATENCY_TIMEOUT_ENV)
+    if not env:
+        return DEFAULT_LATENCY_TIMEOUT_S
+    try:
+        value = float(env)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < math.inf:
+        from autocompress.errors import ConfigError
+
+        raise ConfigError(f"${LATENCY_TIMEOUT_ENV} must be a number of seconds > 0, got {env!r}")
+    return value
+
+
 class LatencyWorker:
     """Times candidates in a separate process that does nothing else.
 
@@ -236,13 +270,19 @@ class LatencyWorker:
     than the same files timed in a fresh process. The worker (`python -m
     autocompress.evaluation._latency_worker`, which imports onnxruntime and numpy, not
     torch) holds the reference session and times one candidate at a time. A worker that
-    dies is restarted for the next candidate."""
+    dies is restarted for the next candidate; one that has not answered within `timeout_s`
+    (an ONNX Runtime session that hangs) is killed, the request fails with TimeoutError,
+    and a new worker serves the next candidate."""
 
-    def __init__(self, reference_path, profile: HardwareProfile, timing):
+    def __init__(self, reference_path, profile: HardwareProfile, timing, *, timeout_s: Optional[float] = None):
         """`timing`: what models are timed on, the task's feed of real samples (input name
-        -> numpy array) or one sample's shape (HardwareProfile.feed_for)."""
+        -> numpy array) or one sample's shape (HardwareProfile.feed_for). `timeout_s`: per
+        request (None: latency_timeout_s())."""
         self._args = (str(reference_path), profile, timing if isinstance(timing, dict) else tuple(timing))
         self._proc = None
+        self.timeout_s = latency_timeout_s() if timeout_s is None else float(timeout_s)
+        if not 0 < self.timeout_s < math.inf:
+            raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
 
     def _start(self) -> None:
         import pickle
@@ -275,13 +315,62 @@ class LatencyWorker:
         try:
             pickle.dump((kind, str(candidate_path)), self._proc.stdin)
             self._proc.stdin.flush()
-            ok, payload = pickle.load(self._proc.stdout)
+            ok, payload = self._reply()
+        except TimeoutError:  # an OSError, but the worker did not die: it was killed
+            raise
         except (EOFError, OSError, pickle.UnpicklingError):
             self.close()
             raise RuntimeError("the latency worker process died while timing this candidate") from None
         if not ok:
             raise RuntimeError(payload)
         return payload
+
+    def _reply(self):
+        """The worker's answer, read in a thread so that waiting for it can end. While it
+        times, the worker says PROGRESS after each block of runs; past `timeout_s` with
+        neither that nor an answer (a session that hangs), the worker (this one process) is
+        killed, which also ends the read, and TimeoutError is raised; the next request starts
+        a new worker. A long measurement of a slow model is not cut short."""
+        import pickle
+        import queue
+        import threading
+
+        proc = self._proc
+        messages: "queue.Queue[tuple[bool, object]]" = queue.Queue()
+
+        def read() -> None:
+            try:
+                while True:
+                    message = pickle.load(proc.stdout)
+                    messages.put((True, message))
+                    if message != PROGRESS:
+                        return
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                messages.put((False, exc))
+
+        reader = threading.Thread(target=read, name="latency-worker-reply", daemon=True)
+        reader.start()
+        while True:
+            try:
+                ok, value = messages.get(timeout=self.timeout_s)
+            except queue.Empty:
+                break
+            if not ok:
+                raise value
+            if value != PROGRESS:
+                return value
+        # silent for timeout_s: hung
+        self._proc = None
+        proc.kill()  # this worker only; its end closes the pipe, which ends the read
+        proc.wait()
+        reader.join(10)
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        raise TimeoutError(f"latency worker timed out after {self.timeout_s:g} s without progress; it was killed and is restarted "
+                           f"for the next candidate (${LATENCY_TIMEOUT_ENV} sets the limit)")
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

@@ -14,6 +14,8 @@ candidates. Fine-tuning in torch keeps the model's own setting: only the export 
 
 from __future__ import annotations
 
+import re
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from torch import nn
 
 from autocompress.data import structure as st
 from autocompress.data.structure import INPUT_NAME, OUTPUT_NAME
+from autocompress.errors import ExportError, one_line
 
 OPSET = 17
 
@@ -36,7 +39,9 @@ def export_onnx(model: nn.Module, example, path: str | Path, *, dynamic_axes: Op
     axis; `dynamic_axes` adds axes by input name (e.g. {"input_ids": {1: "sequence"}}).
     torch's nn.MultiheadAttention is exported in its split form (transforms.mha: the same
     outputs): nn.TransformerEncoder's fused fast path, which an eval-mode trace takes, has no
-    ONNX export, and the split form is what head pruning and low rank change."""
+    ONNX export, and the split form is what head pruning and low rank change.
+    A model that cannot be traced or converted raises ExportError, in one line naming the
+    module (and operator) where it failed when that can be found."""
     from autocompress.transforms.mha import split_attention
 
     model = split_attention(model)  # the model itself when it has no nn.MultiheadAttention, else a split copy
@@ -47,12 +52,113 @@ def export_onnx(model: nn.Module, example, path: str | Path, *, dynamic_axes: Op
     if isinstance(example, tuple) and all(isinstance(i, int) for i in example):
         example = torch.zeros(1, *example)
     try:
-        with eager_attention(model):
+        with eager_attention(model), _quiet_exporter_log():
             _trace(model, example, path, dynamic_axes)
+    except Exception as exc:  # noqa: BLE001 - whatever the tracer or a converter raised: one line, with where
+        raise ExportError(failure_detail(model, example, exc)) from exc
     finally:
         model.train(was_training)
     _unshare_biases(path)
     return path
+
+
+@contextmanager
+def _quiet_exporter_log() -> Iterator[None]:
+    """The TorchScript exporter prints its whole graph to stdout when a conversion fails
+    ("Torch IR graph at exception: ..."), whatever `verbose` says; within the block that
+    print is dropped (the exception still says what failed)."""
+    log = getattr(torch._C, "_jit_onnx_log", None)
+    if log is None:
+        yield
+        return
+    torch._C._jit_onnx_log = lambda *args: None
+    try:
+        yield
+    finally:
+        torch._C._jit_onnx_log = log
+
+
+_OPERATOR = re.compile(r"'((?:aten|prim|onnx|quantized)::[A-Za-z0-9_.]+)'")
+
+
+def failure_detail(model: nn.Module, example: Any, exc: BaseException) -> str:
+    """Where and why an export failed, in one line: "in module 'block1.fc' (Linear,
+    model.py:31): TypeError: ..." or "in the model's forward (Net): ...". The module is the
+    innermost of `model`'s modules whose forward the exception passed through; when the
+    failure came after tracing (an operator no ONNX converter handles), the module whose
+    forward calls that operator, found by one forward pass on `example`."""
+    names = {id(m): n for n, m in model.named_modules()}
+    module, line = _raising_module(exc, names)
+    if module is None:
+        match = next((m for m in (_OPERATOR.search(str(e)) for e in _chain(exc)) if m), None)
+        if match is not None:
+            module, line = _calling_module(model, example, match.group(1), names)
+    if module is None:
+        return one_line(exc)
+    name = names[id(module)]
+    where = f"in module {name!r}" if name else "in the model's forward"
+    return f"{where} ({type(module).__name__}{', ' + line if line else ''}): {one_line(exc)}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling, outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _raising_module(exc: BaseException, names: dict[int, str]) -> tuple[Optional[nn.Module], str]:
+    """(the innermost module of `names` whose forward `exc` passed through, 'file.py:line'
+    in that forward), or (None, '')."""
+    found: tuple[Optional[nn.Module], str] = (None, "")
+    for e in reversed(_chain(exc)):
+        for frame, lineno in traceback.walk_tb(e.__traceback__):
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in names:
+                found = (owner, f"{Path(frame.f_code.co_filename).name}:{lineno}")
+        if found[0] is not None:
+            return found
+    return found
+
+
+def _calling_module(model: nn.Module, example: Any, operator: str, names: dict[int, str]) -> tuple[Optional[nn.Module], str]:
+    """(the innermost module whose forward first calls `operator` ('aten::fft_fft': a torch
+    function or tensor method of that name) in one forward pass on `example`, 'file.py:line'
+    of the call), or (None, '')."""
+    from torch.overrides import TorchFunctionMode
+
+    wanted = operator.partition("::")[2].split(".")[0].lstrip("_")
+    stack: list[nn.Module] = []
+    found: list[tuple[nn.Module, str]] = []
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if not found and stack and getattr(func, "__name__", "").lstrip("_") == wanted:
+                torch_dir = str(Path(torch.__file__).parent)
+                caller = next((f for f in reversed(traceback.extract_stack()[:-1]) if not f.filename.startswith(torch_dir)), None)
+                found.append((stack[-1], f"{Path(caller.filename).name}:{caller.lineno}" if caller else ""))
+            return func(*args, **(kwargs or {}))
+
+    def enter(mod: nn.Module, args: Any) -> None:
+        stack.append(mod)
+
+    def leave(mod: nn.Module, args: Any, out: Any) -> None:
+        stack.pop()
+
+    handles = []
+    for m in model.modules():
+        handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True)]
+    try:
+        with torch.no_grad(), Watch():
+            st.call(model, example)
+    except Exception:  # noqa: BLE001 - only looking: the export's own error is the one reported
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else (None, "")
 
 
 def _trace(model: nn.Module, example, path: Path, dynamic_axes: Optional[dict[str, dict[int, str]]]) -> None:

@@ -19,6 +19,7 @@ CALIBRATION_SAMPLES = 128  # quantization calibration and pruning's activation s
 FINGERPRINT_SAMPLES = 64  # per split, hashed for the fingerprint of data that is not in memory
 SAMPLE_ROWS = 2048  # at most this many training rows for BatchNorm re-estimation and the block warm-up ...
 SAMPLE_BYTES = 64 << 20  # ... and at most this many bytes of them
+CHECK_ROWS = 32  # val rows every exported file is run on next to its model (export.faithful): a full batch, then its last row
 
 
 @dataclass
@@ -98,6 +99,13 @@ class LoadedTask:
         n = max(1, min(SAMPLE_ROWS, SAMPLE_BYTES // per_row))
         return self._memo("train_sample", lambda: self.train.sample(n, seed=0)[0])
 
+    @property
+    def check_inputs(self) -> Any:
+        """The first CHECK_ROWS val inputs: every exported file (the teacher's, each
+        candidate's float graph) is run on them and on their last row next to its model
+        (export.faithful)."""
+        return self._memo("check_inputs", lambda: self.val.head(CHECK_ROWS)[0])
+
     def timing_feed(self, profile) -> dict[str, Any]:
         """The feed candidates are timed on: the first `profile.batch_size` val samples
         (HardwareProfile.timing_feed; its input_shape override applied)."""
@@ -121,4 +129,4 @@ class LoadedTask:
         return h.hexdigest()[:12]
 
 
-__all__ = ["CALIBRATION_SAMPLES", "LoadedTask", "Metric", "Split", "TensorSplit"]
+__all__ = ["CALIBRATION_SAMPLES", "CHECK_ROWS", "LoadedTask", "Metric", "Split", "TensorSplit"]

@@ -30,6 +30,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AUTOCOMPRESS_CACHE", Path.home() / ".cache" / "autocompress"))
 
 
+def check_cache_writable(folder: Path) -> None:
+    """ConfigError naming $AUTOCOMPRESS_CACHE unless the trained teacher can be saved in `folder`."""
+    from autocompress.atomic import unwritable_reason
+    from autocompress.errors import ConfigError
+
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        where = "$AUTOCOMPRESS_CACHE" if "AUTOCOMPRESS_CACHE" in os.environ else "the cache (~/.cache/autocompress; set $AUTOCOMPRESS_CACHE)"
+        raise ConfigError(f"{where} {cache_dir()}: the demo teacher cannot be cached there: {reason}")
+
+
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN plus a shortcut (1x1 conv + BN when the shape changes)."""
 
@@ -133,6 +144,7 @@ def demo_task(*, progress=print) -> LoadedTask:
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
+        check_cache_writable(path.parent)  # before minutes of training, not after
         progress(f"Training the demo teacher once (cached at {path}) ...")
         model = train_teacher(train, progress=progress)
         path.parent.mkdir(parents=True, exist_ok=True)

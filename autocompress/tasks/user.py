@@ -186,6 +186,29 @@ def _check_loss(model: nn.Module, train: Split, loss: Any, field: str) -> None:
         raise TaskError(f"{field}: loss(outputs, targets) must return one finite scalar tensor, got {got}")
 
 
+def state_dict_mismatch(model: nn.Module, state: Any) -> Optional[str]:
+    """Why `state` cannot be loaded into `model` (strictly), in words: the first missing key,
+    unexpected key or shape that differs, and how many of each; None when it fits."""
+    from collections.abc import Mapping
+
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        return f"the file holds a {type(state).__name__}, not a state_dict (a mapping of parameter names to tensors)"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+                     + (f" ({len(shapes)} tensors differ in shape)" if len(shapes) > 1 else ""))
+    if missing:
+        parts.append(f"{len(missing)} of the model's {len(own)} keys missing, e.g. {missing[0]!r}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} key(s) the model does not have, e.g. {unexpected[0]!r}")
+    return "; ".join(parts) or None
+
+
 def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: Optional[str] = None) -> LoadedTask:
     if model_spec is None or data_spec is None:
         raise TaskError("--model and --data go together: give both, or neither for the demo")
@@ -199,6 +222,12 @@ def user_task(model_spec: Optional[str], data_spec: Optional[str], checkpoint: O
             raise TaskError(f"--checkpoint: no such file {checkpoint!r}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise TaskError(f"--checkpoint: cannot read {checkpoint!r} as a state_dict (torch.load, weights_only): {one_line(exc)}") from exc
+        differs = state_dict_mismatch(model, state)
+        if differs is not None:
+            raise TaskError(f"--checkpoint: {checkpoint!r} does not match the model ({type(model).__name__}): {differs}")
+        try:
             model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001
             raise TaskError(f"--checkpoint: cannot load {checkpoint!r} into the model: {one_line(exc)}") from exc
