@@ -23,13 +23,13 @@ import pandas as pd
 from autocompress.atomic import copy_file_atomic
 from autocompress.errors import ConfigError, RunDirError
 from autocompress.inspect_run import Limit, RunView, drop_text, limit_text, open_run, size_text, value_text
+from autocompress.pareto import DROP_TOLERANCE
 
 if TYPE_CHECKING:
     from autocompress.evaluation.metrics import Metric
 
 # objective -> the columns a choice is ranked by, best first (the trial number breaks what is left)
 OBJECTIVES = {"latency": ("latency_ratio", "size_bytes"), "size": ("size_bytes", "latency_ratio")}
-TOLERANCE = 1e-9  # a drop equal to the limit is within it (as report.tables.trials_frame has it)
 
 
 # --------------------------------------------------------------------------- the rule
@@ -42,7 +42,7 @@ def eligible(trials: pd.DataFrame, max_drop: float) -> pd.DataFrame:
     if "duplicate_of" in trials:
         done &= trials["duplicate_of"].isna()
     drop = pd.to_numeric(trials["metric_drop"], errors="coerce")
-    ok = done & (drop <= max_drop + TOLERANCE)
+    ok = done & (drop <= max_drop + DROP_TOLERANCE)
     for col in ("latency_ratio", "size_bytes"):
         ok &= pd.to_numeric(trials[col], errors="coerce").notna()
     return trials[ok]
@@ -175,7 +175,7 @@ def choose(view: RunView, *, trial: Optional[int] = None, best: bool = False, ma
         if _num(row.get("duplicate_of")) is not None:
             reason += f" (the same candidate as trial {int(row['duplicate_of'])}: its file)"
         if drop is not None:
-            reason += f"; {'within' if drop <= limit.value + TOLERANCE else 'beyond'} the search's limit of {limit_text(view.metric, limit)}"
+            reason += f"; {'within' if drop <= limit.value + DROP_TOLERANCE else 'beyond'} the search's limit of {limit_text(view.metric, limit)}"
         return row, reason, None
     objective = objective or "latency"
     if objective not in OBJECTIVES:

@@ -20,6 +20,9 @@ import pandas as pd
 
 from autocompress.errors import ConfigError
 from autocompress.names import TRIALS_DIR
+from autocompress.pareto import DROP_TOLERANCE
+from autocompress.report.read import Limit, optional_float, read_run, search_limit, teacher_fields
+from autocompress.report.tables import candidate_names
 from autocompress.run import RunDir
 
 if TYPE_CHECKING:
@@ -36,14 +39,6 @@ NOTABLE = ("candidate_id", "latency_source", "not_faster", "remeasured", "latenc
 
 
 @dataclass(frozen=True)
-class Limit:
-    """A metric-drop limit (the metric's units: points for accuracy) and where it came from."""
-
-    value: float
-    source: str
-
-
-@dataclass(frozen=True)
 class RunView:
     """A run's manifest, metric and trials table (generic column names), read once."""
 
@@ -54,23 +49,13 @@ class RunView:
 
     @property
     def teacher(self) -> dict[str, Any]:
-        """The teacher as run.json records it: val_metric, test_metric, latency_ms, size_bytes."""
-        t = self.manifest.get("teacher", {})
-        return {"val_metric": _float(t.get(self.metric.column("val"))), "test_metric": _float(t.get(self.metric.column("test"))),
-                "latency_ms": _float(t.get("latency_ms")), "size_bytes": t.get("size_bytes")}
+        """The teacher as run.json records it (report.read.teacher_fields): val_metric,
+        test_metric, latency_ms, size_bytes."""
+        return teacher_fields(self.manifest, self.metric)
 
     def search_limit(self) -> Limit:
-        """The drop limit the search itself used: run.json's drop_limit (the one given to
-        the search, else the default), or for a run that did not record it, the default."""
-        m = self.manifest
-        given = m.get("max_acc_drop")  # as given to the search (either option), None when not
-        if m.get("drop_limit") is not None:
-            how = "given to the search" if given is not None else "the search's default"
-            return Limit(float(m["drop_limit"]), f"{how} (run.json drop_limit)")
-        if given is not None:
-            return Limit(float(given), "given to the search (run.json max_acc_drop)")
-        teacher = self.teacher["val_metric"]
-        return Limit(self.metric.drop_reference(0.0 if teacher is None else teacher), "the default drop limit (run.json records none)")
+        """The drop limit the search itself used and where it came from (report.read.search_limit)."""
+        return search_limit(self.manifest, self.metric)
 
     def row(self, number: int) -> pd.Series:
         """Trial `number`'s row; ConfigError naming the valid range for an unknown one."""
@@ -91,8 +76,6 @@ class RunView:
 def open_run(run_dir: str | Path) -> RunView:
     """The run at `run_dir` with its trials table (report.read: generic column names, the
     front's test metric from pareto.csv); RunDirError when it is not a run or has no trial yet."""
-    from autocompress.report.read import read_run
-
     rec = read_run(run_dir)
     trials = rec.trials.assign(test_metric=rec.trials["number"].map(rec.test_metric).astype(float))
     return RunView(RunDir(rec.path), rec.manifest, rec.metric, trials)
@@ -129,16 +112,6 @@ class TrialInfo:
     teacher: dict[str, Any]
     metric: "Metric"
     attrs: dict[str, Any] = field(default_factory=dict)
-
-
-def _float(v: Any) -> Optional[float]:
-    if v is None or isinstance(v, str):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _value(v: Any) -> Any:
@@ -183,9 +156,9 @@ def trial_info(run_dir: str | Path | RunView, number: int) -> TrialInfo:
     params = study_params(view.run, int(number))
     if params is None:
         params = {c[len("param."):]: _value(r[c]) for c in cols if c.startswith("param.") and _value(r[c]) is not None}
-    metrics = {k: _float(r.get(k)) for k in ("val_metric", "test_metric", "metric_drop", "latency_ms", "latency_ratio", "speedup",
+    metrics = {k: optional_float(r.get(k)) for k in ("val_metric", "test_metric", "metric_drop", "latency_ms", "latency_ratio", "speedup",
                                                "size_bytes", "size_reduction")}
-    stages = {c[2:]: float(r[c]) for c in cols if c.startswith("t_") and _float(r[c]) is not None}
+    stages = {c[2:]: float(r[c]) for c in cols if c.startswith("t_") and optional_float(r[c]) is not None}
     recorded = {k: str(r[k]) for k in ("onnx", "state_dict") if k in cols and isinstance(_value(r[k]), str)}
     known = {"number", "state", "description", "details", "recipe", "duplicate_of", "failure_reason", "stop_reason", "pareto", "feasible",
              "onnx", "state_dict", *metrics}
@@ -208,7 +181,8 @@ def trial_info(run_dir: str | Path | RunView, number: int) -> TrialInfo:
 @dataclass(frozen=True)
 class RunInfo:
     """A run's summary: what it searched, how its trials ended, its drop limit, the
-    teacher and the front (one dict per point, sorted by latency, generic names)."""
+    teacher and the front (one dict per point, sorted by latency, generic names; `label`
+    the short name the summary shows, None for a run without labels)."""
 
     path: Path
     task: str
@@ -243,8 +217,8 @@ def run_info(run_dir: str | Path | RunView) -> RunInfo:
     front = df[df["pareto"].astype("boolean").fillna(False).astype(bool)] if "pareto" in df else df.iloc[:0]
     rows = []
     for _, r in front.sort_values(["latency_ratio", "size_bytes", "number"]).iterrows():
-        rows.append({"number": int(r["number"]), "description": _value(r.get("description")),
-                     **{k: _float(r.get(k)) for k in ("speedup", "latency_ms", "latency_ratio", "size_bytes", "size_reduction",
+        rows.append({"number": int(r["number"]), "label": _value(r.get("label")), "description": _value(r.get("description")),
+                     **{k: optional_float(r.get(k)) for k in ("speedup", "latency_ms", "latency_ratio", "size_bytes", "size_reduction",
                                                       "val_metric", "test_metric", "metric_drop")}})
     return RunInfo(
         path=view.run.path, task=_task_text(m.get("task", {})), profile=m.get("profile"), sampler=m.get("sampler"), seed=m.get("seed"),
@@ -318,9 +292,10 @@ def render_run(info: RunInfo) -> str:
         return [left + parts[0], *(" " * len(left) + p for p in parts[1:])]
 
     table += row("", "teacher", 1.0, t["latency_ms"], t["size_bytes"], 1.0, t["val_metric"], t["test_metric"], "")
-    for p in info.front:
+    names = candidate_names(pd.DataFrame(info.front))  # as the end-of-search summary names them: the label, else the description
+    for p, name in zip(info.front, names):
         drop = "n/a" if p["metric_drop"] is None else (f"{p['metric_drop']:.2f}" if m.percent else f"{p['metric_drop']:.3g}")
-        table += row(str(p["number"]), p["description"] or "", p["speedup"], p["latency_ms"], p["size_bytes"], p["size_reduction"],
+        table += row(str(p["number"]), name, p["speedup"], p["latency_ms"], p["size_bytes"], p["size_reduction"],
                      p["val_metric"], p["test_metric"], drop)
     if not info.front:
         table.append("      no trial within the limit yet")
@@ -352,7 +327,7 @@ def render_trial(info: TrialInfo) -> str:
 
     lines.append("Metrics:")
     name = m.name
-    within = "" if mt["metric_drop"] is None else (" (within" if mt["metric_drop"] <= info.limit.value + 1e-9 else " (beyond") \
+    within = "" if mt["metric_drop"] is None else (" (within" if mt["metric_drop"] <= info.limit.value + DROP_TOLERANCE else " (beyond") \
         + f" the run's limit of {limit_text(m, info.limit)})"
     items = [
         (f"val {name}", f"{value_text(m, mt['val_metric'])} (teacher {value_text(m, t['val_metric'])})"),

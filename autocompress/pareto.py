@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 REFERENCE = (10.0, 1.0, 1.0)  # (accuracy drop in points, latency ratio, size ratio)
+DROP_TOLERANCE = 1e-9  # a drop equal to the limit is within it (the limit plus this, against float rounding)
 
 
 def reference_point(metric: Any = None, teacher_value: float = 0.0) -> tuple[float, float, float]:

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Protocol, TextIO
 
+from autocompress.pareto import DROP_TOLERANCE
+
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 
 
@@ -134,7 +136,7 @@ class Tracker:
         if state != "COMPLETE":
             return
         drop, ratio, size = (_number(rec.get(k)) for k in ("metric_drop", "latency_ratio", "size_bytes"))
-        if drop is None or drop > self._drop_limit + 1e-9:
+        if drop is None or drop > self._drop_limit + DROP_TOLERANCE:
             return
         if ratio is not None and ratio > 0:
             self.best_speedup = max(self.best_speedup or 0.0, 1.0 / ratio)

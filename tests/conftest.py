@@ -1,6 +1,6 @@
-"""Shared fixtures: an isolated cache, the tiny user task, a fast hardware profile and a
-prepared pipeline context. Everything here is real (ORT sessions, Torch-Pruning, Optuna);
-only the sizes are small."""
+"""Shared fixtures: an isolated cache, the tiny user task, a fast hardware profile, a
+prepared pipeline context and a prune stage that fails. Everything here is real (ORT
+sessions, Torch-Pruning, Optuna); only the sizes are small."""
 
 from __future__ import annotations
 
@@ -86,3 +86,19 @@ def search_run(cli_inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-run") / "run"
     rc = main(search_args(cli_inputs, "--budget", 3, "--out", out))
     return SimpleNamespace(rc=rc, out=out)
+
+
+@pytest.fixture
+def failing_prune(monkeypatch):
+    """Every candidate that prunes fails in its prune stage (trials run in this process)."""
+    from autocompress.techniques import technique
+
+    prune = type(technique("prune"))
+    original = prune.apply
+
+    def apply(self, model, cfg, ctx):
+        if cfg.active:
+            raise RuntimeError("no pruning today")
+        return original(self, model, cfg, ctx)
+
+    monkeypatch.setattr(prune, "apply", apply)

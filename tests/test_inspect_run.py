@@ -53,6 +53,19 @@ def test_the_summary_stays_within_its_width_however_long_the_candidate():
     assert "9 trials (8 complete, 1 failed)" in text and "3.10x" in text and "4.030ms" in text and "879 KB" in text and "4.0 MB" in text
 
 
+def test_the_summary_names_a_point_by_its_label_as_the_search_summary_does_else_by_its_description():
+    point = {"speedup": 2.0, "latency_ms": 1.0, "latency_ratio": 0.5, "size_bytes": 1000, "size_reduction": 2.0,
+             "val_metric": 0.9, "test_metric": None, "metric_drop": 0.5}
+    front = [{"number": 1, "label": "p.5 q8", "description": "prune 0.5 l1 · int8 qop/u8", **point},
+             {"number": 2, "label": None, "description": "lowrank 0.25", **point}]
+    info = RunInfo(path=Path("r"), task="t", profile=None, sampler=None, seed=None, budget=None, backend=None, states={"COMPLETE": 2},
+                   limit=api_limit(), teacher={"val_metric": 0.9, "test_metric": None, "latency_ms": 2.0, "size_bytes": 2000},
+                   metric=BUILTIN["accuracy"], front=front)
+    rows = {line.split()[0]: line for line in render_run(info).splitlines() if line.split() and line.split()[0] in ("1", "2")}
+    assert rows["1"].endswith("  p.5 q8") and "prune" not in rows["1"]
+    assert rows["2"].endswith("  lowrank 0.25")
+
+
 def api_limit():
     from autocompress.inspect_run import Limit
 
@@ -77,6 +90,8 @@ def test_show_prints_the_teacher_and_the_front_by_latency(search_run, capsys):
     assert f"{100 * teacher['val_accuracy']:.2f}" in lines[header + 2] and f"{100 * teacher['test_accuracy']:.2f}" in lines[header + 2]
     for r, (_, p) in zip(rows, front.iterrows()):
         assert r[1] == f"{p['speedup']:.2f}x" and r[6] == f"{100 * p['val_accuracy']:.2f}" and r[7] == f"{100 * p['test_accuracy']:.2f}"
+        name = p["label"] if isinstance(p["label"], str) else p["description"]  # as the end-of-search summary names it
+        assert r[9:] == name.split()
     assert "drop limit: 10 pt accuracy drop, the search's default (run.json drop_limit)" in lines
 
     info = api.show(run)

@@ -130,22 +130,6 @@ def test_format_duration():
 # --------------------------------------------------------------------------- a real search
 
 
-@pytest.fixture
-def failing_prune(monkeypatch):
-    """Every candidate that prunes fails in its prune stage."""
-    from autocompress.techniques import technique
-
-    prune = type(technique("prune"))
-    original = prune.apply
-
-    def apply(self, model, cfg, ctx):
-        if cfg.active:
-            raise RuntimeError("no pruning today")
-        return original(self, model, cfg, ctx)
-
-    monkeypatch.setattr(prune, "apply", apply)
-
-
 def test_a_search_prints_a_line_per_trial_with_the_eta_and_the_failures_when_stdout_is_not_a_terminal(
         cli_inputs, tmp_path, capsys, failing_prune):
     from autocompress.cli import main

@@ -116,22 +116,6 @@ def pruning_inputs(tmp_path):
     return SimpleNamespace(space=tmp_path / "space.yaml", profile=tmp_path / "profile.yaml")
 
 
-@pytest.fixture
-def failing_prune(monkeypatch):
-    """Every candidate that prunes fails in its prune stage (trials run in this process)."""
-    from autocompress.techniques import technique
-
-    prune = type(technique("prune"))
-    original = prune.apply
-
-    def apply(self, model, cfg, ctx):
-        if cfg.active:
-            raise RuntimeError("no pruning today")
-        return original(self, model, cfg, ctx)
-
-    monkeypatch.setattr(prune, "apply", apply)
-
-
 def test_a_search_stops_after_max_failures_writes_its_outputs_and_exits_3(pruning_inputs, tmp_path, capsys, failing_prune):
     from autocompress.api import load_run
     from autocompress.cli import EXIT_STOPPED, main

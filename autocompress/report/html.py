@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from autocompress.atomic import write_text_atomic
-from autocompress.report.labels import short_label
+from autocompress.report.labels import row_label
 from autocompress.report.plot import pareto_plot_info
 from autocompress.report.read import RunRecords
 
@@ -34,8 +34,8 @@ def hover_text(row: pd.Series, run: RunRecords) -> str:
     """The hover box of one trial: name, metric, speedup, size, then every searched setting."""
     m = run.metric
     unit = "%" if m.percent else ""
-    lines = [f"<b>#{int(row['number'])}</b> {html.escape(short_label(row, width=80))}"]
-    if _present(row.get("description")) and str(row.get("description")) != short_label(row, width=80):
+    lines = [f"<b>#{int(row['number'])}</b> {html.escape(row_label(row, width=80))}"]
+    if _present(row.get("description")) and str(row.get("description")) != row_label(row, width=80):
         lines.append(html.escape(str(row["description"])))
     drop = f"{row['metric_drop']:.2f} pt" if m.percent else f"{row['metric_drop']:.3g}"
     lines.append(f"val {m.name} {m.show(row['val_metric'])}{unit} (drop {drop})"

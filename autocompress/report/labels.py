@@ -35,17 +35,18 @@ def short_description(description: str) -> str:
     return SEPARATOR.join(kept or parts[:1])
 
 
-def short_label(row: Mapping[str, Any], *, width: int = 32) -> str:
-    """The trial's short name: its `label` if it has one, else its shortened description
-    ('' when it has neither)."""
+def row_label(row: Mapping[str, Any], *, width: int = 32) -> str:
+    """A trials-table row's short name, cut to `width`: its `label` if it has one (the one
+    techniques.short_label built for the candidate), else its shortened description ('' when
+    it has neither)."""
     label = _text(row.get("label"))
     return shorten(label or short_description(_text(row.get("description"))), width)
 
 
 def trial_tag(row: Mapping[str, Any], *, width: int = 32) -> str:
     """'#12 kd 10 · int8 qop/u8': the trial number and its short name."""
-    label = short_label(row, width=width)
+    label = row_label(row, width=width)
     return f"#{int(row['number'])}" + (f" {label}" if label else "")
 
 
-__all__ = ["short_description", "short_label", "shorten", "trial_tag"]
+__all__ = ["row_label", "short_description", "shorten", "trial_tag"]

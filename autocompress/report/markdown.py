@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from autocompress.report.labels import short_label
+from autocompress.report.labels import row_label
 from autocompress.report.read import RunRecords
 from autocompress.report.tables import flag_column
 
@@ -69,7 +69,7 @@ def report_markdown(run: RunRecords) -> str:
     ort_only, slow = flag_column(front, "ort_only"), flag_column(front, "not_faster")
     for i, r in front.iterrows():
         n = int(r["number"])
-        label = short_label(r, width=90) or "(no description)"
+        label = row_label(r, width=90) or "(no description)"
         cells = [str(n), _cell(label + (" †" if ort_only[i] else "") + (" ‡" if slow[i] else "")), f"{m.show(r['val_metric'])}{pct}"]
         if has_test:
             cells.append(f"{m.show(run.test_metric[n])}{pct}" if n in run.test_metric else "n/a")

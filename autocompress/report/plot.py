@@ -20,6 +20,7 @@ from autocompress.atomic import write_bytes_atomic
 from autocompress.report.labels import trial_tag
 from autocompress.report.layout import Axes, place_labels
 from autocompress.report.tables import TeacherRow, flag_column
+from autocompress.techniques.blocks import block_code
 
 FIGSIZE = (12.0, 5.8)  # inches
 AXES_RECTS = ((0.065, 0.21, 0.415, 0.68), (0.565, 0.21, 0.415, 0.68))  # figure fraction: left, bottom, width, height
@@ -188,22 +189,12 @@ def pareto_plot_info(df: pd.DataFrame, teacher: TeacherRow, *, drop_limit: Optio
     }
 
 
-def _short(block: str) -> str:
-    """mbconv_e3_k5 -> mb3k5, dwsep_k3 -> dw3, shuffle_v2 -> sh, skip -> sk."""
-    if block.startswith("mbconv_e"):
-        e, k = block[len("mbconv_e"):].split("_k")
-        return f"mb{e}k{k}"
-    if block.startswith("dwsep_k"):
-        return "dw" + block[len("dwsep_k"):]
-    return {"shuffle_v2": "sh", "skip": "sk"}.get(block, block)
-
-
 def _blocks_label(row: pd.Series) -> str:
     """The substituted blocks of one trial in target order, e.g. 'sk/mb3k3/-' ('-' = kept);
     '' when no block is substituted."""
     cols = [c for c in row.index if c.startswith("param.blocks.") and c != "param.blocks.warmup"]
     names = [str(row[c]) if isinstance(row[c], str) else "keep" for c in cols]
-    return "" if all(n == "keep" for n in names) else "/".join("-" if n == "keep" else _short(n) for n in names)
+    return "" if all(n == "keep" for n in names) else "/".join("-" if n == "keep" else block_code(n) for n in names)
 
 
 def draw_pareto(info: dict[str, Any], *, title: str = ""):

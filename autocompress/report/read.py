@@ -3,6 +3,7 @@ named generically again: val_metric, metric_drop, ...) and the drop limit the fr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,48 @@ from autocompress.errors import RunDirError
 from autocompress.evaluation.metrics import Metric
 from autocompress.report.tables import TeacherRow, flag_column
 from autocompress.run import RunDir
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A metric-drop limit (the metric's units: points for accuracy) and where it came from."""
+
+    value: float
+    source: str
+
+
+def optional_float(v: Any) -> Optional[float]:
+    """A recorded number as a float; None for a gap (None, NaN) or a value that is no number."""
+    if v is None or isinstance(v, str):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def teacher_fields(manifest: dict[str, Any], metric: Metric) -> dict[str, Any]:
+    """The teacher as run.json records it, under generic names: val_metric, test_metric,
+    latency_ms (floats) and size_bytes (an int); None where it records none."""
+    t = manifest.get("teacher") or {}
+    size = optional_float(t.get("size_bytes"))
+    return {"val_metric": optional_float(t.get(metric.column("val"))), "test_metric": optional_float(t.get(metric.column("test"))),
+            "latency_ms": optional_float(t.get("latency_ms")), "size_bytes": None if size is None else int(size)}
+
+
+def search_limit(manifest: dict[str, Any], metric: Metric) -> Limit:
+    """The drop limit the search itself used, and where it came from: run.json's drop_limit
+    (the one given to the search, else its default), else its max_acc_drop (as given to the
+    search, either option), else the default (Metric.drop_reference of the teacher's val metric)."""
+    given = manifest.get("max_acc_drop")  # as given to the search (either option), None when not
+    if manifest.get("drop_limit") is not None:
+        how = "given to the search" if given is not None else "the search's default"
+        return Limit(float(manifest["drop_limit"]), f"{how} (run.json drop_limit)")
+    if given is not None:
+        return Limit(float(given), "given to the search (run.json max_acc_drop)")
+    teacher = teacher_fields(manifest, metric)["val_metric"]
+    return Limit(metric.drop_reference(0.0 if teacher is None else teacher), "the default drop limit (run.json records none)")
 
 
 @dataclass(frozen=True)
@@ -72,12 +115,12 @@ def read_run(run_dir: str | Path, *, field: str = "RUN_DIR") -> RunRecords:
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{field} {run.path}: run.json cannot be read ({type(exc).__name__})") from None
     metric = Metric.described(manifest.get("metric"))
-    t = manifest.get("teacher") or {}
-    val = t.get(metric.column("val"))
-    if val is None or "latency_ms" not in t or "size_bytes" not in t:
+    t = teacher_fields(manifest, metric)
+    if t["val_metric"] is None or t["latency_ms"] is None or t["size_bytes"] is None:
         raise RunDirError(f"{field} {run.path}: the teacher was not measured yet (run.json has no teacher)")
-    baselines = {name: b["latency_ratio"] for name, b in (t.get("baselines") or {}).items() if "latency_ratio" in b}
-    teacher = TeacherRow(float(val), t.get(metric.column("test")), float(t["latency_ms"]), int(t["size_bytes"]), metric, baselines)
+    recorded = (manifest.get("teacher") or {}).get("baselines") or {}
+    baselines = {name: b["latency_ratio"] for name, b in recorded.items() if "latency_ratio" in b}
+    teacher = TeacherRow(t["val_metric"], t["test_metric"], t["latency_ms"], t["size_bytes"], metric, baselines)
     trials_path = run.path / "trials.csv"
     if not trials_path.is_file():
         raise RunDirError(f"{field} {run.path}: no trials.csv (no trial has finished yet)")
@@ -85,15 +128,13 @@ def read_run(run_dir: str | Path, *, field: str = "RUN_DIR") -> RunRecords:
     if "number" not in trials or "state" not in trials:
         raise RunDirError(f"{trials_path}: not a trials table (no number/state columns)")
     trials = trials.assign(pareto=flag_column(trials, "pareto"), feasible=flag_column(trials, "feasible"))
-    given: Optional[float] = manifest.get("max_acc_drop")
-    limit = given if given is not None else manifest.get("drop_limit")
-    limit = float(limit) if limit is not None else metric.drop_reference(teacher.val_metric)  # the search's default
     test: dict[int, float] = {}
     if (run.path / "pareto.csv").is_file():
         front = _read_csv(run.path / "pareto.csv", metric)
         if "test_metric" in front and "number" in front:
             test = {int(n): float(v) for n, v in zip(front["number"], front["test_metric"]) if pd.notna(v)}
-    return RunRecords(run.path, manifest, teacher, trials, limit, given is not None, test)
+    given = manifest.get("max_acc_drop") is not None  # set by the user (either option)
+    return RunRecords(run.path, manifest, teacher, trials, search_limit(manifest, metric).value, given, test)
 
 
-__all__ = ["RunRecords", "generic_columns", "read_run"]
+__all__ = ["Limit", "RunRecords", "generic_columns", "optional_float", "read_run", "search_limit", "teacher_fields"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from autocompress.evaluation.metrics import BUILTIN, Metric
-from autocompress.pareto import normalized_objectives, pareto_mask
+from autocompress.pareto import DROP_TOLERANCE, normalized_objectives, pareto_mask
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def trials_frame(records: Sequence[dict[str, Any]], teacher: TeacherRow, *, max_
     df["size_reduction"] = teacher.size_bytes / df["size_bytes"]
     df["metric_drop"] = teacher.metric.drop(teacher.val_metric, df["val_metric"].astype(float))
     limit = np.inf if max_acc_drop is None else max_acc_drop
-    df["feasible"] = done & (df["metric_drop"] <= limit + 1e-9)
+    df["feasible"] = done & (df["metric_drop"] <= limit + DROP_TOLERANCE)
     df["pareto"] = front_mask(df, teacher)
     return df
 
@@ -89,7 +89,7 @@ def recipe_comparison(trials: pd.DataFrame, *, within: float = 1.0, unit: str = 
     if "recipe" not in trials:
         return None
     unit = f" {unit}" if unit else ""
-    ok = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna() & (trials["metric_drop"] <= within + 1e-9)]
+    ok = trials[trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna() & (trials["metric_drop"] <= within + DROP_TOLERANCE)]
     recipes = ok[ok["recipe"].notna()]
     if ok.empty:
         return f"Within {within:.4g}{unit} of the teacher (val): no candidate"

@@ -7,6 +7,7 @@ else. Without a `blocks` section nothing is substituted."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 from typing import Any, Mapping, Optional
@@ -23,6 +24,13 @@ _WARMUP = Key(int, 0, 0, 100_000)
 # nothing. An inverted residual has fewer multiply-adds but more operators than a pruned
 # basic block, and on small models the operators dominate latency: left to the sampler.
 CHEAPER = ("keep", "dwsep_k3", "skip")
+BLOCK_CODES = {"shuffle_v2": "sh", "skip": "sk"}  # the blocks whose code is not made from their name's numbers
+
+
+def block_code(name: str) -> str:
+    """A library block's short code in labels: mbconv_e3_k5 -> mb3k5, dwsep_k3 -> dw3,
+    shuffle_v2 -> sh, skip -> sk; any other name as it is."""
+    return re.sub(r"^mbconv_e(\d+)_k(\d+)$", r"mb\1k\2", re.sub(r"^dwsep_k", "dw", BLOCK_CODES.get(name, name)))
 
 
 @dataclass(frozen=True)
@@ -161,16 +169,12 @@ class Blocks(Technique):
 
     def code(self, cfg: BlockConfig, candidate) -> str:
         """'b2:mb3k3,3:sk_w100': target:block per substituted target (a path's 'layer2' is
-        '2'; mbconv_e3_k3 'mb3k3', dwsep_k3 'dw3', shuffle_v2 'sh', skip 'sk'), the warm-up."""
-        import re
+        '2'; block_code: mbconv_e3_k3 'mb3k3', dwsep_k3 'dw3', shuffle_v2 'sh', skip 'sk'), the warm-up."""
 
         def site(path: str) -> str:
             return ".".join(re.sub(r"^[A-Za-z_]+(?=\d+$)", "", part) for part in path.split("."))
 
-        def block(name: str) -> str:
-            return re.sub(r"^mbconv_e(\d+)_k(\d+)$", r"mb\1k\2", re.sub(r"^dwsep_k", "dw", {"shuffle_v2": "sh", "skip": "sk"}.get(name, name)))
-
-        parts = [f"{site(path)}:{block(name)}" for path, name in cfg.choices if name != "keep"]
+        parts = [f"{site(path)}:{block_code(name)}" for path, name in cfg.choices if name != "keep"]
         return ("b" + ",".join(parts) + (f"_w{cfg.warmup_steps}" if cfg.warmup_steps > 0 else "")) if parts else ""
 
     def explain(self, cfg: BlockConfig, candidate) -> str:

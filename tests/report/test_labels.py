@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from autocompress.report.labels import short_description, short_label, shorten, trial_tag
+from autocompress.report.labels import row_label, short_description, shorten, trial_tag
 
 
 def test_short_description_drops_what_is_off_and_the_details():
@@ -16,8 +16,8 @@ def test_short_description_drops_what_is_off_and_the_details():
 
 def test_a_label_wins_over_the_description_and_a_missing_one_falls_back():
     row = {"number": 3, "label": "p.5 q8", "description": "prune 0.5 l1 · int8 qop/u8"}
-    assert short_label(row) == "p.5 q8" and trial_tag(row) == "#3 p.5 q8"
-    assert short_label({**row, "label": math.nan}) == "prune 0.5 l1 · int8 qop/u8"
+    assert row_label(row) == "p.5 q8" and trial_tag(row) == "#3 p.5 q8"
+    assert row_label({**row, "label": math.nan}) == "prune 0.5 l1 · int8 qop/u8"
     assert trial_tag({"number": 4}) == "#4"
 
 
