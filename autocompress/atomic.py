@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -19,6 +21,20 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that takes a file name (torch.save,
+    onnx.save): renamed over `path` when the block ends without an error, removed if it
+    raises. A process killed mid-write leaves `path` as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def copy_file_atomic(src: Path, dest: Path) -> None:
@@ -52,4 +68,16 @@ def unwritable_reason(path: Path) -> Optional[str]:
     return None
 
 
-__all__ = ["copy_file_atomic", "unwritable_reason", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "copy_file_atomic", "unwritable_reason", "write_bytes_atomic", "write_text_atomic"]
+
+
+@contextmanager
+def file_lock(directory, name: str):
+    """An exclusive lock on the file `name` in `directory`, held for the `with` block: the
+    workers of one run (processes on this machine) take turns, e.g. to time latency."""
+    with open(Path(directory) / name, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

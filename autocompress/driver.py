@@ -58,6 +58,7 @@ class SearchOptions:
     verbosity: Optional[int] = None  # what the search prints: -1 (--quiet) the run's path only, 0 (default), 1 (-v) stages and details
     max_failures: Optional[int] = None  # stop the search after this many failed trials (autocompress.stopping); this session's
     trial_timeout: Optional[float] = None  # seconds a candidate may take; trials then run in a worker process that is ended and restarted
+    worker: Optional[bool] = None  # with --resume: one of several processes sharing the run's study and budget (heartbeats; see README)
 
 
 DEFAULT_BUDGET = 100
@@ -145,6 +146,12 @@ def _check_options(o: SearchOptions) -> None:
     check_device(o.device)
     if o.workers is not None and o.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {o.workers}")
+    if o.worker and o.resume is None:
+        raise ConfigError("--worker joins a run: give --resume RUN_DIR (create the run first, e.g. with --budget 1 --out RUN_DIR)")
+    if o.worker:
+        worker_threads()  # $AUTOCOMPRESS_WORKER_COUNT, checked before any work
+    if o.worker and o.backend == "ray":
+        raise ConfigError("--worker is for the local backend; with --backend ray, Ray runs the trials at once (--max-concurrent)")
     from autocompress.evaluation.latency import latency_timeout_s
 
     latency_timeout_s()  # $AUTOCOMPRESS_LATENCY_TIMEOUT, checked before any work
@@ -231,9 +238,11 @@ def _resolve_resume(o: SearchOptions, run: RunDir) -> tuple[dict[str, Any], Sear
         latency=m.get("latency", {}).get("mode"), table=o.table or m.get("latency", {}).get("table"),
         fidelity=",".join(map(str, run_fidelity["rungs"])) if run_fidelity else None,
         reduction_factor=run_fidelity["reduction_factor"] if run_fidelity else None, workers=o.workers, device=o.device,
-        max_failures=o.max_failures, trial_timeout=o.trial_timeout,
+        max_failures=o.max_failures, trial_timeout=o.trial_timeout, worker=o.worker,
     )
     if resolved.backend == "ray":
+        if o.worker:
+            raise ConfigError(f"--resume {run.path}: --worker is for the local backend; the run searches with Ray")
         if o.trial_timeout is not None:
             raise ConfigError(f"--resume {run.path}: --trial-timeout is for the local backend; the run searches with Ray")
         ray_m = m.get("ray", {})
@@ -378,7 +387,7 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
     try:
         if created:
             run.create()
-        lock = run.lock()
+        lock = run.lock(shared=bool(o.worker))
         if created:
             write_text_atomic(run.path / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
             write_text_atomic(run.path / "profile.yaml", yaml.safe_dump(profile.to_dict(), sort_keys=False))
@@ -405,8 +414,11 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
             timing = task.timing_feed(profile)
             remote = None if session is None else (lambda teacher_onnx: session.latency(teacher_onnx, profile, timing, run.path,
                                                                                          (task.val, metric, task.output_kind)))
-            ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
-                          table=table, predicted=o.latency == "predicted", device=device)
+            with _taking_turns(run, o.worker):  # the teacher's timing too
+                ctx = prepare(task, profile, run.path, latency=remote, accuracy_on_device=bool(o.accuracy_on_device),
+                              table=table, predicted=o.latency == "predicted", device=device)
+            if o.worker:
+                ctx._latency_worker = TakingTurns(ctx.latency_worker, run.path)
         except AutocompressError:  # already one line that says what (e.g. the teacher's export is not faithful)
             raise
         except Exception as exc:  # noqa: BLE001 - the user's teacher cannot be exported / run
@@ -433,7 +445,19 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
                 manifest["teacher"]["accuracy_node"] = ctx.latency_worker.accuracy_node_ids[0]
         if resume:
             manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
-        run.write_manifest(manifest)
+        if o.worker:
+            nonce = worker_nonce()
+            import torch
+
+            torch.set_num_threads(worker_threads())  # the workers share the cores
+            with _manifest_lock(run):  # other workers write it too: keep their entries
+                current = run.read_manifest()
+                manifest["resumed"] = current.get("resumed", [])[:] + manifest["resumed"][-1:]
+                manifest["timing"] = current.get("timing", [])
+                run.write_manifest(manifest)
+        else:
+            nonce = ""
+            run.write_manifest(manifest)
         progress(
             f"Teacher: val {metric.name} {metric.show(ctx.teacher.val_metric)}{'%' if metric.percent else ''}  {ctx.teacher.latency_ms:.3f} ms  "
             f"{ctx.teacher.size_bytes / 1024:.0f} KB   searching {budget} trials (sampler {sampler}, seed {seed})"
@@ -452,7 +476,8 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
 
             pool = _start_pool(o, task, space, profile, ctx, run, seed=seed, table=table, progress=progress)
             backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity,
-                                    climb_limit=climb_limit, pool=pool, metric=task.metric)
+                                    climb_limit=climb_limit, pool=pool, metric=task.metric, worker=bool(o.worker), nonce=nonce,
+                                    lock_dir=run.path)
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
@@ -465,16 +490,26 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
         created = False  # from here on the run directory holds results: never removed
         try:
             timing = _drive(backend, ctx, run, budget=budget, time_budget=o.time_budget, seed=seed, tracker=tracker, default_limit=limit is None,
-                            max_failures=o.max_failures)
+                            max_failures=o.max_failures, worker=bool(o.worker))
+            if o.worker:
+                timing.update(worker=nonce)
             if pool is not None:
                 timing.update(workers=pool.workers, quiet_wait_s=round(pool.quiet_wait_s, 2))
             shutil.rmtree(cache_dir, ignore_errors=True)  # the search ended: nothing builds from it any more
         finally:
             if pool is not None:
                 pool.close()
+            if hasattr(backend, "close"):
+                backend.close()
             ctx.close()
-        manifest.setdefault("timing", []).append(timing)
-        run.write_manifest(manifest)
+        if o.worker:
+            with _manifest_lock(run):
+                manifest = run.read_manifest()
+                manifest.setdefault("timing", []).append(timing)
+                run.write_manifest(manifest)
+        else:
+            manifest.setdefault("timing", []).append(timing)
+            run.write_manifest(manifest)
     except BaseException:
         if created and run.path.exists():
             shutil.rmtree(run.path, ignore_errors=True)
@@ -485,6 +520,62 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
         if session is not None:
             session.close()
     return run.path
+
+
+LATENCY_LOCK = ".latency.lock"  # the workers of a run on one machine time latency one at a time
+
+
+def _taking_turns(run: RunDir, worker: Optional[bool]):
+    from contextlib import nullcontext
+
+    from autocompress.atomic import file_lock
+
+    return file_lock(run.path, LATENCY_LOCK) if worker else nullcontext()
+
+
+def _manifest_lock(run: RunDir):
+    from autocompress.atomic import file_lock
+
+    return file_lock(run.path, ".manifest.lock")
+
+
+def worker_nonce() -> str:
+    """This worker: host, pid and start time (its sampler's seed derives from it; run.json's timing records it)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
+
+
+def worker_threads() -> int:
+    """Fine-tune threads of a --worker process: the cores shared by $AUTOCOMPRESS_WORKER_COUNT
+    workers on this machine (default 2)."""
+    import os
+
+    from autocompress.backends.local_pool import threads_per_worker
+
+    text = os.environ.get("AUTOCOMPRESS_WORKER_COUNT", "2")
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"$AUTOCOMPRESS_WORKER_COUNT must be an integer >= 1 (the --worker processes on this machine), got {text!r}")
+    return threads_per_worker(int(text))
+
+
+class TakingTurns:
+    """A latency meter whose measurements hold the run's latency lock: several worker
+    processes on one machine time their candidates one at a time."""
+
+    def __init__(self, meter, run_path: Path):
+        self._meter = meter
+        self._run_path = run_path
+
+    def measure(self, *args, **kw):
+        from autocompress.atomic import file_lock
+
+        with file_lock(self._run_path, LATENCY_LOCK):
+            return self._meter.measure(*args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._meter, name)
 
 
 def _trial_line(rec: dict[str, Any], *, done: int, budget: int, metric) -> str:
@@ -522,7 +613,7 @@ def _stage_reporter(tracker: Tracker, cfg, number: int) -> Callable[[str], None]
 
 
 def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, tracker: Tracker,
-           default_limit: bool = False, max_failures: Optional[int] = None) -> dict[str, Any]:
+           default_limit: bool = False, max_failures: Optional[int] = None, worker: bool = False) -> dict[str, Any]:
     from autocompress.outputs import RESULTS, finalize, write_trials_csv
     from autocompress.pipeline import evaluate_candidate
     from autocompress.stopping import FailureWatch
@@ -554,9 +645,12 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
     finally:
         t1 = time.perf_counter()
         tracker.end()
-        remeasure_front(backend, ctx, run, progress=progress)
-        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit,
-                 warn=lambda text: tracker.note(text, level=QUIET))  # said even with --quiet
+        if worker:
+            _finalize_last(backend, ctx, run, tracker, default_limit=default_limit)
+        else:
+            remeasure_front(backend, ctx, run, progress=progress)
+            finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit,
+                     warn=lambda text: tracker.note(text, level=QUIET))  # said even with --quiet
         progress("")
         if watch.stop is not None:  # said even with --quiet, next to where the results are
             tracker.note(f"{watch.stop.message} ({backend.finished_count()} of {budget} trials finished; "
@@ -567,6 +661,35 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
     if watch.stop is not None:
         timing["stopped"] = watch.stop.to_dict()
     return timing
+
+
+FINALIZED = "finalized_at"  # study attribute: finished trials when a worker last wrote the results
+
+
+def _finalize_last(backend, ctx, run: RunDir, tracker: Tracker, *, default_limit: bool) -> bool:
+    """With --worker: the results are written (front re-measured, tables, non-front
+    artifacts deleted) by the last worker to finish only: not while another worker has
+    trials running, nor again when another wrote them for the same finished trials."""
+    from autocompress.outputs import finalize
+    from autocompress.atomic import file_lock
+
+    rs = backend.run_study
+    with file_lock(run.path, ".finalize.lock"):
+        rs.recover_stale()
+        running = rs.running_count()
+        if running:
+            tracker.note(f"Other workers have {running} trial(s) running: the last worker to finish writes the results "
+                         "(finalize skipped here)", level=QUIET)
+            return False
+        finished = rs.finished_count()
+        if rs.study.user_attrs.get(FINALIZED) == finished:
+            tracker.note(f"The results for these {finished} trials were written by another worker", level=QUIET)
+            return False
+        remeasure_front(backend, ctx, run, progress=tracker.note)
+        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=tracker.note, default_limit=default_limit,
+                 warn=lambda text: tracker.note(text, level=QUIET))
+        rs.study.set_user_attr(FINALIZED, finished)
+        return True
 
 
 def remeasure_front(backend: "Backend", ctx, run: RunDir, *, progress=print) -> list[tuple[int, float, float]]:

@@ -14,6 +14,7 @@ from autocompress.report.build import FILES as REPORT_FILES, write_report
 from autocompress.report.tables import display_columns, summary_rows, summary_title
 from autocompress.atomic import write_text_atomic
 from autocompress.errors import one_line
+from autocompress.faults import checkpoint
 from autocompress.run import RunDir
 
 RESULTS = "summary.txt, pareto.csv, trials.csv, pareto.png, pareto.html, report.md; ONNX + state_dict per front point under trials/"
@@ -69,6 +70,7 @@ def finalize(run: RunDir, records: Sequence[dict[str, Any]], ctx, *, max_acc_dro
             "ort_only", "onnx", "state_dict"]
     cols += sorted(c for c in front if c.startswith("param."))
     write_csv(run.path / "pareto.csv", front[[c for c in cols if c in front]], metric)
+    checkpoint("finalize")  # test-facing: autocompress.faults
     predicted = "latency_source" in df and bool(df["latency_source"].eq("predicted").any())
     rows = summary_rows(df, teacher, front=front)
     title = summary_title(df, teacher, limit=max_acc_drop, default_limit=default_limit, beyond=int((~rows["feasible"]).sum()))

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from autocompress.atomic import atomic_path
 from autocompress.config import CandidateConfig
 from autocompress.errors import CandidateError, CandidateStopped, ExportError, TaskError, one_line
 from autocompress.data import structure as st
@@ -250,20 +251,24 @@ UNFAITHFUL = ("the export traces the forward once, so a value the trace baked in
 def export_teacher(task: LoadedTask, dst: Path) -> Path:
     """The teacher exported to `dst` and run next to itself on real val inputs
     (export.faithful); a one-line TaskError when it cannot be exported (saying where) or
-    when the file computes something else (saying the largest difference and where)."""
-    try:
-        path = export_onnx(task.teacher, task.example, dst, dynamic_axes=task.dynamic_axes)
-    except ExportError as exc:
-        raise TaskError(f"the teacher could not be exported to ONNX: {exc.detail}") from exc
-    batches = check_batches(task.check_inputs)
-    try:
-        bad = compare_export(task.teacher, path, batches)
-    except Exception as exc:  # noqa: BLE001 - the teacher itself fails on some of these inputs
-        rows = " and ".join(str(st.rows(b)) for b in batches)
-        raise TaskError(f"checking the teacher's ONNX file against the teacher on {rows} val rows failed: {one_line(exc)}") from exc
-    if bad is not None:
-        raise TaskError(f"the teacher's ONNX export is not faithful: {bad}; {UNFAITHFUL}")
-    return path
+    when the file computes something else (saying the largest difference and where). The
+    file is written beside `dst` and renamed once checked."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        try:
+            path = export_onnx(task.teacher, task.example, tmp, dynamic_axes=task.dynamic_axes)
+        except ExportError as exc:
+            raise TaskError(f"the teacher could not be exported to ONNX: {exc.detail}") from exc
+        batches = check_batches(task.check_inputs)
+        try:
+            bad = compare_export(task.teacher, path, batches)
+        except Exception as exc:  # noqa: BLE001 - the teacher itself fails on some of these inputs
+            rows = " and ".join(str(st.rows(b)) for b in batches)
+            raise TaskError(f"checking the teacher's ONNX file against the teacher on {rows} val rows failed: {one_line(exc)}") from exc
+        if bad is not None:
+            raise TaskError(f"the teacher's ONNX export is not faithful: {bad}; {UNFAITHFUL}")
+    return dst
 
 
 def _teacher_metric(path: Path, task: LoadedTask, split) -> float:
@@ -454,7 +459,8 @@ def _build(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, *, seed: i
         for h in reversed(handles):
             h.bake_()  # e.g. QAT: weights now lie on the grid the quantizer will use
         state_path = out_dir / "model.pt"
-        torch.save(student.state_dict(), state_path)
+        with atomic_path(state_path) as tmp:  # a killed search leaves no half-written file
+            torch.save(student.state_dict(), tmp)
         if cache_key is not None:
             ctx.float_cache.put(cache_key, student, {"trial": _trial_number(out_dir), "steps_run": steps_run})
     return _finish(cfg, ctx, student, out_dir, state_path, stage, tctx, rung_results=rung_results, steps_run=steps_run)
@@ -474,7 +480,8 @@ def _build_reused(cfg: CandidateConfig, ctx: PipelineContext, out_dir: Path, hit
         student.load_state_dict(state)
         student.eval()
         state_path = out_dir / "model.pt"
-        torch.save(student.state_dict(), state_path)
+        with atomic_path(state_path) as tmp:  # a killed search leaves no half-written file
+            torch.save(student.state_dict(), tmp)
     return _finish(cfg, ctx, student, out_dir, state_path, stage, tctx, steps_run=info.get("steps_run"), reused_from=info.get("trial"))
 
 
@@ -517,20 +524,23 @@ def export_deployable(model: torch.nn.Module, cfg: CandidateConfig, task: Loaded
     something else."""
     final = Path(out_dir) / "model.onnx"
     steps = [t for t in pipeline_order("graph") if t.is_active(cfg[t.name])]
-    with stage("export"):
-        path = export_onnx(model, task.example, final.with_name("model.fp32.onnx") if steps else final, dynamic_axes=task.dynamic_axes)
-        bad = compare_export(model, path, check_batches(task.check_inputs)) if check else None
-        if bad is not None:
-            raise CandidateError(f"export: the ONNX file is not faithful to the model: {bad}")
-    for i, t in enumerate(steps):
-        with stage(t.name):
-            feed = st.feed(task.calibration if calibration is None else calibration)
-            dst = final if i == len(steps) - 1 else final.with_name(f"model.{t.name}.onnx")
-            out = t.apply(path, cfg[t.name], GraphContext(calibration=feed, input_shape=task.input_shape, dst=dst, model=model,
-                                                          record=record if record is not None else {}))
-            os.remove(path)
-            path = out
-    return path, bool(steps) and _ort_only(path)
+    with atomic_path(final) as staged:  # the last step writes beside model.onnx, then renames: never half a file
+        with stage("export"):
+            path = export_onnx(model, task.example, final.with_name("model.fp32.onnx") if steps else staged, dynamic_axes=task.dynamic_axes)
+            bad = compare_export(model, path, check_batches(task.check_inputs)) if check else None
+            if bad is not None:
+                raise CandidateError(f"export: the ONNX file is not faithful to the model: {bad}")
+        for i, t in enumerate(steps):
+            with stage(t.name):
+                feed = st.feed(task.calibration if calibration is None else calibration)
+                dst = staged if i == len(steps) - 1 else final.with_name(f"model.{t.name}.onnx")
+                out = t.apply(path, cfg[t.name], GraphContext(calibration=feed, input_shape=task.input_shape, dst=dst, model=model,
+                                                              record=record if record is not None else {}))
+                os.remove(path)
+                path = out
+        if Path(path) != staged:
+            raise CandidateError(f"export: the last graph step wrote {path}, not the file it was given ({staged.name})")
+    return final, bool(steps) and _ort_only(final)
 
 
 def _rung_metrics(student: torch.nn.Module, probe: torch.nn.Module, cfg: CandidateConfig, ctx: PipelineContext,

@@ -131,14 +131,16 @@ class RunDir:
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def lock(self):
-        """Hold an exclusive lock for the life of the returned file object: one driver per run."""
+    def lock(self, *, shared: bool = False):
+        """Hold a lock for the life of the returned file object: exclusive, one driver per
+        run; `shared` (--worker): any number of workers, but no driver without --worker."""
         f = open(self.path / ".lock", "w")
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             f.close()
-            raise RunDirError(f"{self.path} is in use by another autocompress process") from None
+            raise RunDirError(f"{self.path} is in use by another autocompress process"
+                              + ("" if shared else " (or by --worker processes: join them with --resume RUN_DIR --worker)")) from None
         return f
 
     def remove_trial_artifacts(self, keep: set[int]) -> None:

@@ -13,7 +13,7 @@ ROOT = Path(autocompress.__file__).resolve().parent
 
 # In pipeline order; a prefix ending in '.' holds a whole package.
 LAYERS = [
-    ["errors", "atomic", "names", "segments"],  # shared facts and helpers, no dependencies
+    ["errors", "atomic", "names", "segments", "faults"],  # shared facts and helpers, no dependencies
     ["schema", "pareto", "fidelity", "hardware", "stopping"],  # pure data and numerics; hardware profiles
     ["data.", "tasks.", "transforms.", "training.", "export.", "evaluation."],  # what touches models and ONNX files
     ["techniques."],  # one file per technique: config, search-space schema, sampling, labels, apply

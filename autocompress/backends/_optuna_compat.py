@@ -33,4 +33,20 @@ def fail_stored_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attr
     storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
-__all__ = ["CHECKED_AGAINST", "fail_stored_trial", "frozen", "frozen_by_number"]
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    """Trial ids of the RUNNING trials whose heartbeat is older than the storage's grace
+    period (RDBStorage with heartbeat_interval; Optuna's fail_stale_trials reads the same)."""
+    return study._storage._get_stale_trial_ids(study._study_id)
+
+
+def has_heartbeat(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial ever recorded a heartbeat."""
+    import sqlalchemy
+
+    storage = getattr(study._storage, "_backend", study._storage)  # the RDBStorage behind Optuna's cache
+    with storage.engine.connect() as conn:
+        row = conn.execute(sqlalchemy.text("SELECT 1 FROM trial_heartbeats WHERE trial_id = :t"), {"t": trial._trial_id}).first()
+    return row is not None
+
+
+__all__ = ["CHECKED_AGAINST", "has_heartbeat", "stale_trial_ids", "fail_stored_trial", "frozen", "frozen_by_number"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 
@@ -27,9 +28,10 @@ class OptunaBackend(StudyBacked):
     """Backend (see backends.Backend) over a RunStudy in `storage_url`: trials one after another here."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
-                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None, pool=None, metric=None):
+                 fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None, pool=None, metric=None, worker: bool = False,
+                 nonce: str = "", lock_dir=None):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
-                                  climb_limit=climb_limit, metric=metric)
+                                  climb_limit=climb_limit, metric=metric, worker=worker, nonce=nonce, lock_dir=lock_dir)
         self.pool = pool  # a started backends.local_pool.TrialPool: trials run in its workers, several at once
 
     # ---- the loop
@@ -53,7 +55,7 @@ class OptunaBackend(StudyBacked):
         start = clock()
         built = rs.built_candidates()
         board = rs.rung_board()
-        while rs.finished_count() < budget:
+        while rs.finished_count() + (rs.running_count() if rs.worker else 0) < budget:
             if time_budget is not None and clock() - start >= time_budget:
                 logging.getLogger(__name__).info("time budget reached")
                 break
@@ -89,8 +91,14 @@ class OptunaBackend(StudyBacked):
         candidates in flight; a trial asking for one of those is returned as (trial, cfg, number)."""
         rs = self.run_study
         study = rs.study
+        if rs.worker:  # other workers' trials: stale ones are built again, built ones are not
+            rs.recover_stale()
+            built.update(rs.built_candidates())
         rs.plan_ahead(budget)
-        trial = study.ask()
+        with warnings.catch_warnings():  # heartbeats are recorded here, not by Study.optimize
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        rs.started(trial)
         try:
             cfg: CandidateConfig = rs.space.suggest(trial)
         except Exception as exc:  # noqa: BLE001
@@ -126,7 +134,8 @@ class OptunaBackend(StudyBacked):
         try:
             while True:
                 while pool.idle() and not stopped:
-                    if rs.finished_count() + len(flight) + len(waiting) >= budget:
+                    in_flight = rs.running_count() if rs.worker else len(flight) + len(waiting)  # every worker's
+                    if rs.finished_count() + in_flight >= budget:
                         break
                     if time_budget is not None and clock() - start >= time_budget:
                         logging.getLogger(__name__).info("time budget reached")

@@ -72,13 +72,28 @@ def record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return rec
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The run's storage. A SQLite file gets write-ahead logging with `synchronous=NORMAL`:
+HEARTBEAT_S = 10  # with --worker, each trial in flight records a heartbeat this often
+GRACE_S = 60  # a RUNNING trial whose last heartbeat is older is stale: its worker stopped
+HEARTBEAT_SCHEMES = ("sqlite", "postgresql", "mysql")  # RDB storages: Optuna keeps heartbeats there
+
+
+def supports_heartbeat(url: str) -> bool:
+    """Whether trials in the storage at `url` can record heartbeats (an RDB URL: SQLite,
+    PostgreSQL, MySQL); a journal file cannot, so only one worker may use it."""
+    return url.split(":", 1)[0].split("+", 1)[0] in HEARTBEAT_SCHEMES
+
+
+def open_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+    """The run's storage; `heartbeat`: trials record heartbeats (HEARTBEAT_S, GRACE_S) so
+    that several workers can tell a live trial of another worker from a stale one. A SQLite file gets write-ahead logging with `synchronous=NORMAL`:
     a commit is not flushed to disk on its own (a trial's ~70 parameter and attribute writes
     took 0.57 s with a flush each, 0.25 s this way), and still survives the search process
     being killed at any point; only an OS crash or power loss may roll back the last
     commits. (WAL needs a local file system, as SQLite's locking does anyway.)"""
-    storage = optuna.storages.RDBStorage(url)
+    with warnings.catch_warnings():  # heartbeat_interval is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = (optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S) if heartbeat
+                   else optuna.storages.RDBStorage(url))
     if url.startswith("sqlite:"):
         import sqlalchemy
 
@@ -99,13 +114,58 @@ def trial_params(storage_url: str, number: int) -> dict[str, Any]:
     return dict(study.trials[number].params)
 
 
+class Heartbeats:
+    """Records a heartbeat for every trial this process has in flight, from one daemon
+    thread, every HEARTBEAT_S seconds (and once at once when a trial starts)."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage):
+        import threading
+
+        self._storage = storage
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autocompress-heartbeat", daemon=True)
+        self._thread.start()
+
+    def add(self, trial_id: int) -> None:
+        self._storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                ids = list(self._ids)
+            for trial_id in ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a trial told meanwhile; the next beat tries again
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class RunStudy:
     """One run's study in `storage_url`. Trials that were RUNNING when a previous driver
-    died are marked FAIL ('interrupted') and their params enqueued again on resume."""
+    died are marked FAIL ('interrupted') and their params enqueued again on resume. With
+    `worker` (several processes on one study, `--worker`): trials record heartbeats, only
+    stale RUNNING trials (no heartbeat for GRACE_S) are recovered, and the sampler is
+    seeded by the run's seed and `nonce` (this worker's own draws)."""
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0,
                  max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None,
-                 metric=None):
+                 metric=None, worker: bool = False, nonce: str = "", lock_dir=None):
+        self.worker = worker
+        self.nonce = nonce  # with worker: pid, host and start time of this process
+        self.lock_dir = lock_dir  # with worker: where the planning lock lives (the run directory)
+        self.heartbeats: Optional[Heartbeats] = None
         self.space = space
         self.metric = metric  # the task's Metric: names the first objective (None: 'val_metric (score)')
         self.max_acc_drop = max_acc_drop
@@ -127,10 +187,17 @@ class RunStudy:
         """A fresh sampler, seeded by the run's seed and the trials so far (a resumed run does
         not replay the first run's draws)."""
         n_done = len(self.study.trials) if self.study is not None else 0
+        if self.worker:
+            return make_sampler(self.sampler_name, seed=worker_seed(self.seed, self.nonce))
         return make_sampler(self.sampler_name, seed=self.seed + n_done)
 
     def open(self, *, new: bool) -> None:
-        storage = open_storage(self.storage_url)
+        if self.worker and not supports_heartbeat(self.storage_url):
+            raise ConfigError(f"--worker needs a storage with heartbeats (SQLite or an RDB URL), got {self.storage_url.split(':', 1)[0]!r}: "
+                              "run one search on it without --worker")
+        storage = open_storage(self.storage_url, heartbeat=self.worker)
+        if self.worker:
+            self.heartbeats = Heartbeats(storage)
         if not new:
             self.study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
         self.study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=DIRECTIONS, sampler=self.sampler(),
@@ -138,10 +205,54 @@ class RunStudy:
         if new:
             for name, params in recipe_trials(self.space):
                 self.study.enqueue_trial(params, user_attrs={"recipe": name}, skip_if_exists=True)
+        elif self.worker:
+            self.recover_stale()
         else:
             for t in self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)):
                 self.interrupt(t, "interrupted (driver stopped); re-enqueued")
         self.name_objectives()
+
+    def close(self) -> None:
+        if self.heartbeats is not None:
+            self.heartbeats.close()
+            self.heartbeats = None
+
+    # ---- several workers on one study
+    def stale_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """RUNNING trials whose worker stopped: no heartbeat for GRACE_S seconds (or none
+        at all, started more than GRACE_S ago: a driver without heartbeats)."""
+        import datetime
+
+        stale_ids = set(compat.stale_trial_ids(self.study))
+        now = datetime.datetime.now()
+        out = []
+        for t in self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)):
+            if t._trial_id in stale_ids:
+                out.append(t)
+            elif (not compat.has_heartbeat(self.study, t) and t.datetime_start is not None
+                  and (now - t.datetime_start).total_seconds() > GRACE_S):
+                out.append(t)
+        return out
+
+    def recover_stale(self) -> int:
+        """Interrupt (and enqueue again) the stale RUNNING trials; returns how many."""
+        stale = self.stale_trials()
+        for t in stale:
+            self.interrupt(t, "interrupted (its worker stopped); re-enqueued")
+        return len(stale)
+
+    def running_count(self) -> int:
+        """RUNNING trials of every worker: they count against the shared budget."""
+        return len(self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)))
+
+    def started(self, trial: optuna.Trial) -> None:
+        """A trial this process asked for: it beats (with worker) until told."""
+        if self.heartbeats is not None:
+            self.heartbeats.add(trial._trial_id)
+
+    def ended(self, trial) -> None:
+        if self.heartbeats is not None:
+            self.heartbeats.discard(trial._trial_id)
 
     def name_objectives(self) -> None:
         """Name the objectives in the storage (once; a resumed run of an older version gets
@@ -158,6 +269,14 @@ class RunStudy:
         (hand recipes, the round in flight) are finished; returns how many were enqueued."""
         if self.climb_limit is None:
             return 0
+        if self.worker and self.lock_dir is not None:  # one worker plans a round at a time
+            from autocompress.atomic import file_lock
+
+            with file_lock(self.lock_dir, ".plan.lock"):
+                return self._plan_ahead(budget)
+        return self._plan_ahead(budget)
+
+    def _plan_ahead(self, budget: int) -> int:
         from autocompress import climb
         from autocompress.recipes import KD
 
@@ -251,6 +370,7 @@ class RunStudy:
             trial.set_user_attr(CONSTRAINT, [excess])
             trial.set_constraint(CONSTRAINT, excess)
         self.study.tell(trial, [float(v) for v in values])
+        self.ended(trial)
 
     def tell_outcome(self, trial: optuna.Trial, outcome: Outcome, t_total: float) -> None:
         self.tell_complete(trial, outcome.values, {**outcome.attrs, "t_total": t_total})
@@ -260,12 +380,14 @@ class RunStudy:
         if interrupted:
             trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=_STATES.FAIL)
+        self.ended(trial)
 
     def tell_stopped(self, trial: optuna.Trial, reason: str, rung_results: list) -> None:
         """A candidate not promoted at a rung: PRUNED (never in the front), with why."""
         trial.set_user_attr("stop_reason", reason)
         trial.set_user_attr("rung_results", rung_results)
         self.study.tell(trial, state=_STATES.PRUNED)
+        self.ended(trial)
 
     def tell_duplicate(self, trial: optuna.Trial, original: int) -> None:
         """The same candidate was already built and measured by trial `original`: `trial`
@@ -284,17 +406,27 @@ class RunStudy:
             self.study.tell(trial, state=_STATES.PRUNED)
         else:
             self.study.tell(trial, list(src.values))
+        self.ended(trial)
 
     def interrupt(self, trial, reason: str) -> None:
         """A trial that did not finish (a FrozenTrial, of this process or a dead one): FAIL,
         marked interrupted (not counted against the budget), its params enqueued again so the
         next run builds it."""
         compat.fail_stored_trial(self.study, trial, {"failure_reason": reason, "interrupted": True})
+        self.ended(trial)
         if trial.params:
             from autocompress.climb import ATTRS
 
             kept = {k: trial.user_attrs[k] for k in ("recipe", *ATTRS) if k in trial.user_attrs}
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **kept})
+
+
+def worker_seed(seed: int, nonce: str) -> int:
+    """A worker's sampler seed: the run's seed and its nonce (pid, host, start time), so two
+    workers on one study draw different trials."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{nonce}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class StudyBacked:
@@ -314,6 +446,9 @@ class StudyBacked:
     def open(self, *, new: bool) -> None:
         self.run_study.open(new=new)
 
+    def close(self) -> None:
+        self.run_study.close()
+
     def finished_count(self) -> int:
         return self.run_study.finished_count()
 
@@ -324,4 +459,4 @@ class StudyBacked:
         self.run_study.store_remeasured(number, values)
 
 
-__all__ = ["CONSTRAINT", "DIRECTIONS", "REMEASURED", "STUDY_NAME", "RunStudy", "StudyBacked", "make_sampler", "record", "trial_params"]
+__all__ = ["CONSTRAINT", "DIRECTIONS", "REMEASURED", "STUDY_NAME", "RunStudy", "StudyBacked", "make_sampler", "supports_heartbeat", "worker_seed", "record", "trial_params"]
