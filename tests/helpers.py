@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -65,3 +66,12 @@ def wait_for_complete(proc, storage: str, n: int, timeout: float) -> None:
         assert proc.poll() is None, "the search ended before it could be stopped"
         assert time.monotonic() < deadline, f"no {n} finished trials within {timeout} s"
         time.sleep(0.2)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

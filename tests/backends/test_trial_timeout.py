@@ -10,17 +10,11 @@ import sys
 
 import pandas as pd
 
-from tests.helpers import FAST_PROFILE_YAML, FIXTURES, SPACE_YAML
+from tests.helpers import FAST_PROFILE_YAML, FIXTURES, SPACE_YAML, process_alive
 
 HANGING = str(FIXTURES / "hanging_task.py")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_trial_over_the_timeout_fails_its_process_is_ended_and_the_next_trial_runs(tmp_path):
@@ -34,7 +28,7 @@ def test_a_trial_over_the_timeout_fails_its_process_is_ended_and_the_next_trial_
                           env={**os.environ, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache"), "HANGING_TASK_MARKER": str(marker)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Trials: one at a time in a worker process; a trial over --trial-timeout 15 s fails and its process is restarted" in done.stdout
-    assert not _alive(int(marker.read_text()))  # the hung trial's process was ended
+    assert not process_alive(int(marker.read_text()))  # the hung trial's process was ended
     trials = pd.read_csv(out / "trials.csv").set_index("number")
     assert len(trials) == 3
     # the hand recipes: int8 teacher (no fine-tune), then two with a fine-tune: the first hangs, the second runs in the new process

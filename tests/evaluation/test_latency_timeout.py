@@ -15,7 +15,7 @@ from autocompress.errors import ConfigError
 from autocompress.evaluation.latency import DEFAULT_LATENCY_TIMEOUT_S, LATENCY_TIMEOUT_ENV, LatencyWorker, latency_timeout_s
 from autocompress.export import export_onnx
 from autocompress.hardware import HardwareProfile
-from tests.helpers import search_args
+from tests.helpers import process_alive, search_args
 
 PROFILE = HardwareProfile(name="t", warmup=1, repeats=3, passes=2, max_passes=2)
 
@@ -29,12 +29,6 @@ def small_and_hanging(tmp_path):
     return small, hanging
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_hung_measurement_times_out_and_the_next_one_gets_a_new_worker(small_and_hanging):
@@ -46,7 +40,7 @@ def test_a_hung_measurement_times_out_and_the_next_one_gets_a_new_worker(small_a
         with pytest.raises(TimeoutError, match=r"^latency worker timed out after 2 s without progress; it was killed"):
             worker.measure(hanging)
         assert 2 <= time.perf_counter() - t0 < 20
-        assert not _alive(pid)  # that process ended (and was waited for) ...
+        assert not process_alive(pid)  # that process ended (and was waited for) ...
         assert worker.measure(small).passes == 2  # ... and a new one serves the next candidate
         assert worker._proc.pid != pid
 
