@@ -75,3 +75,16 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def first_trial_off_the_front(run_dir) -> int:
+    """The number of a completed, non-duplicate trial of the run that is not on its front
+    (its files were not kept); skips the test when every completed trial is on the front."""
+    import pandas as pd
+    import pytest
+
+    trials = pd.read_csv(Path(run_dir) / "trials.csv")
+    off = trials[~trials["pareto"] & trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
+    if off.empty:
+        pytest.skip("every completed trial of this run is on its front")
+    return int(off["number"].iloc[0])

@@ -15,6 +15,7 @@ import pytest
 from autocompress import api
 from autocompress.cli import main
 from autocompress.deploy import eligible, select_best
+from tests.helpers import first_trial_off_the_front
 
 COLUMNS = ["number", "state", "metric_drop", "latency_ratio", "size_bytes", "duplicate_of"]
 NAN = float("nan")
@@ -109,7 +110,7 @@ def test_export_with_a_given_limit_names_it_and_the_api_returns_the_same_choice(
     limit = float(front["acc_drop_pts"].min())  # the front's most accurate point is within it
     capsys.readouterr()
     assert main(["export", str(run), "--best", "--max-acc-drop", str(limit), "--out", str(tmp_path / "a.onnx")]) == 0
-    assert f"given with --max-acc-drop" in capsys.readouterr().out
+    assert "given with --max-acc-drop" in capsys.readouterr().out
     e = api.export(run, tmp_path / "b.onnx", best=True, max_acc_drop=limit)
     assert e.number == expected_best(run, limit) and e.limit.value == limit and e.limit.source == "given with --max-acc-drop"
     assert e.metric_drop <= limit + 1e-9 and e.files == (tmp_path / "b.onnx",)
@@ -192,11 +193,7 @@ def test_bad_choices_exit_2_with_one_line_and_nothing_written(search_run, tmp_pa
 
 
 def test_a_trial_whose_files_were_not_kept_is_refused(search_run, tmp_path, capsys):
-    trials = pd.read_csv(search_run.out / "trials.csv")
-    gone = trials[~trials["pareto"] & trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
-    if gone.empty:
-        pytest.skip("every completed trial of this run is on its front")
-    n = int(gone["number"].iloc[0])
+    n = first_trial_off_the_front(search_run.out)
     capsys.readouterr()
     assert main(["export", str(search_run.out), "--trial", str(n), "--out", str(tmp_path / "m.onnx")]) == 2
     one_line_error(capsys, f"trial {n}", "kept no ONNX file")

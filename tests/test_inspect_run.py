@@ -15,6 +15,7 @@ from autocompress.cli import main
 from autocompress.evaluation.metrics import BUILTIN
 from autocompress.inspect_run import WIDTH, RunInfo, RunView, TrialInfo, render_run
 from autocompress.run import RunDir
+from tests.helpers import first_trial_off_the_front
 
 
 @pytest.mark.parametrize("manifest, value, source", [
@@ -128,11 +129,7 @@ def test_show_trial_gives_its_configuration_metrics_stage_times_and_files(search
 
 
 def test_show_a_trial_off_the_front_says_its_files_were_not_kept(search_run, capsys):
-    trials = pd.read_csv(search_run.out / "trials.csv")
-    off = trials[~trials["pareto"] & trials["state"].eq("COMPLETE") & trials["duplicate_of"].isna()]
-    if off.empty:
-        pytest.skip("every completed trial of this run is on its front")
-    n = int(off["number"].iloc[0])
+    n = first_trial_off_the_front(search_run.out)
     capsys.readouterr()
     assert main(["show", str(search_run.out), "--trial", str(n)]) == 0
     out = capsys.readouterr().out
