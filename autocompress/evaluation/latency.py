@@ -68,7 +68,7 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
     n, alpha = len(x), (1.0 - confidence) / 2
     k, tail = 0, 0.0
     while True:
-        nxt = tail + math.comb(n, k) / 2.0**n  # P(B < k + 1)
+        nxt = tail + math.comb(n, k) / 2**n  # P(B < k + 1); int / int: no overflow past n = 1023
         if nxt > alpha or k + 1 > n // 2:
             break
         tail, k = nxt, k + 1
