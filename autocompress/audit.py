@@ -58,7 +58,6 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
 
     import optuna
 
-    from autocompress.backends.study import STUDY_NAME
     from autocompress.evaluation.graph_profile import graph_nodes
     from autocompress.evaluation.predictor import LatencyTable, layer_configs, model_macs
     from autocompress.pipeline import export_architecture
@@ -70,7 +69,7 @@ def predict_trials(run: RunDir, trials: pd.DataFrame, table_path: str, *, progre
     space = run.bound_space(task)
     example = task.example
     teacher_macs = model_macs(task.teacher, example)
-    params = {t.number: t.params for t in optuna.load_study(study_name=STUDY_NAME, storage=run.storage_url).trials}  # one read
+    params = {t.number: t.params for t in optuna.load_study(study_name=run.study_name, storage=run.storage_url).trials}  # one read
     out = trials.copy()
     todo = out.index[out["state"].eq("COMPLETE")]
     progress(f"Predicting {len(todo)} trials' latency from {table_path} ...")

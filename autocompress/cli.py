@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--worker", action="store_true", default=None,
                    help="with --resume: join the run as one of several processes sharing its study and budget "
                         "(SQLite: on this machine; see README 'Several workers on one study')")
+    s.add_argument("--storage", metavar="URL", help="an RDB URL (postgresql://..., mysql://..., sqlite:///FILE) for the run's study "
+                   "instead of its study.db: workers on several machines share it (see README 'Several workers on one study')")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default tpe)")
     s.add_argument("--max-failures", type=int, metavar="N", help="stop after N failed trials (outputs written, exit code 3); "
                    "the search also stops when its first 5 trials other than the hand recipes fail with the same error")
@@ -147,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                 latency_resource=args.latency_resource, accuracy_on_device=args.accuracy_on_device, fidelity=args.fidelity,
                 latency=args.latency, table=args.table, reduction_factor=args.reduction_factor, workers=args.workers,
-                verbosity=-1 if args.quiet else min(args.verbose, 1), max_failures=args.max_failures, trial_timeout=args.trial_timeout, worker=args.worker,
+                verbosity=-1 if args.quiet else min(args.verbose, 1), max_failures=args.max_failures, trial_timeout=args.trial_timeout, worker=args.worker, storage=args.storage,
             )
             if result.stopped is not None:
                 return EXIT_STOPPED

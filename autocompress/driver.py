@@ -59,6 +59,7 @@ class SearchOptions:
     max_failures: Optional[int] = None  # stop the search after this many failed trials (autocompress.stopping); this session's
     trial_timeout: Optional[float] = None  # seconds a candidate may take; trials then run in a worker process that is ended and restarted
     worker: Optional[bool] = None  # with --resume: one of several processes sharing the run's study and budget (heartbeats; see README)
+    storage: Optional[str] = None  # an RDB URL holding the run's study instead of its study.db (workers on several machines)
 
 
 DEFAULT_BUDGET = 100
@@ -134,6 +135,10 @@ def _check_options(o: SearchOptions) -> None:
         raise ConfigError("--max-acc-drop and --max-metric-drop set the same limit: give one")
     if o.resume is not None and o.out is not None:
         raise ConfigError("--resume and --out go separately: --resume continues the run in its own directory")
+    if o.storage is not None:
+        if o.resume is not None:
+            raise ConfigError("--storage is given when a run is created: --resume uses the run's own storage (run.json's study)")
+        check_storage(o.storage)
     from autocompress.tasks import check_source
 
     check_source(o.model, o.data, o.checkpoint, o.task)
@@ -288,6 +293,50 @@ def validate(o: SearchOptions, *, python_task: bool = False) -> None:
         RunDir.check_new(Path(o.out))
 
 
+def check_storage(url: Any) -> None:
+    """--storage: an RDB URL Optuna keeps heartbeats in, reachable now (a server: connected
+    to once; a SQLite file: its directory writable). ConfigError, one line, else."""
+    from autocompress.backends.study import supports_heartbeat
+
+    if not isinstance(url, str) or not supports_heartbeat(url):
+        raise ConfigError(f"--storage must be an RDB URL (postgresql://..., mysql://..., sqlite:///FILE), got {_hide_password(url)!r}")
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy's ArgumentError and friends
+        raise ConfigError(f"--storage {_hide_password(url)!r} cannot be read as a database URL") from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        from autocompress.atomic import unwritable_reason
+
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError(f"--storage {shown}: give a SQLite file (sqlite:///FILE); an in-memory database is gone when the search ends")
+        reason = unwritable_reason(Path(parsed.database).resolve().parent)
+        if reason is not None:
+            raise ConfigError(f"--storage {shown}: the file cannot be written: {reason}")
+        return
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(parsed)
+        with engine.connect():
+            pass
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"--storage {shown}: its database driver is not installed ({exc.name}): pip install it") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the server or driver says
+        raise ConfigError(f"--storage {shown}: cannot connect: {one_line(exc)}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _hide_password(url: Any) -> Any:
+    """'postgresql://me:***@host/db' for 'postgresql://me:secret@host/db' (errors never show a password)."""
+    import re
+
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url) if isinstance(url, str) else url
+
+
 def _check_default_out() -> None:
     """Without --out the run goes to runs/<task>-<time>: refused at once where runs/ cannot be made or written."""
     from autocompress.atomic import unwritable_reason
@@ -398,6 +447,10 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
             "input_shape": list(task.input_shape) if task.input_shape is not None else None, "inputs": task.input_shapes,
             "outputs": list(task.output_names), "backend": backend_name, "device": device,
         }
+        if created and o.storage is not None:  # the study's own name: a shared RDB holds many runs' studies
+            import secrets
+
+            manifest["study"] = {"storage": o.storage, "name": f"autocompress-{run.path.name}-{secrets.token_hex(4)}"}
         if fidelity is not None:
             manifest["fidelity"] = fidelity.to_dict()
         if table is not None:
@@ -477,7 +530,7 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
             pool = _start_pool(o, task, space, profile, ctx, run, seed=seed, table=table, progress=progress)
             backend = OptunaBackend(run.storage_url, space, sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity,
                                     climb_limit=climb_limit, pool=pool, metric=task.metric, worker=bool(o.worker), nonce=nonce,
-                                    lock_dir=run.path)
+                                    lock_dir=run.path, study_name=run.study_name)
         else:
             from autocompress.backends.ray_tune import RayTuneBackend
 
@@ -485,7 +538,7 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
                                   table=table, teacher_macs=ctx.teacher_macs)
             backend = RayTuneBackend(run.storage_url, space, setup=setup, opts=session.opts, run_path=run.path,
                                      sampler=sampler, seed=seed, max_acc_drop=drop_limit, fidelity=fidelity, climb_limit=climb_limit,
-                                     metric=task.metric)
+                                     metric=task.metric, study_name=run.study_name)
         backend.open(new=not resume)
         created = False  # from here on the run directory holds results: never removed
         try:
@@ -522,7 +575,12 @@ def _search(o: SearchOptions, tracker: Tracker, *, task) -> Path:
     return run.path
 
 
-LATENCY_LOCK = ".latency.lock"  # the workers of a run on one machine time latency one at a time
+def latency_lock_name() -> str:
+    """The lock file by which the workers of a run on this machine time latency one at a
+    time (one per host: workers on other machines sharing the run directory time on their own CPUs)."""
+    import socket
+
+    return f".latency.{socket.gethostname()}.lock"
 
 
 def _taking_turns(run: RunDir, worker: Optional[bool]):
@@ -530,7 +588,7 @@ def _taking_turns(run: RunDir, worker: Optional[bool]):
 
     from autocompress.atomic import file_lock
 
-    return file_lock(run.path, LATENCY_LOCK) if worker else nullcontext()
+    return file_lock(run.path, latency_lock_name()) if worker else nullcontext()
 
 
 def _manifest_lock(run: RunDir):
@@ -571,7 +629,7 @@ class TakingTurns:
     def measure(self, *args, **kw):
         from autocompress.atomic import file_lock
 
-        with file_lock(self._run_path, LATENCY_LOCK):
+        with file_lock(self._run_path, latency_lock_name()):
             return self._meter.measure(*args, **kw)
 
     def __getattr__(self, name):
@@ -645,8 +703,9 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
     finally:
         t1 = time.perf_counter()
         tracker.end()
+        written = True
         if worker:
-            _finalize_last(backend, ctx, run, tracker, default_limit=default_limit)
+            written = _finalize_last(backend, ctx, run, tracker, default_limit=default_limit)
         else:
             remeasure_front(backend, ctx, run, progress=progress)
             finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit,
@@ -655,7 +714,8 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         if watch.stop is not None:  # said even with --quiet, next to where the results are
             tracker.note(f"{watch.stop.message} ({backend.finished_count()} of {budget} trials finished; "
                          "--resume RUN_DIR continues once the cause is fixed)", level=QUIET)
-        tracker.note(f"Results in {run.path}: {RESULTS}", level=QUIET)
+        tracker.note(f"Results in {run.path}: {RESULTS}" if written else
+                     f"Results in {run.path} when the last worker finishes (nothing written by this one)", level=QUIET)
     timing = {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,
               "trial_s": sum(r.get("t_total", 0.0) for r in records)}
     if watch.stop is not None:
@@ -669,7 +729,8 @@ FINALIZED = "finalized_at"  # study attribute: finished trials when a worker las
 def _finalize_last(backend, ctx, run: RunDir, tracker: Tracker, *, default_limit: bool) -> bool:
     """With --worker: the results are written (front re-measured, tables, non-front
     artifacts deleted) by the last worker to finish only: not while another worker has
-    trials running, nor again when another wrote them for the same finished trials."""
+    trials running, nor again when another wrote them for the same finished trials.
+    Returns whether the results are in place (written here or by another worker)."""
     from autocompress.outputs import finalize
     from autocompress.atomic import file_lock
 
@@ -684,7 +745,7 @@ def _finalize_last(backend, ctx, run: RunDir, tracker: Tracker, *, default_limit
         finished = rs.finished_count()
         if rs.study.user_attrs.get(FINALIZED) == finished:
             tracker.note(f"The results for these {finished} trials were written by another worker", level=QUIET)
-            return False
+            return True
         remeasure_front(backend, ctx, run, progress=tracker.note)
         finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=tracker.note, default_limit=default_limit,
                  warn=lambda text: tracker.note(text, level=QUIET))
@@ -782,7 +843,7 @@ def load_trial_model(run_dir: str | Path, number: int, *, task=None):
     if not weights.is_file():
         raise RunDirError(f"{run.path}: trial {number} has no saved model (only front points keep theirs)")
     task = task if task is not None else load_run_task(run)
-    cfg = run.bound_space(task).config_from_params(trial_params(run.storage_url, number))
+    cfg = run.bound_space(task).config_from_params(trial_params(run.storage_url, number, run.study_name))
     model = rebuild_student(task, cfg)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()

@@ -124,14 +124,12 @@ def _value(v: Any) -> Any:
 def study_params(run: RunDir, number: int) -> Optional[dict[str, Any]]:
     """Trial `number`'s parameters as the study holds them (exact types: trials.csv
     reads an int column with gaps as floats), or None when the study cannot be read."""
-    if not (run.path / "study.db").is_file():
+    if not run.external_storage and not (run.path / "study.db").is_file():
         return None
     import optuna
 
-    from autocompress.backends import STUDY_NAME
-
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage_url)
+        study = optuna.load_study(study_name=run.study_name, storage=run.storage_url)
         trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     except Exception:  # noqa: BLE001 - a storage this version cannot read: the table's values serve
         return None

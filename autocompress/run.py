@@ -3,7 +3,7 @@
     run.json          manifest: command, seed, sampler, budget, task / space / profile
                       fingerprints, package versions, CPU model and flags
     space.yaml        the resolved search space      profile.yaml  the resolved profile
-    study.db          the Optuna storage (SQLite; optuna-dashboard can open it)
+    study.db          the Optuna storage (SQLite; optuna-dashboard can open it); absent with --storage URL
     teacher/          the teacher's ONNX file (the latency reference)
     trials/N/         model.onnx + model.pt per trial; only the front's are kept at the end
     trials.csv  pareto.csv  pareto.png  summary.txt
@@ -72,7 +72,28 @@ class RunDir:
 
     @property
     def storage_url(self) -> str:
-        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+        """Where the run's study lives: its own study.db, or the RDB URL given with
+        --storage when the run was created (run.json's `study`)."""
+        return self._study().get("storage") or f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    @property
+    def study_name(self) -> str:
+        """The study's name in its storage: STUDY_NAME in study.db; a name of its own in a
+        shared RDB (several runs may live there)."""
+        from autocompress.backends import STUDY_NAME
+
+        return self._study().get("name") or STUDY_NAME
+
+    @property
+    def external_storage(self) -> bool:
+        """Whether the study lives outside the run directory (--storage)."""
+        return bool(self._study().get("storage"))
+
+    def _study(self) -> dict[str, Any]:
+        try:
+            return dict(self.read_manifest().get("study") or {})
+        except (OSError, ValueError):  # not written yet: a run being created keeps its study in study.db
+            return {}
 
     def trial_dir(self, number: int) -> Path:
         return self.path / TRIALS_DIR / str(number)

@@ -122,6 +122,15 @@ CASES: dict[str, tuple[Callable[[Env], list], tuple[str, ...]]] = {
     "out: a file": (lambda e: tiny(e, out=e.file("run.txt", "mine")), ("--out", "run.txt is a file")),
     "out: below a regular file": (lambda e: tiny(e, out=e.file("notes.txt", "mine") / "run"),
                                   ("--out", "notes.txt/run: cannot write there", "notes.txt is a file, not a directory")),
+    # where the study goes
+    "storage: a journal file": (lambda e: tiny(e, "--storage", e.tmp / "journal.log"),
+                                ("--storage must be an RDB URL (postgresql://..., mysql://..., sqlite:///FILE), got", "journal.log")),
+    "storage: no server there": (lambda e: tiny(e, "--storage", "mysql+pymysql://me:secret@127.0.0.1:1/studies"),
+                                 ("--storage mysql+pymysql://me:***@127.0.0.1:1/studies:",)),
+    "storage: SQLite below a regular file": (lambda e: tiny(e, "--storage", f"sqlite:///{e.file('notes.txt', 'mine')}/study.db"),
+                                             ("--storage sqlite:///", "notes.txt/study.db: the file cannot be written")),
+    "storage: on resume": (lambda e: resume(e, "--storage", f"sqlite:///{e.tmp}/other.db"),
+                           ("--storage is given when a run is created: --resume uses the run's own storage",)),
     # the task's files
     "model: no such file": (lambda e: tiny(e, model=f"{e.tmp / 'missing.py'}:build_model"), ("--model: no such file", "missing.py")),
     "model: its function raises": (lambda e: tiny(e, model=f"{e.file('raising.py', RAISING)}:build_model"),

@@ -35,13 +35,17 @@ def _search(*args, env) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(tmp_path):
+@pytest.mark.parametrize("storage", ["study.db", "--storage"])
+def test_two_workers_share_one_study(tmp_path, storage):
+    """With the run's study.db, and with the study in a database outside the run (--storage:
+    a SQLite file elsewhere stands in for a server workers on several machines would share)."""
     (tmp_path / "space.yaml").write_text(SPACE)
     (tmp_path / "profile.yaml").write_text(FAST_PROFILE_YAML)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOCOMPRESS_WORKER_COUNT": "2"}
     first = _search("--model", TINY_MODEL_SPEC, "--data", TINY_DATA_SPEC, "--space", tmp_path / "space.yaml",
-                    "--profile", tmp_path / "profile.yaml", "--budget", 1, "--sampler", "random", "--out", run, env=env)
+                    "--profile", tmp_path / "profile.yaml", "--budget", 1, "--sampler", "random", "--out", run,
+                    *(["--storage", f"sqlite:///{tmp_path / 'server.db'}"] if storage == "--storage" else []), env=env)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     budget = 6
@@ -50,7 +54,10 @@ def test_two_workers_share_one_study(tmp_path):
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert all(re.search(r"^\[\s*\d+/6\] #", o, re.M) for o in outputs), outputs  # each worker finished trials
 
-    study = optuna.load_study(study_name="autocompress", storage=f"sqlite:///{run / 'study.db'}")
+    made = json.loads((run / "run.json").read_text()).get("study")
+    study = (optuna.load_study(study_name=made["name"], storage=made["storage"]) if storage == "--storage"
+             else optuna.load_study(study_name="autocompress", storage=f"sqlite:///{run / 'study.db'}"))
+    assert (run / "study.db").exists() == (storage == "study.db")
     trials = study.get_trials()
     finished = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
     assert len(finished) == budget
@@ -64,6 +71,8 @@ def test_two_workers_share_one_study(tmp_path):
 
     # the results were written once, by the last worker, after every trial
     assert sum(not any(s in o for s in SKIPPED) for o in outputs) == 1, outputs
+    for o in outputs:  # a worker that left the results to another does not point at results it did not write
+        assert ("finalize skipped here" in o) == ("when the last worker finishes (nothing written by this one)" in o), o
     assert study.user_attrs["finalized_at"] == budget
     manifest = json.loads((run / "run.json").read_text())
     assert len([t for t in manifest["timing"] if "worker" in t]) == 2

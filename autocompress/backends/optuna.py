@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 
 from autocompress.backends import _optuna_compat as compat
+from autocompress.backends import STUDY_NAME
 from autocompress.backends.study import RunStudy, StudyBacked, make_sampler, record, trial_params  # noqa: F401  (re-exported)
 from autocompress.config import CandidateConfig
 from autocompress.errors import CandidateError, CandidateStopped, one_line
@@ -29,9 +30,10 @@ class OptunaBackend(StudyBacked):
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0, max_acc_drop: Optional[float] = None,
                  fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None, pool=None, metric=None, worker: bool = False,
-                 nonce: str = "", lock_dir=None):
+                 nonce: str = "", lock_dir=None, study_name: str = STUDY_NAME):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
-                                  climb_limit=climb_limit, metric=metric, worker=worker, nonce=nonce, lock_dir=lock_dir)
+                                  climb_limit=climb_limit, metric=metric, worker=worker, nonce=nonce, lock_dir=lock_dir,
+                                  study_name=study_name)
         self.pool = pool  # a started backends.local_pool.TrialPool: trials run in its workers, several at once
 
     # ---- the loop

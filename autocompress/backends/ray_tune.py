@@ -608,9 +608,10 @@ class RayTuneBackend(StudyBacked):
     trial needs."""
 
     def __init__(self, storage_url: str, space, *, setup: TrialSetup, opts: RayOptions, run_path: Path, sampler: str = "tpe",
-                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None, climb_limit: Optional[float] = None, metric=None):
+                 seed: int = 0, max_acc_drop: Optional[float] = None, fidelity=None, climb_limit: Optional[float] = None, metric=None,
+                 study_name: str = STUDY_NAME):
         self.run_study = RunStudy(storage_url, space, sampler=sampler, seed=seed, max_acc_drop=max_acc_drop, fidelity=fidelity,
-                                  climb_limit=climb_limit, metric=metric)
+                                  climb_limit=climb_limit, metric=metric, study_name=study_name)
         self.setup = setup
         self.opts = opts
         self.run_path = Path(run_path)
@@ -627,7 +628,7 @@ class RayTuneBackend(StudyBacked):
             return
         searcher = _GuardedOptunaSearch(
             define=_DefineByRun(rs, rs.built_candidates()), metric=METRICS, mode=MODES, sampler=rs.sampler(),
-            study_name=STUDY_NAME, storage=open_storage(rs.storage_url), budget=budget,
+            study_name=rs.study_name, storage=open_storage(rs.storage_url), budget=budget,
         )
         board = None
         if rs.fidelity is not None:  # one rung board for all trials, on the driver's node, seeded with the study's rungs

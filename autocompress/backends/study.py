@@ -108,9 +108,9 @@ def open_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.RDBSto
     return storage
 
 
-def trial_params(storage_url: str, number: int) -> dict[str, Any]:
+def trial_params(storage_url: str, number: int, study_name: str = STUDY_NAME) -> dict[str, Any]:
     """The params of trial `number` of the run's study."""
-    study = optuna.load_study(study_name=STUDY_NAME, storage=storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
     return dict(study.trials[number].params)
 
 
@@ -161,7 +161,8 @@ class RunStudy:
 
     def __init__(self, storage_url: str, space: SearchSpace, *, sampler: str = "tpe", seed: int = 0,
                  max_acc_drop: Optional[float] = None, fidelity: Optional[Fidelity] = None, climb_limit: Optional[float] = None,
-                 metric=None, worker: bool = False, nonce: str = "", lock_dir=None):
+                 metric=None, worker: bool = False, nonce: str = "", lock_dir=None, study_name: str = STUDY_NAME):
+        self.study_name = study_name  # STUDY_NAME in the run's study.db; the run's own name in a shared RDB (--storage)
         self.worker = worker
         self.nonce = nonce  # with worker: pid, host and start time of this process
         self.lock_dir = lock_dir  # with worker: where the planning lock lives (the run directory)
@@ -199,8 +200,8 @@ class RunStudy:
         if self.worker:
             self.heartbeats = Heartbeats(storage)
         if not new:
-            self.study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
-        self.study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=DIRECTIONS, sampler=self.sampler(),
+            self.study = optuna.load_study(study_name=self.study_name, storage=storage)
+        self.study = optuna.create_study(study_name=self.study_name, storage=storage, directions=DIRECTIONS, sampler=self.sampler(),
                                          load_if_exists=not new)
         if new:
             for name, params in recipe_trials(self.space):
