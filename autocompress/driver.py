@@ -605,17 +605,23 @@ def worker_nonce() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
 
 
-def worker_threads() -> int:
-    """Fine-tune threads of a --worker process: the cores shared by $AUTOCOMPRESS_WORKER_COUNT
-    workers on this machine (default 2)."""
+def worker_count() -> int:
+    """$AUTOCOMPRESS_WORKER_COUNT: the --worker processes on this machine (default 2)."""
     import os
-
-    from autocompress.backends.local_pool import threads_per_worker
 
     text = os.environ.get("AUTOCOMPRESS_WORKER_COUNT", "2")
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"$AUTOCOMPRESS_WORKER_COUNT must be an integer >= 1 (the --worker processes on this machine), got {text!r}")
-    return threads_per_worker(int(text))
+    return int(text)
+
+
+def worker_threads(trials_at_once: int = 1) -> int:
+    """Fine-tune threads of one trial of a --worker process: the cores shared by
+    $AUTOCOMPRESS_WORKER_COUNT workers on this machine, each running `trials_at_once`
+    trials (--workers)."""
+    from autocompress.backends.local_pool import threads_per_worker
+
+    return threads_per_worker(worker_count() * trials_at_once)
 
 
 class TakingTurns:
@@ -800,7 +806,7 @@ def _start_pool(o: SearchOptions, task, space: SearchSpace, profile: HardwarePro
     workers = o.workers if o.workers is not None else default_workers()
     if workers < 2 and o.trial_timeout is None:
         return None
-    threads = threads_per_worker(workers)
+    threads = worker_threads(workers) if o.worker else threads_per_worker(workers)  # --worker: the other workers' trials share the cores too
     setup = WorkerSetup(task_model=o.model, task_data=o.data, checkpoint=o.checkpoint, task_spec=o.task, cwd=os.getcwd(), task_fingerprint=task.fingerprint,
                         teacher_state=task.teacher.state_dict(), profile=profile, teacher=ctx.teacher, soft_targets=ctx.soft_targets,
                         calibration=ctx.calibration, run_path=str(run.path.resolve()), seed=seed, threads=threads, table=table,

@@ -104,3 +104,14 @@ def test_worker_count_is_checked(monkeypatch, tmp_path):
     monkeypatch.setenv("AUTOCOMPRESS_WORKER_COUNT", "zero")
     with pytest.raises(ConfigError, match="AUTOCOMPRESS_WORKER_COUNT must be an integer >= 1"):
         validate(SearchOptions(resume=str(tmp_path), worker=True))
+
+
+@pytest.mark.parametrize("count, trials, cpus, threads", [("2", 1, 8, 4), ("2", 2, 8, 2), ("4", 2, 8, 1), ("1", 3, 2, 1)])
+def test_worker_threads_share_the_cores_among_every_workers_trials(monkeypatch, count, trials, cpus, threads):
+    """--worker with --workers N: each of the machine's $AUTOCOMPRESS_WORKER_COUNT workers runs
+    N trials at once, so a trial gets cores // (count * N) threads (at least one)."""
+    from autocompress.driver import worker_threads
+
+    monkeypatch.setenv("AUTOCOMPRESS_WORKER_COUNT", count)
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert worker_threads(trials) == threads
