@@ -133,3 +133,59 @@ def test_kill_at_spec_is_parsed_and_checked():
     for bad in ("finetune:", "finetune:x", ":2"):
         with pytest.raises(ValueError, match="AUTOCOMPRESS_KILL_AT"):
             _parse(bad)
+
+
+def _marked(mark: str) -> list[int]:
+    """Pids of the live processes whose environment holds `mark` (a search and everything it started)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if mark.encode() in f.read():
+                    with open(f"/proc/{d}/stat") as s:
+                        if s.read().split(") ", 1)[1].split()[0] != "Z":  # a zombie has ended
+                            pids.append(int(d))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the search's processes through /proc (Linux)")
+def test_sigkill_with_trials_in_worker_processes_leaves_no_orphans(tmp_path):
+    """Trials in worker processes (--workers 2 --trial-timeout): the driver is killed when
+    its first trial finishes, with the other worker's trial in flight. Every process it
+    started ends within a few seconds (none goes on fine-tuning beside the resumed search),
+    and --resume finishes the run with each finished trial once."""
+    import uuid
+
+    space, profile, out = tmp_path / "space.yaml", tmp_path / "profile.yaml", tmp_path / "run"
+    # trial 0 (the int8 teacher) takes seconds; trial 1 (prune 50% + KD) fine-tunes for much longer beside it
+    space.write_text(SPACE.replace("steps: [10]", "steps: [0, 1500]").replace("mode: [int8]", "mode: [fp32, int8]"))
+    profile.write_text(FAST_PROFILE_YAML)
+    mark = f"AUTOCOMPRESS_TEST_MARK={uuid.uuid4().hex}"
+    env = {**os.environ, "AUTOCOMPRESS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "AUTOCOMPRESS_KILL_AT": "trial:0",
+           mark.split("=")[0]: mark.split("=")[1]}
+    argv = [sys.executable, "-m", "autocompress.cli", "search", "--workers", "2", "--trial-timeout", "600", "--budget", str(BUDGET),
+            "--quiet", "--model", TINY_MODEL_SPEC, "--data", TINY_DATA_SPEC, "--space", str(space), "--profile", str(profile),
+            "--seed", "0", "--sampler", "random", "--max-acc-drop", "100", "--out", str(out)]  # random: two trials at once from the start
+    with open(tmp_path / "killed.log", "w") as log:  # a file, not a pipe: waiting for a pipe's end would wait for the orphans too
+        killed = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        assert killed.wait(timeout=300) == -9, (tmp_path / "killed.log").read_text()[-2000:]
+    assert any(t[0] == "RUNNING" for t in _trials(out).values()), "no trial was in flight in the other worker"
+    deadline = time.monotonic() + 5  # the workers look for their driver once a second
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _marked(mark) == [], "processes of the killed search are still running"
+
+    env.pop("AUTOCOMPRESS_KILL_AT")
+    done = subprocess.run([sys.executable, "-m", "autocompress.cli", "search", "--resume", str(out), "--workers", "2", "--trial-timeout", "600",
+                           "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = _trials(out)
+    assert sum(t[0] == "COMPLETE" for t in after.values()) == BUDGET
+    assert not any(t[0] in ("RUNNING", "WAITING") for t in after.values())
+    assert sorted(pd.read_csv(out / "trials.csv")["number"]) == sorted(after)
+    assert _temp_files(out) == []
+    assert _marked(mark) == []

@@ -226,8 +226,29 @@ class _DriverLatency:
         pass
 
 
-def _worker_main(conn, index: int, board: QuietBoard, setup: WorkerSetup) -> None:
-    """A worker process: set up once, then build the candidates it is sent until told to stop."""
+PARENT_CHECK_S = 1.0
+
+
+def leave_with_parent(parent: int, *, every_s: float = PARENT_CHECK_S) -> None:
+    """End this process when `parent` (the driver that started it) is gone: a driver killed
+    with SIGKILL cannot end its workers, and an orphan would go on fine-tuning beside the
+    resumed search (and write into the run). Checked from a daemon thread."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(every_s)
+
+    threading.Thread(target=watch, name="autocompress-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn, index: int, board: QuietBoard, setup: WorkerSetup, parent: Optional[int] = None) -> None:
+    """A worker process: set up once, then build the candidates it is sent until told to stop
+    (or until the driver, `parent`, is gone)."""
+    if parent is not None:
+        leave_with_parent(parent)
     try:
         import torch
 
@@ -332,7 +353,7 @@ class TrialPool:
 
     def _spawn(self, i: int) -> None:
         here, there = self._mp.Pipe(duplex=True)
-        proc = self._mp.Process(target=_worker_main, args=(there, i, self.board, self._setup), daemon=True,
+        proc = self._mp.Process(target=_worker_main, args=(there, i, self.board, self._setup, os.getpid()), daemon=True,
                                 name=f"autocompress-trial-worker-{i}")
         proc.start()
         there.close()
