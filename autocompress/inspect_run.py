@@ -277,19 +277,30 @@ def render_run(info: RunInfo) -> str:
         + (f" (autocompress show {info.path} --trial N for one)" if info.front else ""),
     ]
     vw = max(6, len(unit) + 5)
-    nums = f"{'trial':>5} {'speedup':>7} {'latency':>10} {'size':>8} {'smaller':>7} {'val ' + unit:>{vw}} {'test ' + unit:>{vw}} {'drop':>6}  "
+    t = info.teacher
+    base = dict(t.get("baselines") or {})  # name -> latency ratio to the teacher: a "vs NAME" speedup column each
+    bw = {name: max(8, len(name) + 3) for name in base}
+    nums = (f"{'trial':>5} {'speedup':>7}" + "".join(f" {'vs ' + name:>{bw[name]}}" for name in base)
+            + f" {'latency':>10} {'size':>8} {'smaller':>7} {'val ' + unit:>{vw}} {'test ' + unit:>{vw}} {'drop':>6}  ")
     cw = WIDTH - len(nums)  # the candidate, last: wrapped onto further lines when long
     table = [nums + "candidate", "-" * WIDTH]
-    t = info.teacher
+
+    def times(x) -> str:
+        return "n/a" if x is None else f"{x:.2f}x"
 
     def row(number: str, label: str, speedup, latency_ms, size, smaller, val, test, drop: str) -> list[str]:
         lat = "n/a" if latency_ms is None else f"{latency_ms:.3f}ms"
-        left = (f"{number:>5} {'n/a' if speedup is None else f'{speedup:.2f}x':>7} {lat:>10} {size_text(size):>8}"
-                f" {'n/a' if smaller is None else f'{smaller:.2f}x':>7} {m.show(val):>{vw}} {m.show(test):>{vw}} {drop:>6}  ")
+        vs = "".join(f" {times(None if speedup is None else speedup * ratio):>{bw[name]}}" for name, ratio in base.items())
+        left = (f"{number:>5} {times(speedup):>7}{vs} {lat:>10} {size_text(size):>8}"
+                f" {times(smaller):>7} {m.show(val):>{vw}} {m.show(test):>{vw}} {drop:>6}  ")
         parts = textwrap.wrap(label, cw) or [""]
         return [left + parts[0], *(" " * len(left) + p for p in parts[1:])]
 
     table += row("", "teacher", 1.0, t["latency_ms"], t["size_bytes"], 1.0, t["val_metric"], t["test_metric"], "")
+    for name, ratio in base.items():  # the baseline itself: the teacher with that technique alone, timed before the search
+        cut = len(row("", "", 1.0, 1.0, None, None, None, None, "")[0]) - len(f" {'n/a':>8} {'n/a':>7} {m.show(None):>{vw}} {m.show(None):>{vw}} {'':>6}  ")
+        left = row("", "", 1 / ratio, None if t["latency_ms"] is None else ratio * t["latency_ms"], None, None, None, None, "")[0][:cut]
+        table.append(f"{left:<{len(nums)}}teacher, {name} (baseline)")
     names = candidate_names(pd.DataFrame(info.front))  # as the end-of-search summary names them: the label, else the description
     for p, name in zip(info.front, names):
         drop = "n/a" if p["metric_drop"] is None else (f"{p['metric_drop']:.2f}" if m.percent else f"{p['metric_drop']:.3g}")
@@ -333,7 +344,8 @@ def render_trial(info: TrialInfo) -> str:
                                                              f" (teacher {value_text(m, t['test_metric'])})")),
         (f"{name} drop", drop_text(m, mt["metric_drop"]) + within),
         ("latency", "n/a" if mt["latency_ms"] is None else f"{mt['latency_ms']:.4g} ms (teacher {t['latency_ms']:.4g} ms)"),
-        ("speedup", "n/a" if mt["speedup"] is None else f"{mt['speedup']:.2f}x (latency ratio {mt['latency_ratio']:.4g})"),
+        ("speedup", "n/a" if mt["speedup"] is None else f"{mt['speedup']:.2f}x (latency ratio {mt['latency_ratio']:.4g})"
+         + "".join(f"; {mt['speedup'] * r:.2f}x vs the teacher {name}" for name, r in (t.get("baselines") or {}).items())),
         ("size", "n/a" if mt["size_bytes"] is None else f"{size_text(mt['size_bytes'])} ({int(mt['size_bytes'])} bytes)"),
         ("size reduction", "n/a" if mt["size_reduction"] is None else f"{mt['size_reduction']:.2f}x"),
     ]

@@ -67,6 +67,24 @@ def test_the_summary_names_a_point_by_its_label_as_the_search_summary_does_else_
     assert rows["2"].endswith("  lowrank 0.25")
 
 
+def test_the_summary_gives_the_speedup_against_each_baseline_and_the_baseline_itself():
+    """A transformer's run has a fused fp32 teacher as a baseline: a 'vs fused' column, and
+    the baseline's own row (its speedup against the teacher as exported)."""
+    point = {"speedup": 2.0, "latency_ms": 1.0, "latency_ratio": 0.5, "size_bytes": 1000, "size_reduction": 2.0,
+             "val_metric": 0.9, "test_metric": 0.9, "metric_drop": 0.5}
+    info = RunInfo(path=Path("r"), task="t", profile=None, sampler=None, seed=None, budget=None, backend=None, states={"COMPLETE": 1},
+                   limit=api_limit(), teacher={"val_metric": 0.9, "test_metric": 0.91, "latency_ms": 2.0, "size_bytes": 2000,
+                                               "baselines": {"fused": 0.8}},
+                   metric=BUILTIN["accuracy"], front=[{"number": 1, "label": "p.5 q8", "description": "d", **point}])
+    lines = render_run(info).splitlines()
+    header = next(line for line in lines if line.startswith("trial"))
+    assert header.split()[:4] == ["trial", "speedup", "vs", "fused"]
+    assert next(line for line in lines if line.startswith("    1")).split()[:3] == ["1", "2.00x", "1.60x"]  # 2 x 0.8
+    baseline = next(line for line in lines if line.endswith("teacher, fused (baseline)"))
+    assert baseline.split()[:3] == ["1.25x", "1.00x", "1.600ms"]
+    assert max(len(line) for line in lines) <= WIDTH
+
+
 def api_limit():
     from autocompress.inspect_run import Limit
 

@@ -37,11 +37,14 @@ def optional_float(v: Any) -> Optional[float]:
 
 def teacher_fields(manifest: dict[str, Any], metric: Metric) -> dict[str, Any]:
     """The teacher as run.json records it, under generic names: val_metric, test_metric,
-    latency_ms (floats) and size_bytes (an int); None where it records none."""
+    latency_ms (floats) and size_bytes (an int), None where it records none; baselines:
+    {name: latency ratio to the teacher} of its baselines (e.g. "fused": the fused fp32
+    teacher), {} where it has none."""
     t = manifest.get("teacher") or {}
     size = optional_float(t.get("size_bytes"))
+    baselines = {name: float(b["latency_ratio"]) for name, b in (t.get("baselines") or {}).items() if b.get("latency_ratio") is not None}
     return {"val_metric": optional_float(t.get(metric.column("val"))), "test_metric": optional_float(t.get(metric.column("test"))),
-            "latency_ms": optional_float(t.get("latency_ms")), "size_bytes": None if size is None else int(size)}
+            "latency_ms": optional_float(t.get("latency_ms")), "size_bytes": None if size is None else int(size), "baselines": baselines}
 
 
 def search_limit(manifest: dict[str, Any], metric: Metric) -> Limit:
@@ -118,9 +121,7 @@ def read_run(run_dir: str | Path, *, field: str = "RUN_DIR") -> RunRecords:
     t = teacher_fields(manifest, metric)
     if t["val_metric"] is None or t["latency_ms"] is None or t["size_bytes"] is None:
         raise RunDirError(f"{field} {run.path}: the teacher was not measured yet (run.json has no teacher)")
-    recorded = (manifest.get("teacher") or {}).get("baselines") or {}
-    baselines = {name: b["latency_ratio"] for name, b in recorded.items() if "latency_ratio" in b}
-    teacher = TeacherRow(t["val_metric"], t["test_metric"], t["latency_ms"], t["size_bytes"], metric, baselines)
+    teacher = TeacherRow(t["val_metric"], t["test_metric"], t["latency_ms"], t["size_bytes"], metric, t["baselines"])
     trials_path = run.path / "trials.csv"
     if not trials_path.is_file():
         raise RunDirError(f"{field} {run.path}: no trials.csv (no trial has finished yet)")
