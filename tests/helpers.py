@@ -77,6 +77,24 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def marked_processes(mark: str) -> list[int]:
+    """Pids of the live processes whose environment holds `mark` ("NAME=VALUE" set for a search: the search
+    and every process it started, which inherit it; through /proc, Linux)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if mark.encode() in f.read():
+                    with open(f"/proc/{d}/stat") as s:
+                        if s.read().split(") ", 1)[1].split()[0] != "Z":  # a zombie has ended
+                            pids.append(int(d))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return pids
+
+
 def first_trial_off_the_front(run_dir) -> int:
     """The number of a completed, non-duplicate trial of the run that is not on its front
     (its files were not kept); skips the test when every completed trial is on the front."""

@@ -16,7 +16,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.helpers import FAST_PROFILE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC
+from tests.helpers import FAST_PROFILE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, marked_processes
 
 BUDGET = 4
 # Every candidate fine-tunes and is quantized to int8, so each trial passes through the
@@ -135,23 +135,6 @@ def test_kill_at_spec_is_parsed_and_checked():
             _parse(bad)
 
 
-def _marked(mark: str) -> list[int]:
-    """Pids of the live processes whose environment holds `mark` (a search and everything it started)."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/environ", "rb") as f:
-                if mark.encode() in f.read():
-                    with open(f"/proc/{d}/stat") as s:
-                        if s.read().split(") ", 1)[1].split()[0] != "Z":  # a zombie has ended
-                            pids.append(int(d))
-        except OSError:  # ended meanwhile, or not ours to read
-            continue
-    return pids
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the search's processes through /proc (Linux)")
 def test_sigkill_with_trials_in_worker_processes_leaves_no_orphans(tmp_path):
     """Trials in worker processes (--workers 2 --trial-timeout): the driver is killed when
@@ -175,9 +158,9 @@ def test_sigkill_with_trials_in_worker_processes_leaves_no_orphans(tmp_path):
         assert killed.wait(timeout=300) == -9, (tmp_path / "killed.log").read_text()[-2000:]
     assert any(t[0] == "RUNNING" for t in _trials(out).values()), "no trial was in flight in the other worker"
     deadline = time.monotonic() + 5  # the workers look for their driver once a second
-    while _marked(mark) and time.monotonic() < deadline:
+    while marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _marked(mark) == [], "processes of the killed search are still running"
+    assert marked_processes(mark) == [], "processes of the killed search are still running"
 
     env.pop("AUTOCOMPRESS_KILL_AT")
     done = subprocess.run([sys.executable, "-m", "autocompress.cli", "search", "--resume", str(out), "--workers", "2", "--trial-timeout", "600",
@@ -188,4 +171,4 @@ def test_sigkill_with_trials_in_worker_processes_leaves_no_orphans(tmp_path):
     assert not any(t[0] in ("RUNNING", "WAITING") for t in after.values())
     assert sorted(pd.read_csv(out / "trials.csv")["number"]) == sorted(after)
     assert _temp_files(out) == []
-    assert _marked(mark) == []
+    assert marked_processes(mark) == []

@@ -9,12 +9,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 
 import optuna
 import pandas as pd
 import pytest
 
-from tests.helpers import FIXTURES, FAST_PROFILE_YAML, SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, complete_trials, wait_for_complete
+from tests.helpers import (FIXTURES, FAST_PROFILE_YAML, SPACE_YAML, TINY_DATA_SPEC, TINY_MODEL_SPEC, complete_trials, marked_processes,
+                           wait_for_complete)
 
 pytestmark = pytest.mark.ray
 
@@ -100,14 +103,21 @@ def test_a_trial_whose_process_dies_is_retried_or_recorded_as_failed(tmp_path, a
     space, profile, out, marker = tmp_path / "space.yaml", tmp_path / "profile.yaml", tmp_path / "run", tmp_path / "died"
     space.write_text(FINETUNE_ONLY)
     profile.write_text(FAST_PROFILE_YAML)
-    env = {**_env(tmp_path), "DYING_TASK_MARKER": str(marker), "DYING_TASK_ALWAYS": "1" if always else "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "autocompress.cli", "search", "--model", f"{DYING}:build_model", "--data", f"{DYING}:build_data",
-         "--space", str(space), "--profile", str(profile), "--budget", "1", "--out", str(out), "--backend", "ray"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    mark = f"AUTOCOMPRESS_TEST_MARK={uuid.uuid4().hex}"  # inherited by the driver, its Ray instance and every worker
+    env = {**_env(tmp_path), "DYING_TASK_MARKER": str(marker), "DYING_TASK_ALWAYS": "1" if always else "0", **dict([mark.split("=")])}
+    with open(tmp_path / "search.log", "w") as log:  # a file, not a pipe: the driver's end is what is waited for
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "autocompress.cli", "search", "--model", f"{DYING}:build_model", "--data", f"{DYING}:build_data",
+             "--space", str(space), "--profile", str(profile), "--budget", "1", "--out", str(out), "--backend", "ray"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        assert proc.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-3000:]
     assert marker.is_file()  # a trial process really died
+    deadline = time.monotonic() + 10  # after the run: no Ray process of its own instance is left (agents included)
+    while marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:100] for pid in marked_processes(mark)}
+    assert not left, left
     (trial,) = pd.read_csv(out / "trials.csv").to_dict("records")
     if always:  # died on the first try and on the retry: failed, with the reason
         assert trial["state"] == "FAIL" and "process failed" in trial["failure_reason"]
