@@ -678,7 +678,7 @@ def _stage_reporter(tracker: Tracker, cfg, number: int) -> Callable[[str], None]
 
 def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, tracker: Tracker,
            default_limit: bool = False, max_failures: Optional[int] = None, worker: bool = False) -> dict[str, Any]:
-    from autocompress.outputs import RESULTS, finalize, write_trials_csv
+    from autocompress.outputs import finalize, results_text, write_trials_csv
     from autocompress.pipeline import evaluate_candidate
     from autocompress.stopping import FailureWatch
 
@@ -720,7 +720,7 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         if watch.stop is not None:  # said even with --quiet, next to where the results are
             tracker.note(f"{watch.stop.message} ({backend.finished_count()} of {budget} trials finished; "
                          "--resume RUN_DIR continues once the cause is fixed)", level=QUIET)
-        tracker.note(f"Results in {run.path}: {RESULTS}" if written else
+        tracker.note(f"Results in {run.path}: {results_text(run.path)}" if written else
                      f"Results in {run.path} when the last worker finishes (nothing written by this one)", level=QUIET)
     timing = {"trials": len(records), "search_s": t1 - t0, "finalize_s": time.perf_counter() - t1,
               "trial_s": sum(r.get("t_total", 0.0) for r in records)}

@@ -5,6 +5,7 @@ acc_drop_pts; val_mse, mse_drop)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
@@ -17,7 +18,14 @@ from autocompress.errors import one_line
 from autocompress.faults import checkpoint
 from autocompress.run import RunDir
 
-RESULTS = "summary.txt, pareto.csv, trials.csv, pareto.png, pareto.html, report.md; ONNX + state_dict per front point under trials/"
+RESULT_FILES = ("summary.txt", "pareto.csv", "trials.csv", "pareto.png", "pareto.html", "report.md")
+
+
+def results_text(run_path: Path) -> str:
+    """What a finished search points at: the result files the run has (a report that could
+    not be written is not listed) and the front's files."""
+    have = [name for name in RESULT_FILES if (Path(run_path) / name).is_file()]
+    return ", ".join(have) + "; ONNX + state_dict per front point under trials/"
 _FIRST = ["number", "state", "label", "description", "details", "val_metric", "speedup", "not_faster", "latency_source", "latency_ratio", "latency_ms", "size_bytes",
           "size_reduction", "metric_drop", "feasible", "pareto", "recipe", "duplicate_of", "stop_reason", "failure_reason"]
 

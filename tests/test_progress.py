@@ -180,6 +180,10 @@ def test_a_report_that_fails_at_the_end_of_a_search_loses_nothing_and_is_said_ev
     out = capsys.readouterr().out
     assert "could not be written (RuntimeError: no backend for the plot)" in out and f"autocompress report {run}" in out
     assert out.splitlines()[-1].startswith(f"Results in {run}")
+    listed = out.splitlines()[-1]
+    assert "pareto.png" not in listed and "summary.txt" in listed  # the files it has, not a report that failed
+    for name in ("pareto.html", "report.md"):
+        assert (name in listed) == (run / name).is_file(), name
     assert (run / "summary.txt").read_text().startswith("Pareto front: ")
     front = pd.read_csv(run / "pareto.csv")
     kept = sorted(int(p.name) for p in (run / "trials").iterdir() if p.name.isdigit())
