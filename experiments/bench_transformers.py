@@ -92,7 +92,9 @@ def search(name: str, out: Path, budget: int, seed: int, time_budget: str | None
 
 
 def techniques_of(description: str) -> list[str]:
-    return sorted({t for code, t in TECHNIQUES.items() if code in description})
+    """The techniques a description names ('no prune', 'no fine-tune' name none)."""
+    said = description.replace("no prune", "").replace("no fine-tune", "")
+    return sorted({t for code, t in TECHNIQUES.items() if code in said})
 
 
 def analyse(out: Path) -> dict:
