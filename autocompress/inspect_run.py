@@ -317,10 +317,9 @@ def render_trial(info: TrialInfo) -> str:
     mt, t = info.metrics, info.teacher
     where = "on the front" if info.on_front else ("within the limit, not on the front" if info.feasible else "not on the front")
     lines = [f"Trial {info.number} of {info.run}: {info.state}" + (f", {where}" if info.state == "COMPLETE" else "")]
-    if info.description:
-        lines.append(f"  candidate: {info.description}")
-    if info.details:
-        lines.append(f"  details:   {info.details}")
+    for head, text in (("candidate", info.description), ("details", info.details)):  # long ones wrapped, not cut
+        if text:
+            lines += textwrap.wrap(text, WIDTH, initial_indent=f"  {head + ':':<11}", subsequent_indent=" " * 13, break_on_hyphens=False)
     if info.recipe:
         lines.append(f"  hand recipe: {info.recipe}")
     if info.duplicate_of is not None:

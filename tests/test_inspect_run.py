@@ -85,6 +85,24 @@ def test_the_summary_gives_the_speedup_against_each_baseline_and_the_baseline_it
     assert max(len(line) for line in lines) <= WIDTH
 
 
+def test_a_trials_long_description_and_details_are_wrapped_not_cut():
+    from autocompress.inspect_run import render_trial
+
+    words = ["heads [0.25 0.25]", "mlp [0.2 0.3]", "kd 150 a=0.5 T=4", "int8 dynamic quantization of the MatMul weights"] * 4
+    metrics = dict.fromkeys(("val_metric", "test_metric", "metric_drop", "latency_ms", "latency_ratio", "speedup", "size_bytes",
+                             "size_reduction"))
+    info = TrialInfo(run=Path("r"), number=3, state="FAIL", description=" · ".join(words), details="; ".join(words), params={},
+                     metrics=metrics, on_front=False, feasible=False, limit=api_limit(), failure_reason=None, stop_reason=None,
+                     recipe=None, duplicate_of=None, stage_seconds={}, files=[], recorded_files={},
+                     teacher={"val_metric": 0.9, "test_metric": 0.9, "latency_ms": 1.0, "size_bytes": 10}, metric=BUILTIN["accuracy"])
+    lines = render_trial(info).splitlines()
+    start = [i for i, line in enumerate(lines) if line.startswith(("  candidate: ", "  details:   "))]
+    assert len(start) == 2 and all(len(line) <= WIDTH for line in lines[:start[1] + 6])
+    described = " ".join(line.strip() for line in lines[start[0]:start[1]]).removeprefix("candidate: ")
+    assert described == " · ".join(words)  # every word kept, in order
+    assert lines[start[0] + 1].startswith(" " * 13) and not lines[start[0] + 1].startswith(" " * 14)
+
+
 def api_limit():
     from autocompress.inspect_run import Limit
 
