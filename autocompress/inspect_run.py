@@ -288,19 +288,22 @@ def render_run(info: RunInfo) -> str:
     def times(x) -> str:
         return "n/a" if x is None else f"{x:.2f}x"
 
-    def row(number: str, label: str, speedup, latency_ms, size, smaller, val, test, drop: str) -> list[str]:
+    def speed(number: str, speedup, latency_ms) -> str:
+        """The columns up to the latency."""
         lat = "n/a" if latency_ms is None else f"{latency_ms:.3f}ms"
         vs = "".join(f" {times(None if speedup is None else speedup * ratio):>{bw[name]}}" for name, ratio in base.items())
-        left = (f"{number:>5} {times(speedup):>7}{vs} {lat:>10} {size_text(size):>8}"
+        return f"{number:>5} {times(speedup):>7}{vs} {lat:>10}"
+
+    def row(number: str, label: str, speedup, latency_ms, size, smaller, val, test, drop: str) -> list[str]:
+        left = (speed(number, speedup, latency_ms) + f" {size_text(size):>8}"
                 f" {times(smaller):>7} {m.show(val):>{vw}} {m.show(test):>{vw}} {drop:>6}  ")
         parts = textwrap.wrap(label, cw) or [""]
         return [left + parts[0], *(" " * len(left) + p for p in parts[1:])]
 
     table += row("", "teacher", 1.0, t["latency_ms"], t["size_bytes"], 1.0, t["val_metric"], t["test_metric"], "")
     for name, ratio in base.items():  # the baseline itself: the teacher with that technique alone, timed before the search
-        cut = len(row("", "", 1.0, 1.0, None, None, None, None, "")[0]) - len(f" {'n/a':>8} {'n/a':>7} {m.show(None):>{vw}} {m.show(None):>{vw}} {'':>6}  ")
-        left = row("", "", 1 / ratio, None if t["latency_ms"] is None else ratio * t["latency_ms"], None, None, None, None, "")[0][:cut]
-        table.append(f"{left:<{len(nums)}}teacher, {name} (baseline)")
+        ms = None if t["latency_ms"] is None else ratio * t["latency_ms"]
+        table.append(f"{speed('', 1 / ratio, ms):<{len(nums)}}teacher, {name} (baseline)")
     names = candidate_names(pd.DataFrame(info.front))  # as the end-of-search summary names them: the label, else the description
     for p, name in zip(info.front, names):
         drop = "n/a" if p["metric_drop"] is None else (f"{p['metric_drop']:.2f}" if m.percent else f"{p['metric_drop']:.3g}")
