@@ -304,7 +304,7 @@ def check_storage(url: Any) -> None:
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy's ArgumentError and friends
+    except Exception:  # noqa: BLE001 - sqlalchemy's ArgumentError and friends
         raise ConfigError(f"--storage {_hide_password(url)!r} cannot be read as a database URL") from None
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
@@ -678,7 +678,7 @@ def _stage_reporter(tracker: Tracker, cfg, number: int) -> Callable[[str], None]
 
 def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Optional[float], seed: int, tracker: Tracker,
            default_limit: bool = False, max_failures: Optional[int] = None, worker: bool = False) -> dict[str, Any]:
-    from autocompress.outputs import finalize, results_text, write_trials_csv
+    from autocompress.outputs import results_text, write_trials_csv
     from autocompress.pipeline import evaluate_candidate
     from autocompress.stopping import FailureWatch
 
@@ -713,9 +713,7 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
         if worker:
             written = _finalize_last(backend, ctx, run, tracker, default_limit=default_limit)
         else:
-            remeasure_front(backend, ctx, run, progress=progress)
-            finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=progress, default_limit=default_limit,
-                     warn=lambda text: tracker.note(text, level=QUIET))  # said even with --quiet
+            _write_results(backend, ctx, run, tracker, default_limit=default_limit)
         progress("")
         if watch.stop is not None:  # said even with --quiet, next to where the results are
             tracker.note(f"{watch.stop.message} ({backend.finished_count()} of {budget} trials finished; "
@@ -729,6 +727,16 @@ def _drive(backend: "Backend", ctx, run: RunDir, *, budget: int, time_budget: Op
     return timing
 
 
+def _write_results(backend, ctx, run: RunDir, tracker: Tracker, *, default_limit: bool) -> None:
+    """The end of a search: the front re-measured, then the tables, plots and clean-up
+    (outputs.finalize); a report that fails is said even with --quiet."""
+    from autocompress.outputs import finalize
+
+    remeasure_front(backend, ctx, run, progress=tracker.note)
+    finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=tracker.note, default_limit=default_limit,
+             warn=lambda text: tracker.note(text, level=QUIET))
+
+
 FINALIZED = "finalized_at"  # study attribute: finished trials when a worker last wrote the results
 
 
@@ -737,7 +745,6 @@ def _finalize_last(backend, ctx, run: RunDir, tracker: Tracker, *, default_limit
     artifacts deleted) by the last worker to finish only: not while another worker has
     trials running, nor again when another wrote them for the same finished trials.
     Returns whether the results are in place (written here or by another worker)."""
-    from autocompress.outputs import finalize
     from autocompress.atomic import file_lock
 
     rs = backend.run_study
@@ -752,9 +759,7 @@ def _finalize_last(backend, ctx, run: RunDir, tracker: Tracker, *, default_limit
         if rs.study.user_attrs.get(FINALIZED) == finished:
             tracker.note(f"The results for these {finished} trials were written by another worker", level=QUIET)
             return True
-        remeasure_front(backend, ctx, run, progress=tracker.note)
-        finalize(run, backend.records(), ctx, max_acc_drop=backend.max_acc_drop, progress=tracker.note, default_limit=default_limit,
-                 warn=lambda text: tracker.note(text, level=QUIET))
+        _write_results(backend, ctx, run, tracker, default_limit=default_limit)
         rs.study.set_user_attr(FINALIZED, finished)
         return True
 

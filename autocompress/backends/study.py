@@ -187,9 +187,9 @@ class RunStudy:
     def sampler(self) -> optuna.samplers.BaseSampler:
         """A fresh sampler, seeded by the run's seed and the trials so far (a resumed run does
         not replay the first run's draws)."""
-        n_done = len(self.study.trials) if self.study is not None else 0
         if self.worker:
             return make_sampler(self.sampler_name, seed=worker_seed(self.seed, self.nonce))
+        n_done = len(self.study.trials) if self.study is not None else 0
         return make_sampler(self.sampler_name, seed=self.seed + n_done)
 
     def open(self, *, new: bool) -> None:
@@ -230,8 +230,8 @@ class RunStudy:
         for t in self.study.get_trials(deepcopy=False, states=(_STATES.RUNNING,)):
             if t._trial_id in stale_ids:
                 out.append(t)
-            elif (not compat.has_heartbeat(self.study, t) and t.datetime_start is not None
-                  and (now - t.datetime_start).total_seconds() > GRACE_S):
+            elif (t.datetime_start is not None and (now - t.datetime_start).total_seconds() > GRACE_S
+                  and not compat.has_heartbeat(self.study, t)):  # the storage is asked only about trials old enough
                 out.append(t)
         return out
 
