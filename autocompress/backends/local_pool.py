@@ -450,21 +450,23 @@ class TrialPool:
         """End worker `i` (its process only) and start it again; its trial fails as timed out."""
         number = self._running.pop(i)
         seconds = time.monotonic() - self._started.pop(i)
-        self._end(i)
-        self._spawn(i)
-        self._await_ready(i)
-        return Finished(i, number, "failed", f"timed out after {self.trial_timeout_s:g} s (--trial-timeout); "
-                                             "its worker process was ended and restarted", seconds)
-
-    def _end(self, i: int) -> None:
         proc = self._procs[i]
         proc.terminate()  # SIGTERM: ends it at once, within native code too (it installs no handler)
         proc.join(timeout=5)
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
+        self._restart(i)
+        return Finished(i, number, "failed", f"timed out after {self.trial_timeout_s:g} s (--trial-timeout); "
+                                             "its worker process was ended and restarted", seconds)
+
+    def _restart(self, i: int) -> None:
+        """Worker `i`, whose process has ended: its connection closed, its slot of the board
+        cleared, a fresh process started and ready."""
         self._conns[i].close()
         self.board.clear(i)
+        self._spawn(i)
+        self._await_ready(i)
 
     def _serve(self, i: int, message) -> None:
         try:
@@ -513,10 +515,7 @@ class TrialPool:
         proc = self._procs[i]
         proc.join(timeout=5)
         code = proc.exitcode
-        self._conns[i].close()
-        self.board.clear(i)
-        self._spawn(i)
-        self._await_ready(i)
+        self._restart(i)
         return Finished(i, number, "failed", f"worker: the trial's process died (exit code {code}); restarted", 0.0)
 
     def interrupt(self) -> list[int]:
